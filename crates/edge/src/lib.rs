@@ -1,0 +1,3 @@
+//! The caching edge: a Pingora reverse proxy with a disk cache, driven by the edge protocol.
+
+pub mod disk_cache;
