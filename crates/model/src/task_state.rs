@@ -1,0 +1,107 @@
+//! The states of tasks and of their (URL, edge) pairs.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a task does on the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    /// Pull objects from the origin into every edge's cache.
+    Prefetch,
+    /// Remove objects from every edge's cache.
+    Refresh,
+}
+
+/// Where a task is in its life. A task ends `Done` or `Failed`, never stays running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Accepted and persisted; no pair has started.
+    Waiting,
+    /// At least one pair has started and not every pair has finished.
+    Running,
+    /// Every pair finished and at least one succeeded.
+    Done,
+    /// Every pair finished and none succeeded.
+    Failed,
+}
+
+/// The state of one (URL, edge) pair of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PairStatus {
+    /// Not started yet (or handed back after a restart).
+    Waiting,
+    /// An attempt is in flight.
+    Running,
+    /// The edge confirmed the work.
+    Success,
+    /// Every attempt failed; the pair carries the reason.
+    Failed,
+}
+
+impl TaskStatus {
+    /// Whether the task can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Done | TaskStatus::Failed)
+    }
+}
+
+impl PairStatus {
+    /// Whether the pair can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, PairStatus::Success | PairStatus::Failed)
+    }
+}
+
+macro_rules! wire_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name used on the wire and in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<$ty, String> {
+                match text {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected one of: {})",
+                        stringify!($ty),
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+wire_names!(TaskKind { Prefetch => "prefetch", Refresh => "refresh" });
+wire_names!(TaskStatus { Waiting => "waiting", Running => "running", Done => "done", Failed => "failed" });
+wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for status in [
+            TaskStatus::Waiting,
+            TaskStatus::Running,
+            TaskStatus::Done,
+            TaskStatus::Failed,
+        ] {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+        }
+        assert!("finished".parse::<TaskStatus>().is_err());
+    }
+}

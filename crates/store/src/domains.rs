@@ -1,0 +1,144 @@
+//! Registered domains (备案) and the revision edges compare their domain table against.
+
+use precache_model::time::now_millis;
+use precache_model::{AccountId, DomainName, Origin};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Domain, Error, Result, Store};
+
+const DOMAIN_SELECT: &str =
+    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.created_at \
+     FROM domains d JOIN accounts a ON a.id = d.account_id";
+
+fn decode_domain(row: &AnyRow) -> Result<Domain> {
+    let name: String = row.try_get("name")?;
+    let origin: String = row.try_get("origin")?;
+    Ok(Domain {
+        name: DomainName::parse(&name).map_err(Error::Corrupt)?,
+        owner_id: AccountId(row.try_get("account_id")?),
+        owner_name: row.try_get("owner_name")?,
+        origin: Origin::parse(&origin).map_err(Error::Corrupt)?,
+        origin_host: row.try_get("origin_host")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn bump_domains_revision(connection: &mut AnyConnection) -> Result<()> {
+    sqlx::query("UPDATE revisions SET value = value + 1 WHERE name = 'domains'")
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Registers a domain to the account named `owner`. `NotFound` for an unknown owner,
+    /// `Conflict` when the domain is registered already (to anyone).
+    pub async fn create_domain(
+        &self,
+        name: DomainName,
+        owner: &str,
+        origin: Origin,
+        origin_host: Option<String>,
+    ) -> Result<Domain> {
+        let owner = owner.to_string();
+        let created_at = now_millis();
+        let result = self
+            .writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let owner_id: Option<i64> = sqlx::query("SELECT id FROM accounts WHERE name = $1")
+                        .bind(&owner)
+                        .fetch_optional(&mut *connection)
+                        .await?
+                        .map(|row| row.try_get("id"))
+                        .transpose()?;
+                    let Some(owner_id) = owner_id else {
+                        return Err(Error::NotFound(format!("owner account {owner:?}")));
+                    };
+                    sqlx::query(
+                        "INSERT INTO domains (name, account_id, origin, origin_host, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(name.as_str())
+                    .bind(owner_id)
+                    .bind(origin.to_string())
+                    .bind(origin_host.clone())
+                    .bind(created_at)
+                    .execute(&mut *connection)
+                    .await?;
+                    bump_domains_revision(connection).await?;
+                    Ok(Domain {
+                        name,
+                        owner_id: AccountId(owner_id),
+                        owner_name: owner,
+                        origin,
+                        origin_host,
+                        created_at,
+                    })
+                })
+            })
+            .await;
+        match result {
+            Err(error) if error.is_unique_violation() => Err(Error::Conflict("that domain".into())),
+            other => other,
+        }
+    }
+
+    /// The domain with this name.
+    pub async fn domain(&self, name: &str) -> Result<Option<Domain>> {
+        let row = sqlx::query(&format!("{DOMAIN_SELECT} WHERE d.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_domain).transpose()
+    }
+
+    /// Domains, by name: every domain, or those of one account.
+    pub async fn list_domains(&self, owner: Option<AccountId>) -> Result<Vec<Domain>> {
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query(&format!(
+                    "{DOMAIN_SELECT} WHERE d.account_id = $1 ORDER BY d.name"
+                ))
+                .bind(owner.0)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("{DOMAIN_SELECT} ORDER BY d.name"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(decode_domain).collect()
+    }
+
+    /// Unregisters a domain. `NotFound` when it is not registered.
+    pub async fn delete_domain(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let deleted = sqlx::query("DELETE FROM domains WHERE name = $1")
+                        .bind(&name)
+                        .execute(&mut *connection)
+                        .await?;
+                    if deleted.rows_affected() == 0 {
+                        return Err(Error::NotFound(format!("domain {name:?}")));
+                    }
+                    bump_domains_revision(connection).await
+                })
+            })
+            .await
+    }
+
+    /// The registry as edges need it: its revision and every domain. The revision is read first,
+    /// so the domains are at least as new as it says and a later change is pushed again.
+    pub async fn domain_table(&self) -> Result<(i64, Vec<Domain>)> {
+        let revision: i64 = sqlx::query("SELECT value FROM revisions WHERE name = 'domains'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("value")?;
+        Ok((revision, self.list_domains(None).await?))
+    }
+}

@@ -1,0 +1,236 @@
+//! What the store reads and writes: plain records, no behaviour.
+
+use precache_model::{
+    AccountId, DomainName, EdgeId, Origin, PairStatus, QuotaKind, Role, TaskId, TaskKind,
+    TaskStatus,
+};
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Row id.
+    pub id: AccountId,
+    /// Login name.
+    pub name: String,
+    /// What the account may do.
+    pub role: Role,
+    /// PHC string of the argon2id hash of the password.
+    pub password_hash: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A token looked up by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The account the token was issued to.
+    pub account: Account,
+    /// Expiry, ms since the epoch.
+    pub expires_at: i64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// A registered domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// The host name.
+    pub name: DomainName,
+    /// The owning account.
+    pub owner_id: AccountId,
+    /// The owning account's name.
+    pub owner_name: String,
+    /// Where edges fetch it from.
+    pub origin: Origin,
+    /// `Host` sent to the origin, when not the domain itself.
+    pub origin_host: Option<String>,
+    /// Registration time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// An edge node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Row id.
+    pub id: EdgeId,
+    /// Unique name.
+    pub name: String,
+    /// Base URL of the edge's admin listener, once known.
+    pub admin_url: Option<String>,
+    /// Bearer secret the control plane presents to that listener.
+    pub admin_secret: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// When the control plane last heard from the edge, ms since the epoch.
+    pub last_seen_at: Option<i64>,
+}
+
+/// A task to create, with everything needed to commit it at once.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// The `reqId`.
+    pub id: TaskId,
+    /// The submitting account.
+    pub account_id: AccountId,
+    /// Prefetch or refresh.
+    pub kind: TaskKind,
+    /// The one domain all URLs are on.
+    pub domain: DomainName,
+    /// Normalised, de-duplicated URLs.
+    pub urls: Vec<String>,
+    /// Edges the work runs on; one pair per (URL, edge).
+    pub edges: Vec<EdgeId>,
+    /// Acceptance time, ms since the epoch.
+    pub created_at: i64,
+    /// The quota charged in the same transaction.
+    pub charge: QuotaCharge,
+}
+
+/// Consumption of a daily quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCharge {
+    /// Which quota.
+    pub kind: QuotaKind,
+    /// The day it counts against, in the quota time zone (`YYYY-MM-DD`).
+    pub day: String,
+    /// How much.
+    pub amount: i64,
+    /// The limit that applies when the account has none of its own.
+    pub default_limit: i64,
+}
+
+/// A task's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSummary {
+    /// The `reqId`.
+    pub id: TaskId,
+    /// The submitting account.
+    pub account_id: AccountId,
+    /// Prefetch or refresh.
+    pub kind: TaskKind,
+    /// The domain.
+    pub domain: String,
+    /// Where it is in its life.
+    pub status: TaskStatus,
+    /// Acceptance time, ms.
+    pub created_at: i64,
+    /// When the first pair started, ms.
+    pub started_at: Option<i64>,
+    /// When the last pair finished, ms.
+    pub finished_at: Option<i64>,
+    /// Distinct URLs.
+    pub n_urls: i64,
+    /// (URL, edge) pairs.
+    pub n_pairs: i64,
+    /// Pairs finished (either way).
+    pub n_finished: i64,
+    /// Pairs that succeeded.
+    pub n_success: i64,
+}
+
+/// One (URL, edge) pair as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairRecord {
+    /// Index of the URL in the task.
+    pub url_idx: i64,
+    /// The edge.
+    pub edge_id: EdgeId,
+    /// The edge's name (empty when the edge was removed since).
+    pub edge_name: String,
+    /// Its state.
+    pub status: PairStatus,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last HTTP status seen.
+    pub http_status: Option<i64>,
+    /// Body bytes fetched.
+    pub bytes: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// First attempt started, ms.
+    pub started_at: Option<i64>,
+    /// Finished, ms.
+    pub finished_at: Option<i64>,
+}
+
+/// A task with its URLs and pairs, for the status query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDetail {
+    /// The task's row.
+    pub summary: TaskSummary,
+    /// URLs by index.
+    pub urls: Vec<String>,
+    /// Every pair, ordered by URL index then edge.
+    pub pairs: Vec<PairRecord>,
+}
+
+/// Filters of the task list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Whose tasks.
+    pub account_id: AccountId,
+    /// Which kind.
+    pub kind: TaskKind,
+    /// Only tasks in this state.
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this one (cursor: the last `reqId` of the previous page).
+    pub before: Option<TaskId>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Identifies one pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PairKey {
+    /// The task.
+    pub task_id: TaskId,
+    /// Index of the URL.
+    pub url_idx: i64,
+    /// The edge.
+    pub edge_id: EdgeId,
+}
+
+/// A pair that still has to run, with what the engine needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPair {
+    /// Which pair.
+    pub key: PairKey,
+    /// Prefetch or refresh.
+    pub kind: TaskKind,
+    /// The URL.
+    pub url: String,
+    /// The task's domain.
+    pub domain: String,
+    /// The domain's origin, `None` when the domain was removed since.
+    pub origin: Option<Origin>,
+}
+
+/// How a pair ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairResult {
+    /// Which pair.
+    pub key: PairKey,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last HTTP status seen.
+    pub http_status: Option<i64>,
+    /// Body bytes.
+    pub bytes: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it ended, ms.
+    pub finished_at: i64,
+}
+
+/// An account's quota for one kind, today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaStatus {
+    /// Which quota.
+    pub kind: QuotaKind,
+    /// Daily limit.
+    pub limit: i64,
+    /// Used today.
+    pub used: i64,
+}

@@ -1,0 +1,223 @@
+//! The store against a real SQLite file: group commit, quotas, task and pair bookkeeping.
+
+use precache_model::{
+    DomainName, Origin, PairStatus, QuotaKind, Role, TaskId, TaskKind, TaskStatus,
+};
+use precache_store::{Error, NewTask, PairKey, PairResult, QuotaCharge, Store, TaskQuery};
+
+async fn open_store(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}/precache.db", dir.path().display());
+    Store::open(&url).await.expect("open store")
+}
+
+fn new_task(
+    account: &precache_store::Account,
+    edges: &[precache_store::Edge],
+    urls: &[&str],
+    limit: i64,
+) -> NewTask {
+    NewTask {
+        id: TaskId::new_random(),
+        account_id: account.id,
+        kind: TaskKind::Prefetch,
+        domain: DomainName::parse("game.example.com").expect("domain"),
+        urls: urls.iter().map(|url| url.to_string()).collect(),
+        edges: edges.iter().map(|edge| edge.id).collect(),
+        created_at: precache_model::time::now_millis(),
+        charge: QuotaCharge {
+            kind: QuotaKind::PrefetchUrls,
+            day: "2026-11-28".into(),
+            amount: urls.len() as i64,
+            default_limit: limit,
+        },
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_admin_only_on_an_empty_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    assert!(store
+        .create_bootstrap_admin("hash-1")
+        .await
+        .expect("bootstrap"));
+    assert!(!store
+        .create_bootstrap_admin("hash-2")
+        .await
+        .expect("second bootstrap"));
+    let admin = store
+        .account_by_name("admin")
+        .await
+        .expect("lookup")
+        .expect("admin exists");
+    assert_eq!(
+        (admin.role, admin.password_hash.as_str()),
+        (Role::Admin, "hash-1")
+    );
+    assert!(matches!(
+        store.delete_account("admin").await,
+        Err(Error::Refused(_))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let alice = store
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = store
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    store
+        .create_domain(
+            DomainName::parse("game.example.com").expect("domain"),
+            "alice",
+            Origin::parse("http://127.0.0.1:9").expect("origin"),
+            None,
+        )
+        .await
+        .expect("domain");
+
+    // 40 tasks of 2 URLs against a limit of 50 URLs: exactly 25 fit, whatever the batching.
+    let mut handles = Vec::new();
+    for n in 0..40 {
+        let store = store.clone();
+        let task = new_task(
+            &alice,
+            std::slice::from_ref(&edge),
+            &[
+                &format!("http://game.example.com/{n}/a"),
+                &format!("http://game.example.com/{n}/b"),
+            ],
+            50,
+        );
+        handles.push(tokio::spawn(async move { store.submit_task(task).await }));
+    }
+    let mut accepted = Vec::new();
+    let mut rejected = 0;
+    for handle in handles {
+        match handle.await.expect("join") {
+            Ok(task) => accepted.push(task.id),
+            Err(Error::QuotaExceeded { limit: 50, .. }) => rejected += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!((accepted.len(), rejected), (25, 15));
+    let quota = store
+        .quota_status(alice.id, "2026-11-28", QuotaKind::default_daily_limit)
+        .await
+        .expect("quota");
+    assert_eq!(quota[0].used, 50);
+
+    let page = store
+        .list_tasks(&TaskQuery {
+            account_id: alice.id,
+            kind: TaskKind::Prefetch,
+            status: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.len(), 25, "rejected submissions left no rows");
+    assert_eq!(store.pending_pairs().await.expect("pending").len(), 50);
+}
+
+#[tokio::test]
+async fn pairs_drive_the_task_to_its_final_state_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let alice = store
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = store
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    let task = store
+        .submit_task(new_task(
+            &alice,
+            std::slice::from_ref(&edge),
+            &["http://game.example.com/a", "http://game.example.com/b"],
+            100,
+        ))
+        .await
+        .expect("submit");
+    let key = |url_idx| PairKey {
+        task_id: task.id,
+        url_idx,
+        edge_id: edge.id,
+    };
+    store
+        .pairs_started(vec![key(0), key(1)], 10)
+        .await
+        .expect("started");
+    let detail = store
+        .task_detail(alice.id, task.id)
+        .await
+        .expect("detail")
+        .expect("exists");
+    assert_eq!(detail.summary.status, TaskStatus::Running);
+    assert!(detail
+        .pairs
+        .iter()
+        .all(|pair| pair.status == PairStatus::Running));
+
+    let finish = |url_idx, success| PairResult {
+        key: key(url_idx),
+        success,
+        attempts: 1,
+        http_status: Some(if success { 200 } else { 404 }),
+        bytes: Some(5),
+        error: (!success).then(|| "origin answered 404 Not Found".to_string()),
+        finished_at: 20,
+    };
+    assert_eq!(
+        store
+            .pair_finished(finish(0, true))
+            .await
+            .expect("finish 0"),
+        None
+    );
+    let ended = store
+        .pair_finished(finish(1, false))
+        .await
+        .expect("finish 1")
+        .expect("task ended");
+    assert_eq!(
+        (ended.status, ended.n_success, ended.n_finished),
+        (TaskStatus::Done, 1, 2)
+    );
+    // Recording the same end again is harmless.
+    assert_eq!(
+        store.pair_finished(finish(1, false)).await.expect("again"),
+        None
+    );
+
+    let detail = store
+        .task_detail(alice.id, task.id)
+        .await
+        .expect("detail")
+        .expect("exists");
+    assert_eq!(detail.urls.len(), 2);
+    assert_eq!(
+        detail.pairs[1].error.as_deref(),
+        Some("origin answered 404 Not Found")
+    );
+    assert_eq!(detail.summary.finished_at, Some(20));
+    // Another account does not see it.
+    let bob = store
+        .create_account("bob", "h", Role::User)
+        .await
+        .expect("bob");
+    assert!(store
+        .task_detail(bob.id, task.id)
+        .await
+        .expect("lookup")
+        .is_none());
+}
