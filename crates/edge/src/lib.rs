@@ -1,3 +1,245 @@
 //! The caching edge: a Pingora reverse proxy with a disk cache, driven by the edge protocol.
+//!
+//! An edge runs two listeners on its own Tokio runtime: the data plane (players' `GET`/`HEAD`,
+//! routed by `Host` to registered domains, served from [`disk_cache`] or filled from the domain's
+//! origin) and the admin listener (the edge protocol of `precache_model::edge_protocol`: domain
+//! table pushes, prefetch commands, status), which requires the edge's admin secret.
 
+mod admin;
+pub mod cache_key;
 pub mod disk_cache;
+mod domain_routes;
+mod prefetch;
+mod proxy;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::cache::lock::CacheLock;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Fds, ListenFds};
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
+use rand::RngCore;
+use tokio::sync::{oneshot, watch};
+
+use crate::admin::AdminState;
+use crate::disk_cache::DiskCache;
+use crate::domain_routes::DomainRoutes;
+use crate::prefetch::Prefetcher;
+use crate::proxy::EdgeProxy;
+
+/// Limits on talking to origins.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginTimeouts {
+    /// To establish the TCP connection.
+    pub connect: Duration,
+    /// From sending the request to the first byte of the answer.
+    pub first_byte: Duration,
+    /// Between two reads of the body.
+    pub idle: Duration,
+}
+
+/// How to run an edge.
+pub struct EdgeConfig {
+    /// The edge's name, as the control plane knows it.
+    pub name: String,
+    /// Bound data-plane listener (players' requests).
+    pub data_listener: TcpListener,
+    /// Bound admin listener (the edge protocol).
+    pub admin_listener: TcpListener,
+    /// Where the cache and the domain table live.
+    pub data_dir: PathBuf,
+    /// Bearer secret the admin listener requires.
+    pub admin_secret: String,
+    /// Worker threads of the edge's runtime.
+    pub threads: usize,
+    /// Origin timeouts.
+    pub timeouts: OriginTimeouts,
+}
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// Setting up a listener, the runtime or the data dir failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The edge thread ended before it was ready.
+    #[error("the edge stopped while starting")]
+    Stopped,
+}
+
+/// A running edge. Dropping it does not stop it; call [`RunningEdge::stop`].
+pub struct RunningEdge {
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long in-flight requests get to finish when the edge stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl RunningEdge {
+    /// Where players connect.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    /// Where the control plane connects.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, gives in-flight requests [`STOP_GRACE`], then ends the edge's runtime.
+    /// Fills cut short leave only temp files, which the next start removes.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> EdgeError {
+    move |source| EdgeError::Io { context, source }
+}
+
+/// Starts an edge on a runtime of its own (so players' traffic never queues behind control-plane
+/// work) and returns once both listeners accept.
+pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
+    let data_addr = config.data_listener.local_addr().map_err(io_error("read the data listener address"))?;
+    let admin_addr = config.admin_listener.local_addr().map_err(io_error("read the admin listener address"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads.max(1))
+        .thread_name("edge-worker")
+        .enable_all()
+        .build()
+        .map_err(io_error("start the edge runtime"))?;
+    let (ready, started) = oneshot::channel();
+    let (stop, stopped) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("edge".into())
+        .spawn(move || {
+            runtime.block_on(run(config, data_addr, ready, stopped));
+            // Connections still open after the grace period are cut here.
+            runtime.shutdown_timeout(Duration::from_millis(200));
+        })
+        .map_err(io_error("start the edge thread"))?;
+    match started.await {
+        Ok(Ok(())) => Ok(RunningEdge { data_addr, admin_addr, stop, thread: Some(thread) }),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(EdgeError::Stopped),
+    }
+}
+
+async fn run(
+    config: EdgeConfig,
+    data_addr: SocketAddr,
+    ready: oneshot::Sender<Result<(), EdgeError>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let EdgeConfig { name, data_listener, admin_listener, data_dir, admin_secret, timeouts, .. } = config;
+    let cache_dir = data_dir.join("cache");
+    let opened = tokio::task::spawn_blocking(move || DiskCache::open(cache_dir)).await;
+    let cache: &'static DiskCache = match opened {
+        Ok(Ok(cache)) => Box::leak(Box::new(cache)),
+        Ok(Err(source)) => {
+            let _ = ready.send(Err(EdgeError::Io { context: "open the disk cache", source }));
+            return;
+        }
+        Err(_) => {
+            let _ = ready.send(Err(EdgeError::Stopped));
+            return;
+        }
+    };
+    let routes = match DomainRoutes::load(&data_dir).await {
+        Ok(routes) => Arc::new(routes),
+        Err(source) => {
+            let _ = ready.send(Err(EdgeError::Io { context: "load the domain table", source }));
+            return;
+        }
+    };
+    if let Err(source) = admin_listener.set_nonblocking(true) {
+        let _ = ready.send(Err(EdgeError::Io { context: "configure the admin listener", source }));
+        return;
+    }
+    let admin_listener = match tokio::net::TcpListener::from_std(admin_listener) {
+        Ok(listener) => listener,
+        Err(source) => {
+            let _ = ready.send(Err(EdgeError::Io { context: "register the admin listener", source }));
+            return;
+        }
+    };
+
+    let mut secret_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret_bytes);
+    let prefetch_secret: Arc<str> = Arc::from(hex::encode(secret_bytes));
+    // With streaming partial writes the lock is released as soon as the fill starts, so waiters
+    // only wait for the origin's response headers: bounded by the origin timeouts.
+    let cache_lock = Box::leak(CacheLock::new_boxed(timeouts.connect + timeouts.first_byte));
+    let proxy = EdgeProxy {
+        routes: Arc::clone(&routes),
+        cache,
+        cache_lock,
+        prefetch_secret: Arc::clone(&prefetch_secret),
+        timeouts,
+    };
+    let server_conf = Arc::new(ServerConf::default());
+    let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
+    // Pingora binds by address string unless it finds a socket for that string in its fd table:
+    // handing it the socket we bound lets callers use port 0 and learn bind errors up front.
+    let bind = data_addr.to_string();
+    service.add_tcp(&bind);
+    let mut fds = Fds::new();
+    fds.add(bind, data_listener.into_raw_fd());
+    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+    let (proxy_stop, proxy_stopped) = watch::channel(false);
+    let (service_ready, _) = watch::channel(false);
+    let proxy_task = tokio::spawn(async move {
+        service
+            .start_service(Some(fds), proxy_stopped, 1, ServiceReadyNotifier::new(service_ready))
+            .await;
+    });
+
+    let client = match reqwest::Client::builder().no_proxy().connect_timeout(timeouts.connect).build() {
+        Ok(client) => client,
+        Err(error) => {
+            let source = std::io::Error::other(error);
+            let _ = ready.send(Err(EdgeError::Io { context: "build the prefetch client", source }));
+            return;
+        }
+    };
+    let admin_state = Arc::new(AdminState {
+        name,
+        secret: Arc::from(admin_secret),
+        routes: Arc::clone(&routes),
+        cache,
+        prefetcher: Prefetcher { client, data_plane: data_addr, secret: prefetch_secret, routes, cache, timeouts },
+    });
+    let mut admin_stopped = stopped.clone();
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let _ = ready.send(Ok(()));
+
+    let _ = stopped.wait_for(|stop| *stop).await;
+    let _ = proxy_stop.send(true);
+    let _ = tokio::time::timeout(STOP_GRACE, async {
+        let _ = proxy_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+}

@@ -1,0 +1,97 @@
+//! The edge protocol's server side: the admin listener the control plane drives the edge with.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use precache_model::edge_protocol::{
+    DomainTable, EdgeStatus, PrefetchCommand, PrefetchEvent, DOMAINS_PATH, PREFETCH_PATH, STATUS_PATH,
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use crate::disk_cache::DiskCache;
+use crate::domain_routes::DomainRoutes;
+use crate::prefetch::Prefetcher;
+
+/// What the admin handlers share.
+pub(crate) struct AdminState {
+    pub(crate) name: String,
+    pub(crate) secret: Arc<str>,
+    pub(crate) routes: Arc<DomainRoutes>,
+    pub(crate) cache: &'static DiskCache,
+    pub(crate) prefetcher: Prefetcher,
+}
+
+/// The admin router; every route requires the edge's admin secret as a bearer token.
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route(STATUS_PATH, get(status))
+        .route(DOMAINS_PATH, put(replace_domains))
+        .route(PREFETCH_PATH, post(prefetch))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_secret))
+        .with_state(state)
+}
+
+async fn require_secret(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(state.secret.as_bytes())) && !presented.is_empty() {
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, "edge admin secret required\n").into_response()
+    }
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Json<EdgeStatus> {
+    let stats = state.cache.stats();
+    Json(EdgeStatus {
+        name: state.name.clone(),
+        domains_revision: state.routes.revision(),
+        objects: stats.objects,
+        bytes: stats.bytes,
+        fills_in_progress: stats.fills_in_progress,
+    })
+}
+
+async fn replace_domains(State(state): State<Arc<AdminState>>, Json(table): Json<DomainTable>) -> Response {
+    let revision = table.revision;
+    match state.routes.apply(table).await {
+        Ok(()) => {
+            tracing::info!(revision, "domain table updated");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not save the domain table");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("could not save the domain table: {error}\n")).into_response()
+        }
+    }
+}
+
+/// Answers with NDJSON: progress lines while the object streams in, then the outcome. The
+/// prefetch runs in its own task, so it completes (and the object is cached) even when the
+/// control plane goes away mid-way.
+async fn prefetch(State(state): State<Arc<AdminState>>, Json(command): Json<PrefetchCommand>) -> Response {
+    let (events, receiver) = mpsc::channel::<PrefetchEvent>(16);
+    tokio::spawn(async move {
+        let outcome = state.prefetcher.run(&command, &events).await;
+        let _ = events.send(PrefetchEvent::Finished(outcome)).await;
+    });
+    let lines = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = receiver.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), receiver))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+}

@@ -1,0 +1,141 @@
+//! Startup: bring a cache directory back to a consistent state and rebuild the index from it.
+//!
+//! Whatever a crash interrupted is undone here: unpublished temp files are deleted, metas that
+//! cannot be read or whose body is missing or of the wrong size are deleted, and bodies no meta
+//! points at are deleted. What remains is exactly the set of complete objects.
+
+use super::index::{Entry, Index};
+use super::layout::{parse_object_file_name, Layout, ObjectFile};
+use super::meta_file;
+use super::store::Store;
+use super::sync::remove_if_exists;
+use pingora::cache::CacheMeta;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Opens the cache directory at `root`, creating it if needed.
+pub(super) fn recover(root: &Path) -> io::Result<Store> {
+    let layout = Layout::new(root);
+    fs::create_dir_all(layout.objects_dir())?;
+    fs::create_dir_all(layout.tmp_dir())?;
+    clear_dir(layout.tmp_dir())?;
+
+    let mut metas: Vec<(String, PathBuf)> = Vec::new();
+    // (combined, generation) -> (path, length)
+    let mut bodies: HashMap<(String, u64), (PathBuf, u64)> = HashMap::new();
+    let mut max_generation = 0;
+    for file in object_files(layout.objects_dir())? {
+        let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        match parse_object_file_name(name) {
+            Some(ObjectFile::Meta { combined }) if file == layout.meta_path(&combined) => {
+                metas.push((combined, file));
+            }
+            Some(ObjectFile::Body {
+                combined,
+                generation,
+            }) if file == layout.body_path(&combined, generation) => {
+                max_generation = max_generation.max(generation);
+                let len = fs::metadata(&file)?.len();
+                bodies.insert((combined, generation), (file, len));
+            }
+            _ => tracing::warn!(path = %file.display(), "disk cache: ignoring unknown file"),
+        }
+    }
+
+    let mut index = Index::default();
+    for (combined, path) in metas {
+        match load_entry(&combined, &path, &mut bodies) {
+            Ok(entry) => {
+                max_generation = max_generation.max(entry.generation);
+                index.insert(combined, entry);
+            }
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "disk cache: dropping unusable meta");
+                remove_if_exists(&path)?;
+            }
+        }
+    }
+    // Whatever load_entry did not claim is an orphan: a fill that crashed between publishing
+    // its body and its meta, an object replaced just before a crash, or a broken meta's body.
+    for (path, _) in bodies.into_values() {
+        tracing::info!(path = %path.display(), "disk cache: deleting unreferenced body");
+        remove_if_exists(&path)?;
+    }
+    Ok(Store::new(layout, index, max_generation))
+}
+
+/// Reads one meta and claims its body from `bodies`.
+fn load_entry(
+    combined: &str,
+    path: &Path,
+    bodies: &mut HashMap<(String, u64), (PathBuf, u64)>,
+) -> Result<Entry, String> {
+    let record = meta_file::read(path).map_err(|e| e.to_string())?;
+    if record.combined != combined {
+        return Err(format!("meta is for {}", record.combined));
+    }
+    // A meta pingora can no longer parse would fail every lookup; better a miss.
+    CacheMeta::deserialize(&record.meta.internal, &record.meta.header)
+        .map_err(|e| e.to_string())?;
+    let body_key = (combined.to_owned(), record.generation);
+    match bodies.get(&body_key) {
+        Some((_, len)) if *len == record.body_len => {
+            bodies.remove(&body_key);
+        }
+        Some((_, len)) => {
+            return Err(format!(
+                "body has {len} bytes, meta says {}",
+                record.body_len
+            ))
+        }
+        None => return Err("body file missing".into()),
+    }
+    Ok(Entry {
+        primary: Arc::from(String::from_utf8_lossy(&record.primary)),
+        generation: record.generation,
+        body_len: record.body_len,
+        meta: Arc::new(record.meta),
+    })
+}
+
+/// Every file two shard levels below `objects`.
+fn object_files(objects: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for first in fs::read_dir(objects)? {
+        let first = first?;
+        if !first.file_type()?.is_dir() {
+            continue;
+        }
+        for second in fs::read_dir(first.path())? {
+            let second = second?;
+            if !second.file_type()?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(second.path())? {
+                let file = file?;
+                if file.file_type()?.is_file() {
+                    files.push(file.path());
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Deletes everything inside `dir`.
+fn clear_dir(dir: &Path) -> io::Result<()> {
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        if item.file_type()?.is_dir() {
+            fs::remove_dir_all(item.path())?;
+        } else {
+            remove_if_exists(&item.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The store: files plus index, changed together. All methods block on file IO; async callers
+//! run them on the blocking pool.
+//!
+//! Locking: every change to an entry's files and its index entry happens under that entry's
+//! stripe lock, so a publish, purge or meta rewrite of one key never interleaves with another
+//! of the same key. The index lock is taken inside a stripe lock (never the other way round)
+//! and only for in-memory work, so lookups never wait on disk.
+
+use super::fill::{FillShared, FillState, FillStatus};
+use super::index::{Entry, Index};
+use super::layout::Layout;
+use super::meta_file::{self, sync_dir, MetaRecord, SerializedMeta};
+use super::sync::{io_error, lock, remove_if_exists, remove_in_background};
+use pingora::cache::CacheMeta;
+use pingora::Result;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Stripe locks serialising writers of the same key; more stripes than cores is plenty.
+const STRIPES: usize = 64;
+
+/// Files and index of one cache directory.
+pub(super) struct Store {
+    pub(super) layout: Layout,
+    pub(super) index: Mutex<Index>,
+    stripes: Box<[Mutex<()>]>,
+    /// Source of write ids, which double as body generations; starts above every generation
+    /// found on disk so a new body never reuses the name of an old one.
+    next_id: AtomicU64,
+}
+
+/// What `Store::publish` did with a finished fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Publish {
+    /// The fill is now the object for its key.
+    Published,
+    /// A purge detached the fill while it ran, so it was thrown away.
+    Discarded,
+}
+
+/// What `Store::remove_key` removed.
+#[derive(Debug, Default)]
+pub(super) struct KeyRemoval {
+    /// The published object, if there was one.
+    pub entry: Option<Entry>,
+    /// How many fills in progress will no longer be published.
+    pub detached_fills: usize,
+}
+
+/// A published object opened for reading.
+pub(super) struct OpenObject {
+    /// Its serialized `CacheMeta`.
+    pub meta: Arc<SerializedMeta>,
+    /// Its body file.
+    pub file: File,
+    /// Its body length.
+    pub body_len: u64,
+}
+
+impl Store {
+    /// A store over `layout` whose index was rebuilt from disk.
+    pub(super) fn new(layout: Layout, index: Index, max_generation: u64) -> Self {
+        Store {
+            layout,
+            index: Mutex::new(index),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            next_id: AtomicU64::new(max_generation + 1),
+        }
+    }
+
+    fn stripe(&self, combined: &str) -> MutexGuard<'_, ()> {
+        let hash = combined.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        lock(&self.stripes[hash % STRIPES])
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates the temp body file of a new fill and registers the fill in the index.
+    pub(super) fn start_fill(
+        &self,
+        combined: String,
+        primary: Arc<str>,
+        meta: SerializedMeta,
+    ) -> io::Result<Arc<FillShared>> {
+        let id = self.next_id();
+        let temp_path = self.layout.temp_body_path(&combined, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)?;
+        let (state, _) = watch::channel(FillState {
+            written: 0,
+            status: FillStatus::Writing,
+        });
+        let fill = Arc::new(FillShared {
+            id,
+            combined,
+            primary,
+            file: Arc::new(file),
+            temp_path,
+            meta: Arc::new(meta),
+            state,
+        });
+        lock(&self.index).add_fill(fill.clone());
+        Ok(fill)
+    }
+
+    /// Forgets a fill that will never be published.
+    pub(super) fn forget_fill(&self, combined: &str, id: u64) {
+        lock(&self.index).remove_fill(combined, id);
+    }
+
+    /// Makes a finished fill of `body_len` bytes the object for its key, unless a purge
+    /// detached it meanwhile.
+    ///
+    /// Crash safety comes from ordering: the body is made durable under its final,
+    /// generation-specific name before the meta that points at it is renamed into place, and
+    /// the previous body is deleted only once the new meta is durable. At every instant the
+    /// published meta points at a complete body.
+    pub(super) fn publish(&self, fill: &FillShared, body_len: u64) -> io::Result<Publish> {
+        let combined = fill.combined.as_str();
+        // Cheap early exit before the (possibly GiB) fsync; the check that counts is repeated
+        // under the stripe lock below.
+        if !lock(&self.index).is_attached(combined, fill.id) {
+            return self.discard(fill, None);
+        }
+        fill.file.sync_data()?;
+        let record = MetaRecord {
+            combined: combined.to_owned(),
+            primary: fill.primary.as_bytes().to_vec(),
+            generation: fill.id,
+            body_len,
+            meta: SerializedMeta::clone(&fill.meta),
+        };
+        let temp_meta = self.layout.temp_meta_path(combined, fill.id);
+        meta_file::write_temp(&temp_meta, &record.encode()?)?;
+        let shard = self.layout.shard_dir(combined);
+        let body_path = self.layout.body_path(combined, fill.id);
+        let result = std::fs::create_dir_all(&shard).and_then(|()| {
+            let stripe = self.stripe(combined);
+            if !lock(&self.index).is_attached(combined, fill.id) {
+                return Ok(None);
+            }
+            std::fs::rename(&fill.temp_path, &body_path)?;
+            let renamed = sync_dir(&shard)
+                .and_then(|()| std::fs::rename(&temp_meta, self.layout.meta_path(combined)));
+            if let Err(e) = renamed {
+                let _ = remove_if_exists(&body_path);
+                return Err(e);
+            }
+            // The new meta is visible; failing to make it durable must not unpublish it, but
+            // then the old body has to stay in case the old meta is what survives a crash.
+            let durable = match sync_dir(&shard) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %shard.display(), "disk cache: fsync failed");
+                    false
+                }
+            };
+            let entry = Entry {
+                primary: fill.primary.clone(),
+                generation: fill.id,
+                body_len,
+                meta: fill.meta.clone(),
+            };
+            let old = {
+                let mut index = lock(&self.index);
+                index.remove_fill(combined, fill.id);
+                index.insert(combined.to_owned(), entry)
+            };
+            drop(stripe);
+            Ok(Some((old, durable)))
+        });
+        match result {
+            Ok(Some((old, durable))) => {
+                if let Some(old) = old.filter(|old| durable && old.generation != fill.id) {
+                    // Readers still streaming the old body hold its descriptor and are unaffected.
+                    // A failure only leaves an orphan that the next open() deletes.
+                    let old_body = self.layout.body_path(combined, old.generation);
+                    if let Err(e) = remove_if_exists(&old_body) {
+                        tracing::warn!(error = %e, path = %old_body.display(), "disk cache: cannot remove replaced body");
+                    }
+                }
+                Ok(Publish::Published)
+            }
+            Ok(None) => self.discard(fill, Some(&temp_meta)),
+            Err(e) => {
+                let _ = remove_if_exists(&temp_meta);
+                Err(e)
+            }
+        }
+    }
+
+    /// Throws away a fill a purge detached.
+    fn discard(&self, fill: &FillShared, temp_meta: Option<&Path>) -> io::Result<Publish> {
+        self.forget_fill(&fill.combined, fill.id);
+        if let Some(temp_meta) = temp_meta {
+            remove_if_exists(temp_meta)?;
+        }
+        remove_if_exists(&fill.temp_path)?;
+        Ok(Publish::Discarded)
+    }
+
+    /// Opens the published object for `combined`.
+    pub(super) fn open_object(&self, combined: &str) -> io::Result<Option<OpenObject>> {
+        // A publish or purge may delete the body between reading the index and opening the
+        // file; both update the index before deleting, so a retry sees the new state.
+        for _ in 0..4 {
+            let Some((generation, body_len, meta)) = lock(&self.index)
+                .get(combined)
+                .map(|e| (e.generation, e.body_len, e.meta.clone()))
+            else {
+                return Ok(None);
+            };
+            match File::open(self.layout.body_path(combined, generation)) {
+                Ok(file) => {
+                    if file.metadata()?.len() == body_len {
+                        return Ok(Some(OpenObject {
+                            meta,
+                            file,
+                            body_len,
+                        }));
+                    }
+                    tracing::warn!(combined, "disk cache: body has the wrong length, dropping");
+                    self.drop_broken(combined, generation)?;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let unchanged = lock(&self.index)
+                        .get(combined)
+                        .is_some_and(|e| e.generation == generation);
+                    if unchanged {
+                        tracing::warn!(combined, "disk cache: body file missing, dropping");
+                        self.drop_broken(combined, generation)?;
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes an object whose files were damaged behind the cache's back, if it is still the
+    /// `generation` found damaged.
+    fn drop_broken(&self, combined: &str, generation: u64) -> io::Result<()> {
+        let _stripe = self.stripe(combined);
+        let removed = {
+            let mut index = lock(&self.index);
+            let current = index
+                .get(combined)
+                .is_some_and(|e| e.generation == generation);
+            current.then(|| index.remove(combined))
+        };
+        if removed.is_some() {
+            remove_if_exists(&self.layout.meta_path(combined))?;
+            remove_if_exists(&self.layout.body_path(combined, generation))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the object for `combined` and stops its fills in progress from being published.
+    pub(super) fn remove_key(&self, combined: &str) -> io::Result<KeyRemoval> {
+        let stripe = self.stripe(combined);
+        let removal = {
+            let mut index = lock(&self.index);
+            KeyRemoval {
+                detached_fills: index.detach_fills(combined),
+                entry: index.remove(combined),
+            }
+        };
+        if let Some(entry) = &removal.entry {
+            // Meta first: a crash in between leaves an orphan body, which open() deletes,
+            // rather than a meta without its body.
+            remove_if_exists(&self.layout.meta_path(combined))?;
+            drop(stripe);
+            remove_in_background(self.layout.body_path(combined, entry.generation));
+        }
+        Ok(removal)
+    }
+
+    /// Replaces the meta of the object for `combined`, keeping its body; `false` if there is
+    /// no such object.
+    pub(super) fn rewrite_meta(&self, combined: &str, meta: SerializedMeta) -> io::Result<bool> {
+        let _stripe = self.stripe(combined);
+        let Some(entry) = lock(&self.index).get(combined).cloned() else {
+            return Ok(false);
+        };
+        self.write_meta(combined, &entry, &meta)?;
+        Ok(lock(&self.index).set_meta(combined, meta))
+    }
+
+    /// Marks the object for `combined` stale as of `at`, keeping its body; `false` if there is
+    /// no such object.
+    pub(super) fn expire(&self, combined: &str, at: SystemTime) -> Result<bool> {
+        // The stripe lock makes this read-modify-write safe against a concurrent update_meta.
+        let _stripe = self.stripe(combined);
+        let Some(entry) = lock(&self.index).get(combined).cloned() else {
+            return Ok(false);
+        };
+        let mut meta = CacheMeta::deserialize(&entry.meta.internal, &entry.meta.header)?;
+        meta.expire_at(at);
+        let (internal, header) = meta.serialize()?;
+        let meta = SerializedMeta { internal, header };
+        self.write_meta(combined, &entry, &meta)
+            .map_err(|e| io_error("write expired cache meta", e))?;
+        Ok(lock(&self.index).set_meta(combined, meta))
+    }
+
+    /// Atomically replaces the meta file of an existing object. Caller holds the stripe lock.
+    fn write_meta(&self, combined: &str, entry: &Entry, meta: &SerializedMeta) -> io::Result<()> {
+        let record = MetaRecord {
+            combined: combined.to_owned(),
+            primary: entry.primary.as_bytes().to_vec(),
+            generation: entry.generation,
+            body_len: entry.body_len,
+            meta: meta.clone(),
+        };
+        let temp = self.layout.temp_meta_path(combined, self.next_id());
+        meta_file::write_temp(&temp, &record.encode()?)?;
+        let result = std::fs::rename(&temp, self.layout.meta_path(combined))
+            .and_then(|()| sync_dir(&self.layout.shard_dir(combined)));
+        if result.is_err() {
+            let _ = remove_if_exists(&temp);
+        }
+        result
+    }
+}

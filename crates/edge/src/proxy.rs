@@ -1,0 +1,285 @@
+//! The data plane: Pingora's proxy and cache, routed by `Host` to registered domains only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::cache::cache_control::CacheControl;
+use pingora::cache::filters::resp_cacheable;
+use pingora::cache::lock::CacheKeyLockImpl;
+use pingora::cache::{CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::cache_key::cache_key;
+use crate::disk_cache::{self, DiskCache};
+use crate::domain_routes::{DomainRoutes, Route};
+use crate::OriginTimeouts;
+
+/// Header that marks a request as the edge's own prefetch. Its value is a secret only this
+/// process knows, so clients cannot force origin fetches with it.
+pub(crate) const PREFETCH_HEADER: &str = "x-precache-prefetch";
+/// On prefetch answers: `hit` when a complete cached copy was served, `fill` otherwise.
+pub(crate) const PREFETCH_SOURCE_HEADER: &str = "x-precache-source";
+/// On prefetch answers: why the response is not being cached.
+pub(crate) const NO_CACHE_HEADER: &str = "x-precache-no-cache";
+/// On answers the proxy generated because the origin could not be used: what went wrong.
+pub(crate) const UPSTREAM_ERROR_HEADER: &str = "x-precache-upstream-error";
+
+/// Freshness when the origin says nothing: a day. Game assets rarely change under one URL, and
+/// a stale copy is revalidated (a cheap 304), not refetched.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+const CACHE_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(
+    |status| match status.as_u16() {
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 410 => Some(DEFAULT_TTL),
+        _ => None,
+    },
+    0,
+    // Serve a stale copy for up to an hour while the origin is failing.
+    3600,
+);
+
+/// The proxy application.
+pub struct EdgeProxy {
+    pub(crate) routes: Arc<DomainRoutes>,
+    pub(crate) cache: &'static DiskCache,
+    pub(crate) cache_lock: &'static CacheKeyLockImpl,
+    pub(crate) prefetch_secret: Arc<str>,
+    pub(crate) timeouts: OriginTimeouts,
+}
+
+/// Per-request state.
+pub struct RequestContext {
+    host: String,
+    route: Option<Arc<Route>>,
+    is_prefetch: bool,
+    served_complete_hit: bool,
+    no_cache_reason: Option<&'static str>,
+}
+
+fn request_host(request: &RequestHeader) -> String {
+    let raw = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri.host())
+        .unwrap_or("");
+    // Strip a port (but not the inside of an IPv6 literal), a trailing dot, and case.
+    let without_port = match raw.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => raw,
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+async fn respond_plain(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await
+}
+
+/// Says what went wrong reaching the origin, in words an operator understands.
+fn describe_upstream_error(error: &Error) -> String {
+    let what = match error.etype() {
+        ErrorType::ConnectTimedout => "connecting to the origin timed out",
+        ErrorType::ConnectRefused => "the origin refused the connection",
+        ErrorType::ConnectNoRoute => "no route to the origin",
+        ErrorType::ReadTimedout => "the origin did not answer in time",
+        ErrorType::WriteTimedout => "sending the request to the origin timed out",
+        ErrorType::ConnectionClosed => "the origin closed the connection",
+        ErrorType::ReadError => "reading from the origin failed",
+        ErrorType::WriteError => "writing to the origin failed",
+        ErrorType::InvalidHTTPHeader => "the origin sent an invalid HTTP response",
+        _ => "the origin could not be used",
+    };
+    let text = match error.root_cause().to_string() {
+        cause if cause.is_empty() => what.to_string(),
+        cause => format!("{what} ({cause})"),
+    };
+    // It travels in a header: keep it to visible ASCII.
+    text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            host: String::new(),
+            route: None,
+            is_prefetch: false,
+            served_complete_hit: false,
+            no_cache_reason: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            respond_plain(session, 405, "only GET and HEAD are served\n").await?;
+            return Ok(true);
+        }
+        ctx.host = request_host(session.req_header());
+        ctx.route = self.routes.route(&ctx.host);
+        if ctx.route.is_none() {
+            // Unknown hosts end here: no cache lookup, no origin connection.
+            respond_plain(session, 404, "unknown host\n").await?;
+            return Ok(true);
+        }
+        let presented = session.get_header_bytes(PREFETCH_HEADER);
+        ctx.is_prefetch = !presented.is_empty()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(presented, self.prefetch_secret.as_bytes()));
+        session.req_header_mut().remove_header(PREFETCH_HEADER);
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut RequestContext) -> Result<()> {
+        session.cache.enable(self.cache, None, None, Some(self.cache_lock), None);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestContext) -> Result<CacheKey> {
+        let path_and_query = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |path_and_query| path_and_query.as_str());
+        Ok(cache_key(&ctx.host, path_and_query))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<ForcedFreshness>> {
+        if !ctx.is_prefetch || disk_cache::is_partial_hit(hit_handler) {
+            // A fill in progress is simply followed, prefetch or not: one origin fetch per object.
+            return Ok(None);
+        }
+        // A prefetch of a cached object makes sure it is the origin's current version: a
+        // conditional request, answered by a bodiless 304 when nothing changed.
+        ctx.served_complete_hit = true;
+        Ok(Some(ForcedFreshness::ForceExpired))
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route for the request");
+        };
+        let Some(origin_addr) = route.origin_addr else {
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                format!("origin {} does not resolve", route.origin),
+            );
+        };
+        let mut peer = HttpPeer::new(origin_addr, false, String::new());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        // One read timeout covers waiting for the first byte and for every later chunk; the
+        // prefetch client enforces each of the two separately.
+        peer.options.read_timeout = Some(self.timeouts.first_byte.max(self.timeouts.idle));
+        peer.options.write_timeout = Some(self.timeouts.idle);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.as_ref() {
+            upstream_request.insert_header(http::header::HOST, route.origin_host.as_str())?;
+        }
+        upstream_request.remove_header(PREFETCH_HEADER);
+        Ok(())
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<RespCacheable> {
+        let cache_control = CacheControl::from_resp_headers(response);
+        let authorization_present = session.req_header().headers.contains_key(http::header::AUTHORIZATION);
+        let cacheable = resp_cacheable(cache_control.as_ref(), response.clone(), authorization_present, &CACHE_DEFAULTS);
+        if let RespCacheable::Uncacheable(reason) = &cacheable {
+            ctx.no_cache_reason = Some(reason.as_str());
+        }
+        Ok(cacheable)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let from_cache = matches!(
+            session.cache.phase(),
+            CachePhase::Hit | CachePhase::Revalidated | CachePhase::Stale | CachePhase::StaleUpdating
+        );
+        response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
+        if ctx.is_prefetch {
+            let complete_hit = ctx.served_complete_hit && matches!(session.cache.phase(), CachePhase::Revalidated);
+            response.insert_header(PREFETCH_SOURCE_HEADER, if complete_hit { "hit" } else { "fill" })?;
+            if let Some(reason) = ctx.no_cache_reason {
+                response.insert_header(NO_CACHE_HEADER, reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut RequestContext, error: Option<&Error>) -> bool {
+        // A prefetch must see the origin's answer, never a stale copy standing in for it.
+        !ctx.is_prefetch && error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, _ctx: &mut RequestContext) -> FailToProxy {
+        let code = match error.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            _ => match error.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => 0,
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let written = async {
+                let mut header = ResponseHeader::build(code, Some(3))?;
+                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                if error.esource() == &ErrorSource::Upstream {
+                    header.insert_header(UPSTREAM_ERROR_HEADER, describe_upstream_error(error))?;
+                }
+                session.write_response_header(Box::new(header), true).await
+            }
+            .await;
+            if let Err(write_error) = written {
+                tracing::debug!(%write_error, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_loses_port_dot_and_case() {
+        let mut request = RequestHeader::build("GET", b"/x", None).expect("request");
+        request.insert_header("host", "Game.Example.com.:8081").expect("header");
+        assert_eq!(request_host(&request), "game.example.com");
+    }
+}
