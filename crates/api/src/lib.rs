@@ -1,1 +1,27 @@
-//! api
+//! The control-plane HTTP API: routes, token auth, the `zt_api` envelope and its `ret` codes.
+//!
+//! Only this crate knows JSON and HTTP status codes. Handlers validate input completely before
+//! they touch the store, so a rejected request changes nothing; the one write a submission makes
+//! (task, URLs, pairs and quota, in one transaction) happens last, and the engine is handed the
+//! pairs only once that write is durable.
+
+mod envelope;
+mod lenient_json;
+mod passwords;
+mod quota_clock;
+mod request_body;
+mod routes;
+mod state;
+mod store_errors;
+mod task_view;
+mod token_auth;
+
+pub use envelope::{to_flask_json, Ret};
+pub use passwords::PasswordHasher;
+pub use state::{ApiConfig, AppState};
+pub use token_auth::Caller;
+
+/// The API's router over `state`.
+pub fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}

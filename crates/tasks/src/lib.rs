@@ -1,1 +1,17 @@
-//! tasks
+//! The task engine: carries out every (URL, edge) pair of every task, durably.
+//!
+//! - [`edge_client`] speaks the edge protocol to one edge's admin listener.
+//! - [`edge_directory`] knows the edges, keeps each one's domain table current and watches
+//!   whether it is up.
+//! - [`engine`] queues pairs per origin, runs them with bounded concurrency (global and per
+//!   origin, so a release cannot flood an origin), retries what may succeed on a retry, and
+//!   records every outcome in the store.
+
+pub mod edge_client;
+pub mod edge_directory;
+pub mod engine;
+mod pair_runner;
+
+pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
+pub use edge_directory::{EdgeDirectory, EdgeHealth};
+pub use engine::{Engine, EngineConfig, EngineHandle, PairJob};

@@ -1,0 +1,292 @@
+//! The `{"zt_api": {...}}` envelope, its `ret` codes, and how it is written on the wire.
+//!
+//! The original service was a Flask app, whose `jsonify` wrote sorted keys, a two-space indent,
+//! Python 2's `", "` item separator (so a space before each line break) and ASCII-only strings.
+//! The seed's sample answer is exactly that form: its `Content-Length: 134` matches it byte for
+//! byte (see docs/api.md). Every answer is written the same way, so clients that compared bytes
+//! or lengths against the old service keep working.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// A `ret` code of API.md §3 (plus the two this implementation adds, see docs/api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// Success.
+    Ok = 0,
+    /// No `X-Auth-Token` header.
+    NoToken = 1001,
+    /// Token unknown, expired or revoked.
+    BadToken = 1002,
+    /// Wrong user name or password.
+    BadCredentials = 1003,
+    /// The account's role does not allow this.
+    Forbidden = 1004,
+    /// The body is not JSON.
+    NotJson = 2001,
+    /// A required field is missing or has the wrong type.
+    BadField = 2002,
+    /// More URLs than allowed in one request.
+    TooManyUrls = 2003,
+    /// URLs on more than one domain.
+    MixedDomains = 2004,
+    /// A URL is invalid.
+    BadUrl = 2005,
+    /// The domain is not registered to the caller.
+    DomainNotYours = 2006,
+    /// The change conflicts with what exists (a name taken, a rule that would break).
+    Conflict = 2007,
+    /// No such `reqId` for the caller.
+    NoSuchTask = 3001,
+    /// No such user, domain or route.
+    NotFound = 3002,
+    /// A rate limit or daily quota.
+    Limited = 4001,
+    /// The body is too large.
+    TooLarge = 4002,
+    /// An internal error; the message carries an id found in the log.
+    Internal = 5000,
+    /// Storage unavailable or overloaded; nothing was accepted.
+    Unavailable = 5003,
+}
+
+impl Ret {
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Ret::Ok => StatusCode::OK,
+            Ret::NoToken | Ret::BadToken | Ret::BadCredentials => StatusCode::UNAUTHORIZED,
+            Ret::Forbidden | Ret::DomainNotYours => StatusCode::FORBIDDEN,
+            Ret::NotJson | Ret::BadField | Ret::TooManyUrls | Ret::MixedDomains | Ret::BadUrl => StatusCode::BAD_REQUEST,
+            Ret::Conflict => StatusCode::CONFLICT,
+            Ret::NoSuchTask | Ret::NotFound => StatusCode::NOT_FOUND,
+            Ret::Limited => StatusCode::TOO_MANY_REQUESTS,
+            Ret::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Ret::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Ret::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A successful answer: `ret` 0, `msg` "OK", plus `fields`.
+pub struct Answer {
+    status: StatusCode,
+    fields: Map<String, Value>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Answer {
+    /// `200` with the given fields.
+    pub fn ok(fields: Value) -> Answer {
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Answer { status: StatusCode::OK, fields, headers: Vec::new() }
+    }
+
+    /// Answer with another success status (`201 Created`).
+    pub fn with_status(mut self, status: StatusCode) -> Answer {
+        self.status = status;
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Answer {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut fields = self.fields;
+        fields.insert("ret".into(), Value::from(Ret::Ok as i64));
+        fields.insert("msg".into(), Value::from("OK"));
+        let mut response = envelope_response(self.status, fields);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+/// A failed answer: a `ret` code and a message naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The code.
+    pub ret: Ret,
+    /// The human-readable reason.
+    pub msg: String,
+    /// Seconds for `Retry-After` (with `4001`).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(ret: Ret, msg: impl Into<String>) -> ApiError {
+        ApiError { ret, msg: msg.into(), retry_after: None }
+    }
+
+    /// An internal error: logs `detail` under a fresh id and tells the client only the id.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = &id[..12];
+        tracing::error!(error_id = id, %detail, "internal error");
+        ApiError::new(Ret::Internal, format!("internal error (id {id}; quote it when reporting)"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut fields = Map::new();
+        fields.insert("ret".into(), Value::from(self.ret as i64));
+        fields.insert("msg".into(), Value::from(self.msg));
+        let mut response = envelope_response(self.ret.http_status(), fields);
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response {
+    let mut envelope = Map::new();
+    envelope.insert("zt_api".into(), Value::Object(fields));
+    let body = to_flask_json(&Value::Object(envelope));
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Writes `value` the way Flask's `jsonify` did under Python 2: sorted keys (serde_json's map is
+/// ordered), two-space indent, `", "` between items, `": "` after keys, ASCII only.
+pub fn to_flask_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, FlaskFormatter::default());
+    // Writing a `Value` into a Vec cannot fail.
+    let _ = serde::Serialize::serialize(value, &mut serializer);
+    out
+}
+
+#[derive(Default)]
+struct FlaskFormatter {
+    depth: usize,
+    has_value: bool,
+}
+
+impl FlaskFormatter {
+    fn newline<W: ?Sized + std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b"\n")?;
+        for _ in 0..self.depth {
+            writer.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    fn open<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        writer.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.newline(writer)?;
+        }
+        self.has_value = true;
+        writer.write_all(bracket)
+    }
+
+    fn item<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            writer.write_all(b", ")?;
+        }
+        self.newline(writer)
+    }
+}
+
+impl serde_json::ser::Formatter for FlaskFormatter {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open(writer, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close(writer, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.item(writer, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open(writer, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close(writer, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.item(writer, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+        if fragment.is_ascii() {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut units = [0u16; 2];
+        for character in fragment.chars() {
+            if character.is_ascii() {
+                writer.write_all(&[character as u8])?;
+            } else {
+                for unit in character.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_sample_answer_is_byte_identical() {
+        let answer = serde_json::json!({"zt_api": {
+            "msg": "OK", "reqId": "fa97b5d1-929f-11e5-b504-e03f4978b2ff", "ret": 0, "success_rate": 100.0
+        }});
+        let expected = "{\n  \"zt_api\": {\n    \"msg\": \"OK\", \n    \"reqId\": \"fa97b5d1-929f-11e5-b504-e03f4978b2ff\", \n    \"ret\": 0, \n    \"success_rate\": 100.0\n  }\n}";
+        let written = to_flask_json(&answer);
+        assert_eq!(String::from_utf8_lossy(&written), expected);
+        assert_eq!(written.len(), 134, "the seed's Content-Length");
+    }
+
+    #[test]
+    fn empty_containers_and_non_ascii() {
+        let value = serde_json::json!({"a": [], "b": {}, "c": "预缓存 😀"});
+        let written = String::from_utf8(to_flask_json(&value)).expect("ascii");
+        assert_eq!(written, "{\n  \"a\": [], \n  \"b\": {}, \n  \"c\": \"\\u9884\\u7f13\\u5b58 \\ud83d\\ude00\"\n}");
+        assert_eq!(serde_json::from_str::<Value>(&written).ok(), Some(value));
+    }
+}

@@ -1,0 +1,186 @@
+//! `/cdn_api/prefetch`: submit (the seed's wire format), status by `reqId`, and the task list.
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use precache_model::time::now_millis;
+use precache_model::{ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
+use precache_store::{NewTask, PairKey, QuotaCharge, TaskQuery};
+use precache_tasks::PairJob;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::envelope::{Answer, ApiError, Ret};
+use crate::quota_clock::quota_day;
+use crate::request_body::{json_object, kind_of};
+use crate::routes::domains::not_yours;
+use crate::state::AppState;
+use crate::store_errors::from_store;
+use crate::task_view::{detail_json, summary_fields};
+use crate::token_auth::Caller;
+
+/// Tasks per list page when the client does not say.
+const DEFAULT_PAGE: i64 = 50;
+/// Most tasks per list page.
+const MAX_PAGE: i64 = 1000;
+
+/// Validates the `urls` of a submission: a non-empty list of strings (`2002`), at most the
+/// configured number of distinct URLs (`2003`), each valid (`2005`), all on one domain (`2004`).
+/// Duplicates (after normalisation) count once.
+pub(crate) fn parse_urls(value: Option<&Value>, max_urls: usize) -> Result<Vec<ObjectUrl>, ApiError> {
+    let items = match value {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => return Err(ApiError::new(Ret::BadField, "field \"urls\" must not be empty")),
+        Some(other) => {
+            return Err(ApiError::new(Ret::BadField, format!("field \"urls\" must be a list of strings, got {}", kind_of(other))))
+        }
+        None => return Err(ApiError::new(Ret::BadField, "field \"urls\" is required")),
+    };
+    let mut texts: Vec<&str> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            Value::String(text) => texts.push(text),
+            other => {
+                return Err(ApiError::new(
+                    Ret::BadField,
+                    format!("urls[{index}] must be a string, got {}", kind_of(other)),
+                ))
+            }
+        }
+    }
+    let mut seen = HashSet::with_capacity(texts.len());
+    let mut distinct_texts: Vec<&str> = Vec::with_capacity(texts.len());
+    for text in texts {
+        if seen.insert(text) {
+            distinct_texts.push(text);
+        }
+    }
+    if distinct_texts.len() > max_urls {
+        return Err(ApiError::new(
+            Ret::TooManyUrls,
+            format!("{} distinct URLs in one request; at most {max_urls} are allowed", distinct_texts.len()),
+        ));
+    }
+    let mut urls: Vec<ObjectUrl> = Vec::with_capacity(distinct_texts.len());
+    for text in distinct_texts {
+        let url = ObjectUrl::parse(text).map_err(|error| ApiError::new(Ret::BadUrl, error.to_string()))?;
+        // Different spellings of one URL (case of the host, a fragment) are one object.
+        if !urls.iter().any(|known| known.as_str() == url.as_str()) {
+            urls.push(url);
+        }
+    }
+    if let Some(other) = urls.iter().find(|url| url.host() != urls[0].host()) {
+        return Err(ApiError::new(
+            Ret::MixedDomains,
+            format!("URLs on more than one domain in one request: {} and {}", urls[0].host(), other.host()),
+        ));
+    }
+    Ok(urls)
+}
+
+/// `POST /cdn_api/prefetch`.
+pub(crate) async fn submit(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Answer, ApiError> {
+    let config = &state.inner.config;
+    let body = json_object(body, config.max_body_bytes).await?;
+    let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
+    let host = urls[0].host().to_string();
+    let domain = match state.inner.store.domain(&host).await.map_err(from_store)? {
+        Some(domain) if domain.owner_id == caller.account_id => domain,
+        _ => return Err(not_yours(&host)),
+    };
+    let edges = state.inner.edges.task_edges();
+    let day = quota_day(&config.quota_time_zone, jiff::Timestamp::now());
+    let task = NewTask {
+        id: TaskId::new_random(),
+        account_id: caller.account_id,
+        kind: TaskKind::Prefetch,
+        domain: domain.name.clone(),
+        urls: urls.iter().map(|url| url.as_str().to_string()).collect(),
+        edges: edges.clone(),
+        created_at: now_millis(),
+        charge: QuotaCharge {
+            kind: QuotaKind::PrefetchUrls,
+            day: day.day,
+            amount: urls.len() as i64,
+            default_limit: QuotaKind::PrefetchUrls.default_daily_limit(),
+        },
+    };
+    let task = state.inner.store.submit_task(task).await.map_err(|error| {
+        let mut api_error = from_store(error);
+        if api_error.ret == Ret::Limited {
+            api_error.retry_after = Some(day.seconds_left);
+        }
+        api_error
+    })?;
+    let jobs = task
+        .urls
+        .iter()
+        .enumerate()
+        .flat_map(|(url_idx, url)| {
+            edges.iter().map(move |edge_id| (url_idx, url, *edge_id))
+        })
+        .map(|(url_idx, url, edge_id)| PairJob {
+            key: PairKey { task_id: task.id, url_idx: url_idx as i64, edge_id },
+            kind: TaskKind::Prefetch,
+            url: url.clone(),
+            domain: domain.name.to_string(),
+            origin: Some(domain.origin.clone()),
+        })
+        .collect();
+    state.inner.engine.enqueue(jobs);
+    // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
+    // seed's `success_rate` at submission is 100.
+    Ok(Answer::ok(json!({"reqId": task.id.to_string(), "success_rate": 100.0})))
+}
+
+fn parse_req_id(text: &str) -> Result<TaskId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::new(Ret::NoSuchTask, format!("no task {text:?} (a reqId is a UUID)")))
+}
+
+/// `GET /cdn_api/prefetch/{reqId}`.
+pub(crate) async fn status(State(state): State<AppState>, caller: Caller, Path(req_id): Path<String>) -> Result<Answer, ApiError> {
+    let id = parse_req_id(&req_id)?;
+    let detail = state.inner.store.task_detail(caller.account_id, id).await.map_err(from_store)?;
+    match detail {
+        Some(detail) if detail.summary.kind == TaskKind::Prefetch => Ok(Answer::ok(detail_json(&detail))),
+        _ => Err(ApiError::new(Ret::NoSuchTask, format!("no prefetch task {req_id} for your account"))),
+    }
+}
+
+/// Query of the task list.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// `GET /cdn_api/prefetch?status=&limit=&before=`: newest first; `before` is the last `reqId`
+/// of the previous page, and `next_before` the one to ask with for the next page.
+pub(crate) async fn list(State(state): State<AppState>, caller: Caller, Query(params): Query<ListParams>) -> Result<Answer, ApiError> {
+    let status = match params.status.as_deref().filter(|text| !text.is_empty()) {
+        Some(text) => Some(text.parse::<TaskStatus>().map_err(|reason| ApiError::new(Ret::BadField, reason))?),
+        None => None,
+    };
+    let limit = match params.limit.as_deref().filter(|text| !text.is_empty()) {
+        Some(text) => match text.parse::<i64>() {
+            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+            _ => return Err(ApiError::new(Ret::BadField, format!("limit must be an integer from 1 to {MAX_PAGE}"))),
+        },
+        None => DEFAULT_PAGE,
+    };
+    let before = match params.before.as_deref().filter(|text| !text.is_empty()) {
+        Some(text) => Some(
+            text.parse::<TaskId>()
+                .map_err(|_| ApiError::new(Ret::BadField, format!("before must be a reqId, got {text:?}")))?,
+        ),
+        None => None,
+    };
+    let query = TaskQuery { account_id: caller.account_id, kind: TaskKind::Prefetch, status, before, limit };
+    let tasks = state.inner.store.list_tasks(&query).await.map_err(from_store)?;
+    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|task| task.id.to_string())).flatten();
+    let listed: Vec<Value> = tasks.iter().map(|task| Value::Object(summary_fields(task))).collect();
+    Ok(Answer::ok(json!({"tasks": listed, "next_before": next_before})))
+}

@@ -1,0 +1,61 @@
+//! What every handler shares, and the API's settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use precache_store::Store;
+use precache_tasks::{EdgeDirectory, EngineHandle};
+
+use crate::passwords::PasswordHasher;
+use crate::token_auth::TokenCache;
+
+/// Settings of the control-plane API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Lifetime of a new token.
+    pub token_ttl: Duration,
+    /// Most distinct URLs in one prefetch or refresh request (the seed says 10).
+    pub max_urls_per_request: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// The time zone whose midnight resets daily quotas.
+    pub quota_time_zone: jiff::tz::TimeZone,
+    /// Its name, as shown to clients.
+    pub quota_time_zone_name: String,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) engine: EngineHandle,
+    pub(crate) edges: Arc<EdgeDirectory>,
+    pub(crate) config: ApiConfig,
+    pub(crate) tokens: TokenCache,
+    pub(crate) hasher: PasswordHasher,
+}
+
+impl AppState {
+    /// State for a router over `store`, feeding `engine`, driving `edges`.
+    pub fn new(store: Store, engine: EngineHandle, edges: Arc<EdgeDirectory>, config: ApiConfig) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                edges,
+                config,
+                tokens: TokenCache::default(),
+                hasher: PasswordHasher::new(),
+            }),
+        }
+    }
+
+    /// The password hasher, also used at start to hash the bootstrap admin's password.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+}

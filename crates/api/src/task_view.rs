@@ -1,0 +1,119 @@
+//! How tasks look on the wire: the status answer and the list entries.
+
+use precache_model::time::rfc3339_millis;
+use precache_model::PairStatus;
+use precache_store::{PairRecord, TaskDetail, TaskSummary};
+use serde_json::{json, Map, Value};
+
+/// A percentage with two decimals, as a float (`50.0`, `33.33`).
+fn percent(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
+}
+
+/// `progress` and `success_rate` of a task.
+fn rates(summary: &TaskSummary) -> (f64, f64) {
+    let progress = if summary.n_pairs == 0 { 100.0 } else { percent(summary.n_finished, summary.n_pairs) };
+    (progress, percent(summary.n_success, summary.n_pairs))
+}
+
+/// The fields every view of a task has.
+pub(crate) fn summary_fields(summary: &TaskSummary) -> Map<String, Value> {
+    let (progress, success_rate) = rates(summary);
+    let mut fields = Map::new();
+    fields.insert("reqId".into(), json!(summary.id.to_string()));
+    fields.insert("type".into(), json!(summary.kind.as_str()));
+    fields.insert("domain".into(), json!(summary.domain));
+    fields.insert("status".into(), json!(summary.status.as_str()));
+    fields.insert("created_at".into(), json!(rfc3339_millis(summary.created_at)));
+    fields.insert("started_at".into(), json!(summary.started_at.map(rfc3339_millis)));
+    fields.insert("finished_at".into(), json!(summary.finished_at.map(rfc3339_millis)));
+    fields.insert("progress".into(), json!(progress));
+    fields.insert("success_rate".into(), json!(success_rate));
+    fields.insert("urls_total".into(), json!(summary.n_urls));
+    fields.insert("pairs_total".into(), json!(summary.n_pairs));
+    fields.insert("pairs_finished".into(), json!(summary.n_finished));
+    fields.insert("pairs_success".into(), json!(summary.n_success));
+    fields
+}
+
+fn pair_json(pair: &PairRecord) -> Value {
+    json!({
+        "edge": pair.edge_name,
+        "status": pair.status.as_str(),
+        "attempts": pair.attempts,
+        "http_status": pair.http_status,
+        "bytes": pair.bytes,
+        "error": pair.error,
+        "started_at": pair.started_at.map(rfc3339_millis),
+        "finished_at": pair.finished_at.map(rfc3339_millis),
+    })
+}
+
+/// One URL's entry: its state over all edges, and each edge's.
+///
+/// A URL is `success` only when every edge has it, `failed` when every edge finished and one
+/// did not; `edges_success` says how many have it either way.
+fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
+    let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
+    let succeeded = pairs.iter().filter(|pair| pair.status == PairStatus::Success).count();
+    let started = pairs.iter().any(|pair| pair.status != PairStatus::Waiting);
+    let status = if !pairs.is_empty() && finished == pairs.len() {
+        if succeeded == pairs.len() { "success" } else { "failed" }
+    } else if started {
+        "running"
+    } else if pairs.is_empty() {
+        "failed"
+    } else {
+        "waiting"
+    };
+    let failure = pairs.iter().find(|pair| pair.status == PairStatus::Failed);
+    let shown = failure.or_else(|| pairs.iter().find(|pair| pair.status == PairStatus::Success)).copied();
+    let error = match (failure, pairs.len()) {
+        (Some(pair), 1) => pair.error.clone(),
+        (Some(pair), _) => pair.error.as_ref().map(|error| format!("edge {}: {error}", pair.edge_name)),
+        (None, _) if pairs.is_empty() => Some("no edge to run on".to_string()),
+        (None, _) => None,
+    };
+    json!({
+        "url": url,
+        "status": status,
+        "edges_total": pairs.len(),
+        "edges_success": succeeded,
+        "http_status": shown.and_then(|pair| pair.http_status),
+        "bytes": shown.and_then(|pair| pair.bytes),
+        "error": error,
+        "edges": pairs.iter().map(|pair| pair_json(pair)).collect::<Vec<_>>(),
+    })
+}
+
+/// The full status answer of a task.
+pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
+    let mut fields = summary_fields(&detail.summary);
+    let urls: Vec<Value> = detail
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(url_idx, url)| {
+            let pairs: Vec<&PairRecord> = detail.pairs.iter().filter(|pair| pair.url_idx == url_idx as i64).collect();
+            url_json(url, &pairs)
+        })
+        .collect();
+    fields.insert("urls".into(), Value::Array(urls));
+    Value::Object(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn percentages_have_two_decimals() {
+        assert_eq!(percent(1, 2), 50.0);
+        assert_eq!(percent(1, 3), 33.33);
+        assert_eq!(percent(3, 3), 100.0);
+        assert_eq!(percent(0, 0), 0.0);
+    }
+}

@@ -1,0 +1,190 @@
+//! The edges this control plane drives: how to reach each, whether it is up, and keeping each
+//! one's domain table at the registry's current revision.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use precache_model::edge_protocol::{DomainRoute, DomainTable, EdgeStatus};
+use precache_model::time::now_millis;
+use precache_model::EdgeId;
+use precache_store::Store;
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::{EdgeClient, EdgeTarget};
+
+/// What the control plane last learned about an edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeHealth {
+    /// Whether the last status call succeeded.
+    pub up: bool,
+    /// When the edge last answered, ms since the epoch.
+    pub last_seen_at: Option<i64>,
+    /// Why the last call failed.
+    pub last_error: Option<String>,
+    /// The edge's last reported status.
+    pub status: Option<EdgeStatus>,
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    target: Option<EdgeTarget>,
+    health: EdgeHealth,
+    last_seen_persisted: i64,
+}
+
+/// Persist `last_seen_at` at most this often per edge: it is for operators, not for logic.
+const LAST_SEEN_PERSIST_EVERY_MS: i64 = 30_000;
+
+/// The registry of edges, shared by the API and the engine.
+pub struct EdgeDirectory {
+    store: Store,
+    client: EdgeClient,
+    known: RwLock<HashMap<EdgeId, Known>>,
+    sync_lock: Mutex<()>,
+    wake: Notify,
+}
+
+impl EdgeDirectory {
+    /// An empty directory; call [`EdgeDirectory::sync_now`] to fill it.
+    pub fn new(store: Store, client: EdgeClient) -> Arc<EdgeDirectory> {
+        Arc::new(EdgeDirectory {
+            store,
+            client,
+            known: RwLock::new(HashMap::new()),
+            sync_lock: Mutex::new(()),
+            wake: Notify::new(),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<EdgeId, Known>> {
+        self.known.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How to reach an edge, if it is registered and has an admin listener.
+    pub fn target(&self, id: EdgeId) -> Option<EdgeTarget> {
+        self.read().get(&id).and_then(|known| known.target.clone())
+    }
+
+    /// The edges new tasks run on: every registered edge that can be driven.
+    pub fn task_edges(&self) -> Vec<EdgeId> {
+        let mut ids: Vec<EdgeId> = self
+            .read()
+            .iter()
+            .filter(|(_, known)| known.target.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// What is known about each edge's health.
+    pub fn health(&self) -> HashMap<EdgeId, EdgeHealth> {
+        self.read().iter().map(|(id, known)| (*id, known.health.clone())).collect()
+    }
+
+    /// Asks the background loop for an early round (e.g. after a domain change).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// One round: reload the edge list, ask every edge for its status, and push the domain table
+    /// to every edge that is behind. Rounds never overlap.
+    pub async fn sync_now(&self) -> Result<(), precache_store::Error> {
+        let _round = self.sync_lock.lock().await;
+        let edges = self.store.list_edges().await?;
+        let (revision, domains) = self.store.domain_table().await?;
+        let table = DomainTable {
+            revision,
+            domains: domains
+                .into_iter()
+                .map(|domain| DomainRoute { domain: domain.name, origin: domain.origin, origin_host: domain.origin_host })
+                .collect(),
+        };
+        {
+            let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            known.retain(|id, _| edges.iter().any(|edge| edge.id == *id));
+            for edge in &edges {
+                let target = match (&edge.admin_url, &edge.admin_secret) {
+                    (Some(admin_url), Some(secret)) => Some(EdgeTarget {
+                        id: edge.id,
+                        name: edge.name.clone(),
+                        admin_url: admin_url.clone(),
+                        secret: secret.clone(),
+                    }),
+                    _ => None,
+                };
+                let entry = known.entry(edge.id).or_insert_with(|| Known {
+                    target: None,
+                    health: EdgeHealth { last_seen_at: edge.last_seen_at, ..EdgeHealth::default() },
+                    last_seen_persisted: edge.last_seen_at.unwrap_or(0),
+                });
+                entry.target = target;
+            }
+        }
+        let targets: Vec<EdgeTarget> = self.read().values().filter_map(|known| known.target.clone()).collect();
+        for target in targets {
+            let checked = self.check_edge(&target, &table).await;
+            self.record(target.id, checked).await;
+        }
+        Ok(())
+    }
+
+    async fn check_edge(&self, target: &EdgeTarget, table: &DomainTable) -> Result<EdgeStatus, String> {
+        let mut status = self.client.status(target).await.map_err(|e| e.to_string())?;
+        if status.domains_revision != table.revision {
+            self.client.push_domains(target, table).await.map_err(|e| e.to_string())?;
+            tracing::info!(edge = %target.name, revision = table.revision, "pushed the domain table");
+            status.domains_revision = table.revision;
+        }
+        Ok(status)
+    }
+
+    async fn record(&self, id: EdgeId, checked: Result<EdgeStatus, String>) {
+        let now = now_millis();
+        let persist = {
+            let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(entry) = known.get_mut(&id) else { return };
+            match checked {
+                Ok(status) => {
+                    if !entry.health.up {
+                        tracing::info!(edge = %status.name, "edge is up");
+                    }
+                    entry.health = EdgeHealth { up: true, last_seen_at: Some(now), last_error: None, status: Some(status) };
+                    let due = now - entry.last_seen_persisted >= LAST_SEEN_PERSIST_EVERY_MS;
+                    if due {
+                        entry.last_seen_persisted = now;
+                    }
+                    due
+                }
+                Err(reason) => {
+                    if entry.health.up || entry.health.last_error.is_none() {
+                        tracing::warn!(edge = id.0, %reason, "edge is down");
+                    }
+                    entry.health.up = false;
+                    entry.health.last_error = Some(reason);
+                    false
+                }
+            }
+        };
+        if persist {
+            if let Err(error) = self.store.touch_edge(id, now).await {
+                tracing::warn!(%error, "could not record when the edge was last seen");
+            }
+        }
+    }
+
+    /// Runs rounds every `period` (and when woken) until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, period: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(period) => {}
+                _ = self.wake.notified() => {}
+            }
+            if let Err(error) = self.sync_now().await {
+                tracing::warn!(%error, "edge sync round failed");
+            }
+        }
+    }
+}

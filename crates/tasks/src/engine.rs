@@ -1,0 +1,209 @@
+//! The dispatcher: per-origin queues, bounded concurrency, fair turns between origins.
+//!
+//! Pairs arrive from the API (right after their task is committed) and, at start, from the
+//! store (every pair a previous run left unfinished). Each origin has its own queue; the
+//! dispatcher hands out work round-robin over the origins that have both work and a free slot,
+//! so one release with thousands of URLs on one origin neither floods that origin nor starves
+//! the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use precache_model::{Origin, TaskKind};
+use precache_store::{PairKey, PendingPair, Store};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::pair_runner::run_pair;
+use crate::{EdgeClient, EdgeDirectory};
+
+/// Limits and retry policy of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Pairs in flight at once, over all origins.
+    pub concurrency: usize,
+    /// Pairs in flight at once against one origin.
+    pub per_origin: usize,
+    /// Attempts per pair (the first one included).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each further one.
+    pub backoff: Duration,
+}
+
+/// One pair to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairJob {
+    /// Which pair.
+    pub key: PairKey,
+    /// What to do.
+    pub kind: TaskKind,
+    /// The URL.
+    pub url: String,
+    /// The task's domain.
+    pub domain: String,
+    /// Where the domain's origin is; `None` when the domain was unregistered since.
+    pub origin: Option<Origin>,
+}
+
+impl From<PendingPair> for PairJob {
+    fn from(pending: PendingPair) -> PairJob {
+        PairJob { key: pending.key, kind: pending.kind, url: pending.url, domain: pending.domain, origin: pending.origin }
+    }
+}
+
+/// Hands work to the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    queue: mpsc::UnboundedSender<Vec<PairJob>>,
+}
+
+impl EngineHandle {
+    /// Queues pairs whose task is committed. The queue is unbounded on purpose: the store already
+    /// bounds what can be accepted, and a committed pair must never be dropped.
+    pub fn enqueue(&self, jobs: Vec<PairJob>) {
+        if !jobs.is_empty() && self.queue.send(jobs).is_err() {
+            // Only during shutdown; the pairs are in the store and run at the next start.
+            tracing::debug!("engine stopped; pairs stay queued in the store");
+        }
+    }
+}
+
+/// What every running pair needs.
+pub(crate) struct EngineContext {
+    pub(crate) store: Store,
+    pub(crate) edges: Arc<EdgeDirectory>,
+    pub(crate) client: EdgeClient,
+    pub(crate) config: EngineConfig,
+}
+
+/// The engine; [`Engine::run`] drives it until shutdown.
+pub struct Engine {
+    context: Arc<EngineContext>,
+    receiver: mpsc::UnboundedReceiver<Vec<PairJob>>,
+}
+
+impl Engine {
+    /// A new engine and the handle to feed it.
+    pub fn new(store: Store, edges: Arc<EdgeDirectory>, client: EdgeClient, config: EngineConfig) -> (Engine, EngineHandle) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let context = Arc::new(EngineContext { store, edges, client, config });
+        (Engine { context, receiver }, EngineHandle { queue })
+    }
+
+    /// Dispatches pairs until `shutdown` turns true, then abandons the pairs in flight: they
+    /// stay `running` in the store and are handed back at the next start.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut queues = OriginQueues::default();
+        let mut in_flight: JoinSet<String> = JoinSet::new();
+        let config = self.context.config.clone();
+        loop {
+            while in_flight.len() < config.concurrency.max(1) {
+                let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else { break };
+                let context = Arc::clone(&self.context);
+                in_flight.spawn(async move {
+                    run_pair(&context, job).await;
+                    origin_key
+                });
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                jobs = self.receiver.recv() => match jobs {
+                    Some(jobs) => jobs.into_iter().for_each(|job| queues.push(job)),
+                    None => break,
+                },
+                Some(finished) = in_flight.join_next() => match finished {
+                    Ok(origin_key) => queues.finished(&origin_key),
+                    Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
+                },
+            }
+        }
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+    }
+}
+
+/// Waiting pairs per origin, and how many of each origin's are running.
+#[derive(Default)]
+struct OriginQueues {
+    waiting: HashMap<String, VecDeque<PairJob>>,
+    running: HashMap<String, usize>,
+    /// Origins with waiting pairs, in turn order.
+    turns: VecDeque<String>,
+}
+
+impl OriginQueues {
+    fn push(&mut self, job: PairJob) {
+        // Pairs of an unregistered domain have no origin to protect; they fail at once.
+        let origin_key = job.origin.as_ref().map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority);
+        let queue = self.waiting.entry(origin_key.clone()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(origin_key);
+        }
+        queue.push_back(job);
+    }
+
+    /// The next pair of the first origin in turn that is under `per_origin`.
+    fn next(&mut self, per_origin: usize) -> Option<(String, PairJob)> {
+        for _ in 0..self.turns.len() {
+            let origin_key = self.turns.pop_front()?;
+            let running = self.running.get(&origin_key).copied().unwrap_or(0);
+            if running >= per_origin {
+                self.turns.push_back(origin_key);
+                continue;
+            }
+            let Some(queue) = self.waiting.get_mut(&origin_key) else { continue };
+            let Some(job) = queue.pop_front() else { continue };
+            if queue.is_empty() {
+                self.waiting.remove(&origin_key);
+            } else {
+                self.turns.push_back(origin_key.clone());
+            }
+            *self.running.entry(origin_key.clone()).or_default() += 1;
+            return Some((origin_key, job));
+        }
+        None
+    }
+
+    fn finished(&mut self, origin_key: &str) {
+        if let Some(running) = self.running.get_mut(origin_key) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                self.running.remove(origin_key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precache_model::{EdgeId, TaskId};
+
+    fn job(origin: &str, url_idx: i64) -> PairJob {
+        PairJob {
+            key: PairKey { task_id: TaskId::new_random(), url_idx, edge_id: EdgeId(1) },
+            kind: TaskKind::Prefetch,
+            url: format!("http://a.com/{url_idx}"),
+            domain: "a.com".into(),
+            origin: Some(Origin::parse(origin).expect("origin")),
+        }
+    }
+
+    #[test]
+    fn origins_take_turns_and_respect_their_limit() {
+        let mut queues = OriginQueues::default();
+        for n in 0..3 {
+            queues.push(job("http://127.0.0.1:1", n));
+        }
+        queues.push(job("http://127.0.0.1:2", 9));
+        let first = queues.next(2).expect("work");
+        let second = queues.next(2).expect("work");
+        assert_ne!(first.0, second.0, "the second origin gets a turn before the first one's backlog");
+        let third = queues.next(2).expect("work");
+        assert_eq!(third.0, "127.0.0.1:1");
+        assert!(queues.next(2).is_none(), "origin 1 is at its limit and origin 2 is empty");
+        queues.finished("127.0.0.1:1");
+        assert_eq!(queues.next(2).map(|(origin, _)| origin).as_deref(), Some("127.0.0.1:1"));
+    }
+}

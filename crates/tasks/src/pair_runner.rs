@@ -1,0 +1,76 @@
+//! Running one (URL, edge) pair: attempts with backoff, then a durable outcome.
+
+use std::time::Duration;
+
+use precache_model::edge_protocol::PairOutcome;
+use precache_model::time::now_millis;
+use precache_model::TaskKind;
+use precache_store::PairResult;
+
+use crate::engine::EngineContext;
+use crate::PairJob;
+
+/// How often recording an outcome is retried while the store is unavailable.
+const RECORD_ATTEMPTS: u32 = 5;
+
+async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
+    if job.origin.is_none() {
+        return PairOutcome::failed(None, format!("domain {} is no longer registered", job.domain), false);
+    }
+    let Some(edge) = context.edges.target(job.key.edge_id) else {
+        return PairOutcome::failed(None, format!("edge {} is no longer registered", job.key.edge_id), false);
+    };
+    match job.kind {
+        TaskKind::Prefetch => match context.client.prefetch(&edge, &job.url).await {
+            Ok(outcome) => outcome,
+            Err(error) => PairOutcome::failed(None, error.to_string(), true),
+        },
+        TaskKind::Refresh => PairOutcome::failed(None, "this control plane cannot run refresh tasks", false),
+    }
+}
+
+/// Runs a pair to its end and records the outcome.
+pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
+    if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()).await {
+        tracing::warn!(%error, "could not mark a pair running; running it anyway");
+    }
+    let mut attempts: u32 = 0;
+    let outcome = loop {
+        attempts += 1;
+        let outcome = attempt(context, &job).await;
+        if outcome.success || !outcome.retryable || attempts >= context.config.attempts.max(1) {
+            break outcome;
+        }
+        let backoff = context.config.backoff.saturating_mul(1 << (attempts - 1).min(16));
+        tracing::debug!(url = %job.url, attempts, error = ?outcome.error, ?backoff, "retrying a pair");
+        tokio::time::sleep(backoff).await;
+    };
+    let result = PairResult {
+        key: job.key,
+        success: outcome.success,
+        attempts: i64::from(attempts),
+        http_status: outcome.http_status.map(i64::from),
+        bytes: Some(outcome.bytes as i64),
+        error: outcome.error.map(|error| {
+            if attempts > 1 { format!("{error} (after {attempts} attempts)") } else { error }
+        }),
+        finished_at: now_millis(),
+    };
+    for record_attempt in 1..=RECORD_ATTEMPTS {
+        match context.store.pair_finished(result.clone()).await {
+            Ok(Some(task)) => {
+                tracing::info!(task = %task.id, status = %task.status, success = task.n_success, pairs = task.n_pairs, "task finished");
+                return;
+            }
+            Ok(None) => return,
+            Err(error) if record_attempt < RECORD_ATTEMPTS => {
+                tracing::warn!(%error, "could not record a pair's outcome; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(record_attempt))).await;
+            }
+            Err(error) => {
+                // The pair stays `running` in the store and is run again at the next start.
+                tracing::error!(%error, url = %job.url, "giving up recording a pair's outcome");
+            }
+        }
+    }
+}
