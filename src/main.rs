@@ -1,1 +1,35 @@
-fn main() {}
+//! `precache`: one binary for every role. `precache serve` runs the all-in-one server.
+
+mod config;
+mod env;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted CDN cache management: prefetch and refresh objects on caching edges.
+#[derive(Debug, Parser)]
+#[command(name = "precache", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Control plane, task engine and one embedded edge in one process, state in SQLite.
+    Serve(config::ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("precache: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

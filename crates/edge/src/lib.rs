@@ -168,8 +168,9 @@ async fn run(
             return;
         }
     };
-    if let Err(source) = admin_listener.set_nonblocking(true) {
-        let _ = ready.send(Err(EdgeError::Io { context: "configure the admin listener", source }));
+    // Both sockets are driven by Tokio, which needs them non-blocking.
+    if let Err(source) = admin_listener.set_nonblocking(true).and_then(|()| data_listener.set_nonblocking(true)) {
+        let _ = ready.send(Err(EdgeError::Io { context: "configure the listeners", source }));
         return;
     }
     let admin_listener = match tokio::net::TcpListener::from_std(admin_listener) {

@@ -1,0 +1,271 @@
+//! Configuration of `precache serve`: flags, `PRECACHE_*` variables, a TOML file, defaults.
+//!
+//! Every setting can come from four places; the first that has it wins: the command-line flag,
+//! the environment variable, the `--config` file (keys are the flag names with `_`), the default.
+//! The raw layers are merged first, then checked once into a [`ServeConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use serde::Deserialize;
+
+use crate::env::Env;
+
+/// A duration written like `30s`, `5m` or `24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+
+    fn from_str(text: &str) -> Result<HumanDuration, Self::Err> {
+        humantime::parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<HumanDuration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares the settings once: the flag (from the field name), its variable, its type. The
+/// struct is both the clap flags and the TOML file's schema; every field is optional so layers
+/// can be merged.
+macro_rules! settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[doc = $doc:literal])* $field:ident: $ty:ty, env $env:literal; )* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[doc = $doc])* #[arg(long)] pub $field: Option<$ty>, )*
+        }
+
+        impl $name {
+            fn from_env(env: &dyn Env) -> anyhow::Result<$name> {
+                Ok($name { $( $field: match env.get($env) {
+                    Some(text) => Some(text.parse::<$ty>().map_err(|e| anyhow!("{}={text:?}: {e}", $env))?),
+                    None => None,
+                }, )* })
+            }
+
+            /// Each setting from `self`, or else from `lower`.
+            fn or(self, lower: $name) -> $name {
+                $name { $( $field: self.$field.or(lower.$field), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Settings of `precache serve`.
+    pub struct ServeSettings {
+        /// Control-plane API address [env: PRECACHE_API_LISTEN] [default: 127.0.0.1:8080]
+        api_listen: SocketAddr, env "PRECACHE_API_LISTEN";
+        /// Edge (data plane) address [env: PRECACHE_EDGE_LISTEN] [default: 127.0.0.1:8081]
+        edge_listen: SocketAddr, env "PRECACHE_EDGE_LISTEN";
+        /// Edge admin (edge protocol) address; port 0 picks a free one [env: PRECACHE_EDGE_ADMIN_LISTEN] [default: 127.0.0.1:0]
+        edge_admin_listen: SocketAddr, env "PRECACHE_EDGE_ADMIN_LISTEN";
+        /// Where state and cache live [env: PRECACHE_DATA_DIR] [default: ./precache-data]
+        data_dir: PathBuf, env "PRECACHE_DATA_DIR";
+        /// Database; a sqlite: URL [env: PRECACHE_DATABASE_URL] [default: the SQLite file in the data dir]
+        database_url: String, env "PRECACHE_DATABASE_URL";
+        /// Name of the embedded edge [env: PRECACHE_EDGE_NAME] [default: local]
+        edge_name: String, env "PRECACHE_EDGE_NAME";
+        /// Worker threads of the edge [env: PRECACHE_EDGE_THREADS] [default: one per core]
+        edge_threads: usize, env "PRECACHE_EDGE_THREADS";
+        /// Lifetime of API tokens [env: PRECACHE_TOKEN_TTL] [default: 24h]
+        token_ttl: HumanDuration, env "PRECACHE_TOKEN_TTL";
+        /// Most URLs in one prefetch request [env: PRECACHE_MAX_URLS_PER_REQUEST] [default: 10]
+        max_urls_per_request: usize, env "PRECACHE_MAX_URLS_PER_REQUEST";
+        /// Time zone whose midnight resets daily quotas [env: PRECACHE_QUOTA_TIME_ZONE] [default: Asia/Shanghai]
+        quota_time_zone: String, env "PRECACHE_QUOTA_TIME_ZONE";
+        /// (URL, edge) pairs run at once [env: PRECACHE_TASK_CONCURRENCY] [default: 64]
+        task_concurrency: usize, env "PRECACHE_TASK_CONCURRENCY";
+        /// Pairs run at once against one origin [env: PRECACHE_TASK_PER_ORIGIN] [default: 8]
+        task_per_origin: usize, env "PRECACHE_TASK_PER_ORIGIN";
+        /// Attempts per pair on 5xx, timeouts and resets [env: PRECACHE_TASK_ATTEMPTS] [default: 3]
+        task_attempts: u32, env "PRECACHE_TASK_ATTEMPTS";
+        /// Wait before a second attempt, doubled each time [env: PRECACHE_TASK_BACKOFF] [default: 1s]
+        task_backoff: HumanDuration, env "PRECACHE_TASK_BACKOFF";
+        /// Origin connect timeout [env: PRECACHE_ORIGIN_CONNECT_TIMEOUT] [default: 5s]
+        origin_connect_timeout: HumanDuration, env "PRECACHE_ORIGIN_CONNECT_TIMEOUT";
+        /// Origin first-byte timeout [env: PRECACHE_ORIGIN_FIRST_BYTE_TIMEOUT] [default: 30s]
+        origin_first_byte_timeout: HumanDuration, env "PRECACHE_ORIGIN_FIRST_BYTE_TIMEOUT";
+        /// Origin idle (between reads) timeout [env: PRECACHE_ORIGIN_IDLE_TIMEOUT] [default: 30s]
+        origin_idle_timeout: HumanDuration, env "PRECACHE_ORIGIN_IDLE_TIMEOUT";
+    }
+}
+
+/// `precache serve` on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flags, with `_`) [env: PRECACHE_CONFIG]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: ServeSettings,
+}
+
+/// The checked configuration `precache serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Control-plane API address.
+    pub api_listen: SocketAddr,
+    /// Edge data-plane address.
+    pub edge_listen: SocketAddr,
+    /// Edge admin address.
+    pub edge_admin_listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
+    /// Name of the embedded edge.
+    pub edge_name: String,
+    /// Edge worker threads.
+    pub edge_threads: usize,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// Most URLs per request.
+    pub max_urls_per_request: usize,
+    /// Quota time zone and its name.
+    pub quota_time_zone: (jiff::tz::TimeZone, String),
+    /// Pairs at once.
+    pub task_concurrency: usize,
+    /// Pairs at once per origin.
+    pub task_per_origin: usize,
+    /// Attempts per pair.
+    pub task_attempts: u32,
+    /// First retry backoff.
+    pub task_backoff: Duration,
+    /// Origin timeouts.
+    pub origin_timeouts: precache_edge::OriginTimeouts,
+    /// Bootstrap admin password from `PRECACHE_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+}
+
+fn positive(value: usize, name: &str) -> anyhow::Result<usize> {
+    if value == 0 {
+        return Err(anyhow!("{name} must be at least 1"));
+    }
+    Ok(value)
+}
+
+impl ServeConfig {
+    /// Merges flags, environment, config file and defaults, and checks the result.
+    pub fn load(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeConfig> {
+        let config_path = args.config.clone().or_else(|| env.get("PRECACHE_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(path) => read_file(path)?,
+            None => ServeSettings::default(),
+        };
+        let raw = args.settings.or(ServeSettings::from_env(env)?).or(file);
+        Self::check(raw, env)
+    }
+
+    fn check(raw: ServeSettings, env: &dyn Env) -> anyhow::Result<ServeConfig> {
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("./precache-data"));
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("precache.db").display()));
+        let zone_name = raw.quota_time_zone.unwrap_or_else(|| "Asia/Shanghai".to_string());
+        let zone = jiff::tz::TimeZone::get(&zone_name).with_context(|| format!("unknown quota time zone {zone_name:?}"))?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let seconds = |value: Option<HumanDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
+        Ok(ServeConfig {
+            api_listen: raw.api_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            edge_listen: raw.edge_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            edge_admin_listen: raw.edge_admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_dir,
+            database_url,
+            edge_name: raw.edge_name.unwrap_or_else(|| "local".to_string()),
+            edge_threads: positive(raw.edge_threads.unwrap_or(cores), "edge_threads")?,
+            token_ttl: seconds(raw.token_ttl, 24 * 3600),
+            max_urls_per_request: positive(raw.max_urls_per_request.unwrap_or(10), "max_urls_per_request")?,
+            quota_time_zone: (zone, zone_name),
+            task_concurrency: positive(raw.task_concurrency.unwrap_or(64), "task_concurrency")?,
+            task_per_origin: positive(raw.task_per_origin.unwrap_or(8), "task_per_origin")?,
+            task_attempts: raw.task_attempts.unwrap_or(3).max(1),
+            task_backoff: seconds(raw.task_backoff, 1),
+            origin_timeouts: precache_edge::OriginTimeouts {
+                connect: seconds(raw.origin_connect_timeout, 5),
+                first_byte: seconds(raw.origin_first_byte_timeout, 30),
+                idle: seconds(raw.origin_idle_timeout, 30),
+            },
+            admin_password: env.get("PRECACHE_ADMIN_PASSWORD"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn load(flags: &[&str], env: HashMap<&str, &str>) -> anyhow::Result<ServeConfig> {
+        let wrapper = Wrapper::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))?;
+        ServeConfig::load(wrapper.args, &env)
+    }
+
+    #[test]
+    fn defaults_match_api_md() -> anyhow::Result<()> {
+        let config = load(&[], HashMap::new())?;
+        assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.edge_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.data_dir, PathBuf::from("./precache-data"));
+        assert_eq!(config.database_url, "sqlite://./precache-data/precache.db");
+        assert_eq!(config.token_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.max_urls_per_request, 10);
+        Ok(())
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("precache.toml");
+        std::fs::write(&file, "api_listen = \"127.0.0.1:7001\"\nedge_listen = \"127.0.0.1:7002\"\ndata_dir = \"/srv/file\"\ntoken_ttl = \"2h\"\n")?;
+        let env = HashMap::from([
+            ("PRECACHE_CONFIG", file.to_str().unwrap_or_default()),
+            ("PRECACHE_EDGE_LISTEN", "127.0.0.1:7102"),
+            ("PRECACHE_DATA_DIR", "/srv/env"),
+            ("PRECACHE_ADMIN_PASSWORD", "from-env"),
+        ]);
+        let config = load(&["--data-dir", "/srv/flag"], env)?;
+        assert_eq!(config.api_listen.to_string(), "127.0.0.1:7001", "from the file");
+        assert_eq!(config.edge_listen.to_string(), "127.0.0.1:7102", "env beats the file");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/flag"), "the flag beats env and file");
+        assert_eq!(config.token_ttl, Duration::from_secs(7200));
+        assert_eq!(config.admin_password.as_deref(), Some("from-env"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let env = HashMap::from([("PRECACHE_TASK_CONCURRENCY", "many")]);
+        let error = load(&[], env).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("PRECACHE_TASK_CONCURRENCY"), "{error}");
+        let dir = tempfile::tempdir().ok();
+        let path = dir.as_ref().map(|d| d.path().join("c.toml")).unwrap_or_default();
+        let _ = std::fs::write(&path, "no_such_setting = 1\n");
+        let error = load(&["--config", path.to_str().unwrap_or_default()], HashMap::new()).err();
+        assert!(format!("{error:?}").contains("no_such_setting"));
+    }
+}
