@@ -27,7 +27,9 @@ impl FromStr for HumanDuration {
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<HumanDuration, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HumanDuration, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -149,7 +151,8 @@ pub struct ServeConfig {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
 }
 
@@ -163,7 +166,10 @@ fn positive(value: usize, name: &str) -> anyhow::Result<usize> {
 impl ServeConfig {
     /// Merges flags, environment, config file and defaults, and checks the result.
     pub fn load(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeConfig> {
-        let config_path = args.config.clone().or_else(|| env.get("PRECACHE_CONFIG").map(PathBuf::from));
+        let config_path = args
+            .config
+            .clone()
+            .or_else(|| env.get("PRECACHE_CONFIG").map(PathBuf::from));
         let file = match &config_path {
             Some(path) => read_file(path)?,
             None => ServeSettings::default(),
@@ -173,24 +179,40 @@ impl ServeConfig {
     }
 
     fn check(raw: ServeSettings, env: &dyn Env) -> anyhow::Result<ServeConfig> {
-        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("./precache-data"));
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./precache-data"));
         let database_url = raw
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("precache.db").display()));
-        let zone_name = raw.quota_time_zone.unwrap_or_else(|| "Asia/Shanghai".to_string());
-        let zone = jiff::tz::TimeZone::get(&zone_name).with_context(|| format!("unknown quota time zone {zone_name:?}"))?;
+        let zone_name = raw
+            .quota_time_zone
+            .unwrap_or_else(|| "Asia/Shanghai".to_string());
+        let zone = jiff::tz::TimeZone::get(&zone_name)
+            .with_context(|| format!("unknown quota time zone {zone_name:?}"))?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let seconds = |value: Option<HumanDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
+        let seconds = |value: Option<HumanDuration>, default: u64| {
+            value.map_or(Duration::from_secs(default), |d| d.0)
+        };
         Ok(ServeConfig {
-            api_listen: raw.api_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            edge_listen: raw.edge_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
-            edge_admin_listen: raw.edge_admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            api_listen: raw
+                .api_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            edge_listen: raw
+                .edge_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            edge_admin_listen: raw
+                .edge_admin_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             data_dir,
             database_url,
             edge_name: raw.edge_name.unwrap_or_else(|| "local".to_string()),
             edge_threads: positive(raw.edge_threads.unwrap_or(cores), "edge_threads")?,
             token_ttl: seconds(raw.token_ttl, 24 * 3600),
-            max_urls_per_request: positive(raw.max_urls_per_request.unwrap_or(10), "max_urls_per_request")?,
+            max_urls_per_request: positive(
+                raw.max_urls_per_request.unwrap_or(10),
+                "max_urls_per_request",
+            )?,
             quota_time_zone: (zone, zone_name),
             task_concurrency: positive(raw.task_concurrency.unwrap_or(64), "task_concurrency")?,
             task_per_origin: positive(raw.task_per_origin.unwrap_or(8), "task_per_origin")?,
@@ -221,7 +243,8 @@ mod tests {
     }
 
     fn load(flags: &[&str], env: HashMap<&str, &str>) -> anyhow::Result<ServeConfig> {
-        let wrapper = Wrapper::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))?;
+        let wrapper =
+            Wrapper::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))?;
         ServeConfig::load(wrapper.args, &env)
     }
 
@@ -249,9 +272,21 @@ mod tests {
             ("PRECACHE_ADMIN_PASSWORD", "from-env"),
         ]);
         let config = load(&["--data-dir", "/srv/flag"], env)?;
-        assert_eq!(config.api_listen.to_string(), "127.0.0.1:7001", "from the file");
-        assert_eq!(config.edge_listen.to_string(), "127.0.0.1:7102", "env beats the file");
-        assert_eq!(config.data_dir, PathBuf::from("/srv/flag"), "the flag beats env and file");
+        assert_eq!(
+            config.api_listen.to_string(),
+            "127.0.0.1:7001",
+            "from the file"
+        );
+        assert_eq!(
+            config.edge_listen.to_string(),
+            "127.0.0.1:7102",
+            "env beats the file"
+        );
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from("/srv/flag"),
+            "the flag beats env and file"
+        );
         assert_eq!(config.token_ttl, Duration::from_secs(7200));
         assert_eq!(config.admin_password.as_deref(), Some("from-env"));
         Ok(())
@@ -260,12 +295,22 @@ mod tests {
     #[test]
     fn bad_values_name_their_source() {
         let env = HashMap::from([("PRECACHE_TASK_CONCURRENCY", "many")]);
-        let error = load(&[], env).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = load(&[], env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("PRECACHE_TASK_CONCURRENCY"), "{error}");
         let dir = tempfile::tempdir().ok();
-        let path = dir.as_ref().map(|d| d.path().join("c.toml")).unwrap_or_default();
+        let path = dir
+            .as_ref()
+            .map(|d| d.path().join("c.toml"))
+            .unwrap_or_default();
         let _ = std::fs::write(&path, "no_such_setting = 1\n");
-        let error = load(&["--config", path.to_str().unwrap_or_default()], HashMap::new()).err();
+        let error = load(
+            &["--config", path.to_str().unwrap_or_default()],
+            HashMap::new(),
+        )
+        .err();
         assert!(format!("{error:?}").contains("no_such_setting"));
     }
 }

@@ -23,7 +23,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run),
+        Command::Serve(args) => {
+            config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -35,7 +35,9 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn,sqlx=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn,sqlx=warn",
+        )
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -60,13 +62,22 @@ fn lock_data_dir(config: &ServeConfig) -> anyhow::Result<File> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let lock_path = config.data_dir.join("precache.lock");
-    let lock = File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
-    lock.try_lock()
-        .map_err(|_| anyhow!("another precache is using the data dir {}", config.data_dir.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| {
+        anyhow!(
+            "another precache is using the data dir {}",
+            config.data_dir.display()
+        )
+    })?;
     Ok(lock)
 }
 
-async fn bootstrap_admin(store: &Store, hasher: &PasswordHasher, password: Option<String>) -> anyhow::Result<()> {
+async fn bootstrap_admin(
+    store: &Store,
+    hasher: &PasswordHasher,
+    password: Option<String>,
+) -> anyhow::Result<()> {
     if store.has_accounts().await.context("read accounts")? {
         return Ok(());
     }
@@ -74,8 +85,16 @@ async fn bootstrap_admin(store: &Store, hasher: &PasswordHasher, password: Optio
         Some(password) => (password, false),
         None => (random_secret()[..24].to_string(), true),
     };
-    let hash = hasher.hash(&password).await.map_err(|e| anyhow!("hash the admin password: {e}"))?;
-    if store.create_bootstrap_admin(&hash).await.context("create the admin account")? && generated {
+    let hash = hasher
+        .hash(&password)
+        .await
+        .map_err(|e| anyhow!("hash the admin password: {e}"))?;
+    if store
+        .create_bootstrap_admin(&hash)
+        .await
+        .context("create the admin account")?
+        && generated
+    {
         // Printed once: the only place this password ever appears.
         eprintln!("precache: created account \"admin\" with password {password}");
     }
@@ -90,7 +109,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let api_state_hasher = PasswordHasher::new();
     bootstrap_admin(&store, &api_state_hasher, config.admin_password.clone()).await?;
     // This process owns the database (the data-dir lock), so a running pair is one a crash cut off.
-    let reset = store.reset_running_pairs().await.context("hand back interrupted pairs")?;
+    let reset = store
+        .reset_running_pairs()
+        .await
+        .context("hand back interrupted pairs")?;
     if reset > 0 {
         tracing::info!(pairs = reset, "resuming pairs interrupted by the last stop");
     }
@@ -116,8 +138,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let timeouts = config.origin_timeouts;
     // Silence from an edge during a prefetch longer than the origin may legitimately be silent.
-    let stream_idle = timeouts.connect + timeouts.first_byte + timeouts.idle + Duration::from_secs(30);
-    let edge_client = EdgeClient::new(Duration::from_secs(5), stream_idle).context("build the edge client")?;
+    let stream_idle =
+        timeouts.connect + timeouts.first_byte + timeouts.idle + Duration::from_secs(30);
+    let edge_client =
+        EdgeClient::new(Duration::from_secs(5), stream_idle).context("build the edge client")?;
     let edges = EdgeDirectory::new(store.clone(), edge_client.clone());
     edges.sync_now().await.context("configure the edges")?;
     let (engine, engine_handle) = Engine::new(
@@ -132,7 +156,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         },
     );
     // Queued before the API accepts anything, so no pair is queued twice.
-    let pending = store.pending_pairs().await.context("load unfinished pairs")?;
+    let pending = store
+        .pending_pairs()
+        .await
+        .context("load unfinished pairs")?;
     if !pending.is_empty() {
         tracing::info!(pairs = pending.len(), "resuming unfinished pairs");
     }
@@ -154,8 +181,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             quota_time_zone_name: config.quota_time_zone.1.clone(),
         },
     );
-    api_listener.set_nonblocking(true).context("configure the API listener")?;
-    let api_listener = tokio::net::TcpListener::from_std(api_listener).context("register the API listener")?;
+    api_listener
+        .set_nonblocking(true)
+        .context("configure the API listener")?;
+    let api_listener =
+        tokio::net::TcpListener::from_std(api_listener).context("register the API listener")?;
     let api_addr = api_listener.local_addr().context("read the API address")?;
     let mut api_stopped = stopped.clone();
     let api_task = tokio::spawn(
@@ -166,7 +196,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .into_future(),
     );
     // Tests and scripts read this line to find the ports (any of them may be 0 in the config).
-    eprintln!("precache: serving api=http://{api_addr} edge=http://{}", edge.data_addr());
+    eprintln!(
+        "precache: serving api=http://{api_addr} edge=http://{}",
+        edge.data_addr()
+    );
     tracing::info!(api = %api_addr, edge = %edge.data_addr(), edge_admin = %edge.admin_addr(), "ready");
 
     wait_for_signal().await?;

@@ -1,1 +1,10 @@
-//! e2e
+//! End-to-end tests: the real `precache` binary, a real origin, real sockets on 127.0.0.1.
+//!
+//! Every test starts its own server process on free ports with its own data dir, so tests run in
+//! parallel and can kill, restart and measure the process.
+
+mod support;
+
+mod durability;
+mod large_object;
+mod prefetch_flow;

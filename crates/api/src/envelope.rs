@@ -58,7 +58,9 @@ impl Ret {
             Ret::Ok => StatusCode::OK,
             Ret::NoToken | Ret::BadToken | Ret::BadCredentials => StatusCode::UNAUTHORIZED,
             Ret::Forbidden | Ret::DomainNotYours => StatusCode::FORBIDDEN,
-            Ret::NotJson | Ret::BadField | Ret::TooManyUrls | Ret::MixedDomains | Ret::BadUrl => StatusCode::BAD_REQUEST,
+            Ret::NotJson | Ret::BadField | Ret::TooManyUrls | Ret::MixedDomains | Ret::BadUrl => {
+                StatusCode::BAD_REQUEST
+            }
             Ret::Conflict => StatusCode::CONFLICT,
             Ret::NoSuchTask | Ret::NotFound => StatusCode::NOT_FOUND,
             Ret::Limited => StatusCode::TOO_MANY_REQUESTS,
@@ -83,7 +85,11 @@ impl Answer {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        Answer { status: StatusCode::OK, fields, headers: Vec::new() }
+        Answer {
+            status: StatusCode::OK,
+            fields,
+            headers: Vec::new(),
+        }
     }
 
     /// Answer with another success status (`201 Created`).
@@ -126,7 +132,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a code and message.
     pub fn new(ret: Ret, msg: impl Into<String>) -> ApiError {
-        ApiError { ret, msg: msg.into(), retry_after: None }
+        ApiError {
+            ret,
+            msg: msg.into(),
+            retry_after: None,
+        }
     }
 
     /// An internal error: logs `detail` under a fresh id and tells the client only the id.
@@ -134,7 +144,10 @@ impl ApiError {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let id = &id[..12];
         tracing::error!(error_id = id, %detail, "internal error");
-        ApiError::new(Ret::Internal, format!("internal error (id {id}; quote it when reporting)"))
+        ApiError::new(
+            Ret::Internal,
+            format!("internal error (id {id}; quote it when reporting)"),
+        )
     }
 }
 
@@ -145,7 +158,9 @@ impl IntoResponse for ApiError {
         fields.insert("msg".into(), Value::from(self.msg));
         let mut response = envelope_response(self.ret.http_status(), fields);
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -156,9 +171,10 @@ fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response
     envelope.insert("zt_api".into(), Value::Object(fields));
     let body = to_flask_json(&Value::Object(envelope));
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -166,7 +182,8 @@ fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response
 /// ordered), two-space indent, `", "` between items, `": "` after keys, ASCII only.
 pub fn to_flask_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, FlaskFormatter::default());
+    let mut serializer =
+        serde_json::Serializer::with_formatter(&mut out, FlaskFormatter::default());
     // Writing a `Value` into a Vec cannot fail.
     let _ = serde::Serialize::serialize(value, &mut serializer);
     out
@@ -187,13 +204,21 @@ impl FlaskFormatter {
         Ok(())
     }
 
-    fn open<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
         self.depth += 1;
         self.has_value = false;
         writer.write_all(bracket)
     }
 
-    fn close<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
         self.depth -= 1;
         if self.has_value {
             self.newline(writer)?;
@@ -202,7 +227,11 @@ impl FlaskFormatter {
         writer.write_all(bracket)
     }
 
-    fn item<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+    fn item<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if !first {
             writer.write_all(b", ")?;
         }
@@ -219,11 +248,18 @@ impl serde_json::ser::Formatter for FlaskFormatter {
         self.close(writer, b"]")
     }
 
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         self.item(writer, first)
     }
 
-    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+    fn end_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        _writer: &mut W,
+    ) -> std::io::Result<()> {
         self.has_value = true;
         Ok(())
     }
@@ -236,20 +272,34 @@ impl serde_json::ser::Formatter for FlaskFormatter {
         self.close(writer, b"}")
     }
 
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         self.item(writer, first)
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
         writer.write_all(b": ")
     }
 
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+    fn end_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        _writer: &mut W,
+    ) -> std::io::Result<()> {
         self.has_value = true;
         Ok(())
     }
 
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         if fragment.is_ascii() {
             return writer.write_all(fragment.as_bytes());
         }
@@ -286,7 +336,10 @@ mod tests {
     fn empty_containers_and_non_ascii() {
         let value = serde_json::json!({"a": [], "b": {}, "c": "预缓存 😀"});
         let written = String::from_utf8(to_flask_json(&value)).expect("ascii");
-        assert_eq!(written, "{\n  \"a\": [], \n  \"b\": {}, \n  \"c\": \"\\u9884\\u7f13\\u5b58 \\ud83d\\ude00\"\n}");
+        assert_eq!(
+            written,
+            "{\n  \"a\": [], \n  \"b\": {}, \n  \"c\": \"\\u9884\\u7f13\\u5b58 \\ud83d\\ude00\"\n}"
+        );
         assert_eq!(serde_json::from_str::<Value>(&written).ok(), Some(value));
     }
 }

@@ -41,7 +41,8 @@ fn without_trailing_commas(body: &[u8]) -> Option<Vec<u8>> {
                 let next = body[index + 1..].iter().find(|b| !b.is_ascii_whitespace());
                 let previous = out.iter().rev().find(|b| !b.is_ascii_whitespace());
                 let closes = matches!(next, Some(b']') | Some(b'}'));
-                let follows_value = !matches!(previous, None | Some(b'[') | Some(b'{') | Some(b','));
+                let follows_value =
+                    !matches!(previous, None | Some(b'[') | Some(b'{') | Some(b','));
                 if closes && follows_value {
                     removed = true;
                     continue;
@@ -73,8 +74,19 @@ mod tests {
 
     #[test]
     fn rejects_everything_else_malformed() {
-        for bad in [&b"{\"urls\": [\"a\",,]}"[..], b"{\"urls\": [,]}", b"{urls: []}", b"{\"urls\": ['a']}", b"", b"{\"a\": 1,}x"] {
-            assert!(parse(bad).is_err(), "{:?} should be rejected", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"{\"urls\": [\"a\",,]}"[..],
+            b"{\"urls\": [,]}",
+            b"{urls: []}",
+            b"{\"urls\": ['a']}",
+            b"",
+            b"{\"a\": 1,}x",
+        ] {
+            assert!(
+                parse(bad).is_err(),
+                "{:?} should be rejected",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -18,12 +18,14 @@ pub struct PasswordHasher {
     decoy: Arc<OnceCell<String>>,
 }
 
-
 impl PasswordHasher {
     /// A hasher with one permit per available core.
     pub fn new() -> PasswordHasher {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        PasswordHasher { permits: Arc::new(Semaphore::new(cores)), decoy: Arc::new(OnceCell::new()) }
+        PasswordHasher {
+            permits: Arc::new(Semaphore::new(cores)),
+            decoy: Arc::new(OnceCell::new()),
+        }
     }
 
     /// The PHC string of a fresh argon2id hash.
@@ -47,7 +49,9 @@ impl PasswordHasher {
             None => {
                 let decoy = self
                     .decoy
-                    .get_or_try_init(|| async { self.hash(&uuid::Uuid::new_v4().to_string()).await })
+                    .get_or_try_init(|| async {
+                        self.hash(&uuid::Uuid::new_v4().to_string()).await
+                    })
                     .await;
                 match decoy {
                     Ok(decoy) => (decoy.clone(), false),
@@ -58,15 +62,22 @@ impl PasswordHasher {
         let matched = self
             .run(move || {
                 let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
-                Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                Ok(Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok())
             })
             .await;
         real && matched.unwrap_or(false)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 

@@ -24,8 +24,15 @@ pub(crate) fn quota_day(zone: &TimeZone, now: Timestamp) -> QuotaDay {
         .and_then(|tomorrow| tomorrow.to_zoned(zone.clone()).ok())
         .map(|midnight| midnight.timestamp())
         .unwrap_or(now);
-    let seconds_left = next_midnight.as_second().saturating_sub(now.as_second()).max(1) as u64;
-    QuotaDay { day: date.to_string(), resets_at: next_midnight.to_string(), seconds_left }
+    let seconds_left = next_midnight
+        .as_second()
+        .saturating_sub(now.as_second())
+        .max(1) as u64;
+    QuotaDay {
+        day: date.to_string(),
+        resets_at: next_midnight.to_string(),
+        seconds_left,
+    }
 }
 
 #[cfg(test)]

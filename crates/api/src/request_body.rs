@@ -13,18 +13,31 @@ pub(crate) async fn json_object(body: Body, limit: usize) -> Result<Map<String, 
         let too_large = std::error::Error::source(&error)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large {
-            ApiError::new(Ret::TooLarge, format!("request body is larger than {limit} bytes"))
+            ApiError::new(
+                Ret::TooLarge,
+                format!("request body is larger than {limit} bytes"),
+            )
         } else {
-            ApiError::new(Ret::NotJson, format!("could not read the request body: {error}"))
+            ApiError::new(
+                Ret::NotJson,
+                format!("could not read the request body: {error}"),
+            )
         }
     })?;
-    let value = lenient_json::parse(&bytes)
-        .map_err(|error| ApiError::new(Ret::NotJson, format!("request body is not valid JSON: {error}")))?;
+    let value = lenient_json::parse(&bytes).map_err(|error| {
+        ApiError::new(
+            Ret::NotJson,
+            format!("request body is not valid JSON: {error}"),
+        )
+    })?;
     match value {
         Value::Object(map) => Ok(map),
         other => Err(ApiError::new(
             Ret::BadField,
-            format!("request body must be a JSON object, got {}", kind_of(&other)),
+            format!(
+                "request body must be a JSON object, got {}",
+                kind_of(&other)
+            ),
         )),
     }
 }
@@ -42,19 +55,34 @@ pub(crate) fn kind_of(value: &Value) -> &'static str {
 }
 
 /// A required string field.
-pub(crate) fn required_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn required_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+) -> Result<&'a str, ApiError> {
     match object.get(field) {
         Some(Value::String(text)) => Ok(text),
-        Some(other) => Err(ApiError::new(Ret::BadField, format!("field {field:?} must be a string, got {}", kind_of(other)))),
-        None => Err(ApiError::new(Ret::BadField, format!("field {field:?} is required"))),
+        Some(other) => Err(ApiError::new(
+            Ret::BadField,
+            format!("field {field:?} must be a string, got {}", kind_of(other)),
+        )),
+        None => Err(ApiError::new(
+            Ret::BadField,
+            format!("field {field:?} is required"),
+        )),
     }
 }
 
 /// An optional string field (`null` counts as absent).
-pub(crate) fn optional_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, ApiError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(other) => Err(ApiError::new(Ret::BadField, format!("field {field:?} must be a string, got {}", kind_of(other)))),
+        Some(other) => Err(ApiError::new(
+            Ret::BadField,
+            format!("field {field:?} must be a string, got {}", kind_of(other)),
+        )),
     }
 }

@@ -41,7 +41,12 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// State for a router over `store`, feeding `engine`, driving `edges`.
-    pub fn new(store: Store, engine: EngineHandle, edges: Arc<EdgeDirectory>, config: ApiConfig) -> AppState {
+    pub fn new(
+        store: Store,
+        engine: EngineHandle,
+        edges: Arc<EdgeDirectory>,
+        config: ApiConfig,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,

@@ -7,7 +7,9 @@ use crate::envelope::{ApiError, Ret};
 /// The API error for a store error.
 pub(crate) fn from_store(error: Error) -> ApiError {
     match error {
-        Error::Overloaded | Error::Unavailable(_) => ApiError::new(Ret::Unavailable, error.to_string()),
+        Error::Overloaded | Error::Unavailable(_) => {
+            ApiError::new(Ret::Unavailable, error.to_string())
+        }
         Error::Conflict(_) | Error::Refused(_) => ApiError::new(Ret::Conflict, error.to_string()),
         Error::NotFound(_) => ApiError::new(Ret::NotFound, error.to_string()),
         Error::QuotaExceeded { .. } => ApiError::new(Ret::Limited, error.to_string()),

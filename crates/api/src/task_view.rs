@@ -15,7 +15,11 @@ fn percent(part: i64, whole: i64) -> f64 {
 
 /// `progress` and `success_rate` of a task.
 fn rates(summary: &TaskSummary) -> (f64, f64) {
-    let progress = if summary.n_pairs == 0 { 100.0 } else { percent(summary.n_finished, summary.n_pairs) };
+    let progress = if summary.n_pairs == 0 {
+        100.0
+    } else {
+        percent(summary.n_finished, summary.n_pairs)
+    };
     (progress, percent(summary.n_success, summary.n_pairs))
 }
 
@@ -27,9 +31,18 @@ pub(crate) fn summary_fields(summary: &TaskSummary) -> Map<String, Value> {
     fields.insert("type".into(), json!(summary.kind.as_str()));
     fields.insert("domain".into(), json!(summary.domain));
     fields.insert("status".into(), json!(summary.status.as_str()));
-    fields.insert("created_at".into(), json!(rfc3339_millis(summary.created_at)));
-    fields.insert("started_at".into(), json!(summary.started_at.map(rfc3339_millis)));
-    fields.insert("finished_at".into(), json!(summary.finished_at.map(rfc3339_millis)));
+    fields.insert(
+        "created_at".into(),
+        json!(rfc3339_millis(summary.created_at)),
+    );
+    fields.insert(
+        "started_at".into(),
+        json!(summary.started_at.map(rfc3339_millis)),
+    );
+    fields.insert(
+        "finished_at".into(),
+        json!(summary.finished_at.map(rfc3339_millis)),
+    );
     fields.insert("progress".into(), json!(progress));
     fields.insert("success_rate".into(), json!(success_rate));
     fields.insert("urls_total".into(), json!(summary.n_urls));
@@ -58,10 +71,17 @@ fn pair_json(pair: &PairRecord) -> Value {
 /// did not; `edges_success` says how many have it either way.
 fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
     let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
-    let succeeded = pairs.iter().filter(|pair| pair.status == PairStatus::Success).count();
+    let succeeded = pairs
+        .iter()
+        .filter(|pair| pair.status == PairStatus::Success)
+        .count();
     let started = pairs.iter().any(|pair| pair.status != PairStatus::Waiting);
     let status = if !pairs.is_empty() && finished == pairs.len() {
-        if succeeded == pairs.len() { "success" } else { "failed" }
+        if succeeded == pairs.len() {
+            "success"
+        } else {
+            "failed"
+        }
     } else if started {
         "running"
     } else if pairs.is_empty() {
@@ -70,10 +90,15 @@ fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
         "waiting"
     };
     let failure = pairs.iter().find(|pair| pair.status == PairStatus::Failed);
-    let shown = failure.or_else(|| pairs.iter().find(|pair| pair.status == PairStatus::Success)).copied();
+    let shown = failure
+        .or_else(|| pairs.iter().find(|pair| pair.status == PairStatus::Success))
+        .copied();
     let error = match (failure, pairs.len()) {
         (Some(pair), 1) => pair.error.clone(),
-        (Some(pair), _) => pair.error.as_ref().map(|error| format!("edge {}: {error}", pair.edge_name)),
+        (Some(pair), _) => pair
+            .error
+            .as_ref()
+            .map(|error| format!("edge {}: {error}", pair.edge_name)),
         (None, _) if pairs.is_empty() => Some("no edge to run on".to_string()),
         (None, _) => None,
     };
@@ -97,7 +122,11 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
         .iter()
         .enumerate()
         .map(|(url_idx, url)| {
-            let pairs: Vec<&PairRecord> = detail.pairs.iter().filter(|pair| pair.url_idx == url_idx as i64).collect();
+            let pairs: Vec<&PairRecord> = detail
+                .pairs
+                .iter()
+                .filter(|pair| pair.url_idx == url_idx as i64)
+                .collect();
             url_json(url, &pairs)
         })
         .collect();

@@ -62,7 +62,10 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::User => Err(ApiError::new(Ret::Forbidden, format!("account {:?} is not an admin", self.name))),
+            Role::User => Err(ApiError::new(
+                Ret::Forbidden,
+                format!("account {:?} is not an admin", self.name),
+            )),
         }
     }
 }
@@ -81,22 +84,38 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     fn get(&self, hash: &str) -> Option<Caller> {
-        let grants = self.grants.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let grants = self
+            .grants
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let grant = grants.get(hash)?;
-        (grant.fetched.elapsed() < CACHE_TTL && grant.caller.expires_at > now_millis()).then(|| grant.caller.clone())
+        (grant.fetched.elapsed() < CACHE_TTL && grant.caller.expires_at > now_millis())
+            .then(|| grant.caller.clone())
     }
 
     fn put(&self, caller: Caller) {
-        let mut grants = self.grants.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut grants = self
+            .grants
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if grants.len() >= CACHE_CAPACITY {
             grants.clear();
         }
-        grants.insert(caller.token_hash.clone(), CachedGrant { caller, fetched: Instant::now() });
+        grants.insert(
+            caller.token_hash.clone(),
+            CachedGrant {
+                caller,
+                fetched: Instant::now(),
+            },
+        );
     }
 
     /// Forgets one token.
     pub(crate) fn forget(&self, hash: &str) {
-        self.grants.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(hash);
+        self.grants
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(hash);
     }
 
     /// Forgets every token of one account (its role changed, or it was deleted).
@@ -113,17 +132,30 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let Some(token) = parts.headers.get(TOKEN_HEADER) else {
-            return Err(ApiError::new(Ret::NoToken, "X-Auth-Token header is missing"));
+            return Err(ApiError::new(
+                Ret::NoToken,
+                "X-Auth-Token header is missing",
+            ));
         };
-        let token = token.to_str().map_err(|_| ApiError::new(Ret::BadToken, "token unknown, expired or revoked"))?;
+        let token = token
+            .to_str()
+            .map_err(|_| ApiError::new(Ret::BadToken, "token unknown, expired or revoked"))?;
         let hash = token_hash(token.trim());
         if let Some(caller) = state.inner.tokens.get(&hash) {
             return Ok(caller);
         }
-        let grant = state.inner.store.token_grant(&hash).await.map_err(from_store)?;
+        let grant = state
+            .inner
+            .store
+            .token_grant(&hash)
+            .await
+            .map_err(from_store)?;
         let now = now_millis();
         let Some(grant) = grant.filter(|grant| !grant.revoked && grant.expires_at > now) else {
-            return Err(ApiError::new(Ret::BadToken, "token unknown, expired or revoked"));
+            return Err(ApiError::new(
+                Ret::BadToken,
+                "token unknown, expired or revoked",
+            ));
         };
         let caller = Caller {
             account_id: grant.account.id,

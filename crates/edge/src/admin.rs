@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use precache_model::edge_protocol::{
-    DomainTable, EdgeStatus, PrefetchCommand, PrefetchEvent, DOMAINS_PATH, PREFETCH_PATH, STATUS_PATH,
+    DomainTable, EdgeStatus, PrefetchCommand, PrefetchEvent, DOMAINS_PATH, PREFETCH_PATH,
+    STATUS_PATH,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -35,11 +36,18 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route(STATUS_PATH, get(status))
         .route(DOMAINS_PATH, put(replace_domains))
         .route(PREFETCH_PATH, post(prefetch))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_secret))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_secret,
+        ))
         .with_state(state)
 }
 
-async fn require_secret(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+async fn require_secret(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -64,7 +72,10 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<EdgeStatus> {
     })
 }
 
-async fn replace_domains(State(state): State<Arc<AdminState>>, Json(table): Json<DomainTable>) -> Response {
+async fn replace_domains(
+    State(state): State<Arc<AdminState>>,
+    Json(table): Json<DomainTable>,
+) -> Response {
     let revision = table.revision;
     match state.routes.apply(table).await {
         Ok(()) => {
@@ -73,7 +84,11 @@ async fn replace_domains(State(state): State<Arc<AdminState>>, Json(table): Json
         }
         Err(error) => {
             tracing::error!(%error, "could not save the domain table");
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("could not save the domain table: {error}\n")).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not save the domain table: {error}\n"),
+            )
+                .into_response()
         }
     }
 }
@@ -81,7 +96,10 @@ async fn replace_domains(State(state): State<Arc<AdminState>>, Json(table): Json
 /// Answers with NDJSON: progress lines while the object streams in, then the outcome. The
 /// prefetch runs in its own task, so it completes (and the object is cached) even when the
 /// control plane goes away mid-way.
-async fn prefetch(State(state): State<Arc<AdminState>>, Json(command): Json<PrefetchCommand>) -> Response {
+async fn prefetch(
+    State(state): State<Arc<AdminState>>,
+    Json(command): Json<PrefetchCommand>,
+) -> Response {
     let (events, receiver) = mpsc::channel::<PrefetchEvent>(16);
     tokio::spawn(async move {
         let outcome = state.prefetcher.run(&command, &events).await;
@@ -93,5 +111,9 @@ async fn prefetch(State(state): State<Arc<AdminState>>, Json(command): Json<Pref
         line.push(b'\n');
         Some((Ok::<_, Infallible>(Bytes::from(line)), receiver))
     });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }

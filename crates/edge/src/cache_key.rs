@@ -20,7 +20,10 @@ mod tests {
 
     #[test]
     fn host_boundary_is_unambiguous() {
-        assert_ne!(primary_key("a.com", "b.com/x"), primary_key("a.comb.com", "/x"));
+        assert_ne!(
+            primary_key("a.com", "b.com/x"),
+            primary_key("a.comb.com", "/x")
+        );
         assert_eq!(primary_key("a.com", "/x?y=1"), "5:a.com/x?y=1");
     }
 }

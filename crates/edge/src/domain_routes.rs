@@ -46,7 +46,9 @@ impl DomainRoutes {
         match tokio::fs::read(&routes.file).await {
             Ok(bytes) => match serde_json::from_slice::<DomainTable>(&bytes) {
                 Ok(table) => routes.install(table).await,
-                Err(error) => tracing::warn!(file = %routes.file.display(), %error, "ignoring unreadable domain table"),
+                Err(error) => {
+                    tracing::warn!(file = %routes.file.display(), %error, "ignoring unreadable domain table")
+                }
             },
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
@@ -84,12 +86,27 @@ impl DomainRoutes {
 
     async fn install(&self, table: DomainTable) {
         let mut routes = HashMap::with_capacity(table.domains.len());
-        for DomainRoute { domain, origin, origin_host } in table.domains {
+        for DomainRoute {
+            domain,
+            origin,
+            origin_host,
+        } in table.domains
+        {
             let origin_addr = resolve(&origin).await;
             let origin_host = origin_host.unwrap_or_else(|| domain.to_string());
-            routes.insert(domain.to_string(), Arc::new(Route { origin, origin_addr, origin_host }));
+            routes.insert(
+                domain.to_string(),
+                Arc::new(Route {
+                    origin,
+                    origin_addr,
+                    origin_host,
+                }),
+            );
         }
-        let next = Arc::new(RouteTable { revision: table.revision, routes });
+        let next = Arc::new(RouteTable {
+            revision: table.revision,
+            routes,
+        });
         match self.current.write() {
             Ok(mut current) => *current = next,
             Err(poisoned) => *poisoned.into_inner() = next,

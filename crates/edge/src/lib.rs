@@ -12,9 +12,9 @@ mod domain_routes;
 mod prefetch;
 mod proxy;
 
+use std::future::IntoFuture;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,8 +116,14 @@ fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> EdgeError {
 /// Starts an edge on a runtime of its own (so players' traffic never queues behind control-plane
 /// work) and returns once both listeners accept.
 pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
-    let data_addr = config.data_listener.local_addr().map_err(io_error("read the data listener address"))?;
-    let admin_addr = config.admin_listener.local_addr().map_err(io_error("read the admin listener address"))?;
+    let data_addr = config
+        .data_listener
+        .local_addr()
+        .map_err(io_error("read the data listener address"))?;
+    let admin_addr = config
+        .admin_listener
+        .local_addr()
+        .map_err(io_error("read the admin listener address"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads.max(1))
         .thread_name("edge-worker")
@@ -135,7 +141,12 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
         })
         .map_err(io_error("start the edge thread"))?;
     match started.await {
-        Ok(Ok(())) => Ok(RunningEdge { data_addr, admin_addr, stop, thread: Some(thread) }),
+        Ok(Ok(())) => Ok(RunningEdge {
+            data_addr,
+            admin_addr,
+            stop,
+            thread: Some(thread),
+        }),
         Ok(Err(error)) => Err(error),
         Err(_) => Err(EdgeError::Stopped),
     }
@@ -147,13 +158,24 @@ async fn run(
     ready: oneshot::Sender<Result<(), EdgeError>>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let EdgeConfig { name, data_listener, admin_listener, data_dir, admin_secret, timeouts, .. } = config;
+    let EdgeConfig {
+        name,
+        data_listener,
+        admin_listener,
+        data_dir,
+        admin_secret,
+        timeouts,
+        ..
+    } = config;
     let cache_dir = data_dir.join("cache");
     let opened = tokio::task::spawn_blocking(move || DiskCache::open(cache_dir)).await;
     let cache: &'static DiskCache = match opened {
         Ok(Ok(cache)) => Box::leak(Box::new(cache)),
         Ok(Err(source)) => {
-            let _ = ready.send(Err(EdgeError::Io { context: "open the disk cache", source }));
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "open the disk cache",
+                source,
+            }));
             return;
         }
         Err(_) => {
@@ -164,19 +186,31 @@ async fn run(
     let routes = match DomainRoutes::load(&data_dir).await {
         Ok(routes) => Arc::new(routes),
         Err(source) => {
-            let _ = ready.send(Err(EdgeError::Io { context: "load the domain table", source }));
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "load the domain table",
+                source,
+            }));
             return;
         }
     };
     // Both sockets are driven by Tokio, which needs them non-blocking.
-    if let Err(source) = admin_listener.set_nonblocking(true).and_then(|()| data_listener.set_nonblocking(true)) {
-        let _ = ready.send(Err(EdgeError::Io { context: "configure the listeners", source }));
+    if let Err(source) = admin_listener
+        .set_nonblocking(true)
+        .and_then(|()| data_listener.set_nonblocking(true))
+    {
+        let _ = ready.send(Err(EdgeError::Io {
+            context: "configure the listeners",
+            source,
+        }));
         return;
     }
     let admin_listener = match tokio::net::TcpListener::from_std(admin_listener) {
         Ok(listener) => listener,
         Err(source) => {
-            let _ = ready.send(Err(EdgeError::Io { context: "register the admin listener", source }));
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "register the admin listener",
+                source,
+            }));
             return;
         }
     };
@@ -207,15 +241,27 @@ async fn run(
     let (service_ready, _) = watch::channel(false);
     let proxy_task = tokio::spawn(async move {
         service
-            .start_service(Some(fds), proxy_stopped, 1, ServiceReadyNotifier::new(service_ready))
+            .start_service(
+                Some(fds),
+                proxy_stopped,
+                1,
+                ServiceReadyNotifier::new(service_ready),
+            )
             .await;
     });
 
-    let client = match reqwest::Client::builder().no_proxy().connect_timeout(timeouts.connect).build() {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(timeouts.connect)
+        .build()
+    {
         Ok(client) => client,
         Err(error) => {
             let source = std::io::Error::other(error);
-            let _ = ready.send(Err(EdgeError::Io { context: "build the prefetch client", source }));
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "build the prefetch client",
+                source,
+            }));
             return;
         }
     };
@@ -224,7 +270,14 @@ async fn run(
         secret: Arc::from(admin_secret),
         routes: Arc::clone(&routes),
         cache,
-        prefetcher: Prefetcher { client, data_plane: data_addr, secret: prefetch_secret, routes, cache, timeouts },
+        prefetcher: Prefetcher {
+            client,
+            data_plane: data_addr,
+            secret: prefetch_secret,
+            routes,
+            cache,
+            timeouts,
+        },
     });
     let mut admin_stopped = stopped.clone();
     let admin_task = tokio::spawn(

@@ -17,7 +17,9 @@ use tokio::time::{timeout, Instant};
 use crate::cache_key::cache_key;
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
-use crate::proxy::{NO_CACHE_HEADER, PREFETCH_HEADER, PREFETCH_SOURCE_HEADER, UPSTREAM_ERROR_HEADER};
+use crate::proxy::{
+    NO_CACHE_HEADER, PREFETCH_HEADER, PREFETCH_SOURCE_HEADER, UPSTREAM_ERROR_HEADER,
+};
 use crate::OriginTimeouts;
 
 /// How often a running prefetch reports its byte count.
@@ -44,7 +46,11 @@ fn reason_phrase(status: reqwest::StatusCode) -> String {
 
 impl Prefetcher {
     /// Runs one prefetch, sending progress to `events`, and returns how it ended.
-    pub(crate) async fn run(&self, command: &PrefetchCommand, events: &mpsc::Sender<PrefetchEvent>) -> PairOutcome {
+    pub(crate) async fn run(
+        &self,
+        command: &PrefetchCommand,
+        events: &mpsc::Sender<PrefetchEvent>,
+    ) -> PairOutcome {
         let url = match ObjectUrl::parse(&command.url) {
             Ok(url) => url,
             Err(error) => return PairOutcome::failed(None, error.to_string(), false),
@@ -64,37 +70,67 @@ impl Prefetcher {
         }
         let request = self
             .client
-            .get(format!("http://{}{}", self.data_plane, url.path_and_query()))
+            .get(format!(
+                "http://{}{}",
+                self.data_plane,
+                url.path_and_query()
+            ))
             .header(reqwest::header::HOST, url.host())
             .header(PREFETCH_HEADER, self.secret.as_ref());
-        let first_byte_deadline = self.timeouts.connect + self.timeouts.first_byte + Duration::from_secs(1);
+        let first_byte_deadline =
+            self.timeouts.connect + self.timeouts.first_byte + Duration::from_secs(1);
         let response = match timeout(first_byte_deadline, request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(error)) => return PairOutcome::failed(None, format!("edge data plane unreachable: {error}"), true),
+            Ok(Err(error)) => {
+                return PairOutcome::failed(
+                    None,
+                    format!("edge data plane unreachable: {error}"),
+                    true,
+                )
+            }
             Err(_) => {
                 return PairOutcome::failed(
                     None,
-                    format!("the origin did not answer within {}s", self.timeouts.first_byte.as_secs()),
+                    format!(
+                        "the origin did not answer within {}s",
+                        self.timeouts.first_byte.as_secs()
+                    ),
                     true,
                 )
             }
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string);
+        let header_text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        };
         if let Some(upstream_error) = header_text(UPSTREAM_ERROR_HEADER) {
             return PairOutcome::failed(Some(status.as_u16()), upstream_error, true);
         }
         if status.is_server_error() {
-            return PairOutcome::failed(Some(status.as_u16()), format!("origin answered {}", reason_phrase(status)), true);
+            return PairOutcome::failed(
+                Some(status.as_u16()),
+                format!("origin answered {}", reason_phrase(status)),
+                true,
+            );
         }
         if status.is_client_error() {
-            return PairOutcome::failed(Some(status.as_u16()), format!("origin answered {}", reason_phrase(status)), false);
+            return PairOutcome::failed(
+                Some(status.as_u16()),
+                format!("origin answered {}", reason_phrase(status)),
+                false,
+            );
         }
         if !status.is_success() {
             return PairOutcome::failed(
                 Some(status.as_u16()),
-                format!("origin answered {} (redirects are not followed)", reason_phrase(status)),
+                format!(
+                    "origin answered {} (redirects are not followed)",
+                    reason_phrase(status)
+                ),
                 false,
             );
         }
@@ -181,7 +217,10 @@ impl Prefetcher {
             if last_report.elapsed() >= PROGRESS_INTERVAL {
                 last_report = Instant::now();
                 // A slow reader of the events must not slow the fill: drop a report if full.
-                let _ = events.try_send(PrefetchEvent::Progress { bytes: received, total });
+                let _ = events.try_send(PrefetchEvent::Progress {
+                    bytes: received,
+                    total,
+                });
             }
         }
     }

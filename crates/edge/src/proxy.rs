@@ -8,7 +8,9 @@ use bytes::Bytes;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::lock::CacheKeyLockImpl;
-use pingora::cache::{CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, RespCacheable,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -69,7 +71,9 @@ fn request_host(request: &RequestHeader) -> String {
         .unwrap_or("");
     // Strip a port (but not the inside of an IPv6 literal), a trailing dot, and case.
     let without_port = match raw.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, port)) if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
         _ => raw,
     };
     without_port.trim_end_matches('.').to_ascii_lowercase()
@@ -79,8 +83,12 @@ async fn respond_plain(session: &mut Session, status: u16, body: &'static str) -
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await
 }
 
 /// Says what went wrong reaching the origin, in words an operator understands.
@@ -102,7 +110,15 @@ fn describe_upstream_error(error: &Error) -> String {
         cause => format!("{what} ({cause})"),
     };
     // It travels in a header: keep it to visible ASCII.
-    text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -119,7 +135,11 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
             respond_plain(session, 405, "only GET and HEAD are served\n").await?;
@@ -134,13 +154,18 @@ impl ProxyHttp for EdgeProxy {
         }
         let presented = session.get_header_bytes(PREFETCH_HEADER);
         ctx.is_prefetch = !presented.is_empty()
-            && bool::from(subtle::ConstantTimeEq::ct_eq(presented, self.prefetch_secret.as_bytes()));
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                presented,
+                self.prefetch_secret.as_bytes(),
+            ));
         session.req_header_mut().remove_header(PREFETCH_HEADER);
         Ok(false)
     }
 
     fn request_cache_filter(&self, session: &mut Session, _ctx: &mut RequestContext) -> Result<()> {
-        session.cache.enable(self.cache, None, None, Some(self.cache_lock), None);
+        session
+            .cache
+            .enable(self.cache, None, None, Some(self.cache_lock), None);
         Ok(())
     }
 
@@ -171,7 +196,11 @@ impl ProxyHttp for EdgeProxy {
         Ok(Some(ForcedFreshness::ForceExpired))
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route for the request");
         };
@@ -210,8 +239,16 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestContext,
     ) -> Result<RespCacheable> {
         let cache_control = CacheControl::from_resp_headers(response);
-        let authorization_present = session.req_header().headers.contains_key(http::header::AUTHORIZATION);
-        let cacheable = resp_cacheable(cache_control.as_ref(), response.clone(), authorization_present, &CACHE_DEFAULTS);
+        let authorization_present = session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION);
+        let cacheable = resp_cacheable(
+            cache_control.as_ref(),
+            response.clone(),
+            authorization_present,
+            &CACHE_DEFAULTS,
+        );
         if let RespCacheable::Uncacheable(reason) = &cacheable {
             ctx.no_cache_reason = Some(reason.as_str());
         }
@@ -226,12 +263,19 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let from_cache = matches!(
             session.cache.phase(),
-            CachePhase::Hit | CachePhase::Revalidated | CachePhase::Stale | CachePhase::StaleUpdating
+            CachePhase::Hit
+                | CachePhase::Revalidated
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating
         );
         response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
         if ctx.is_prefetch {
-            let complete_hit = ctx.served_complete_hit && matches!(session.cache.phase(), CachePhase::Revalidated);
-            response.insert_header(PREFETCH_SOURCE_HEADER, if complete_hit { "hit" } else { "fill" })?;
+            let complete_hit =
+                ctx.served_complete_hit && matches!(session.cache.phase(), CachePhase::Revalidated);
+            response.insert_header(
+                PREFETCH_SOURCE_HEADER,
+                if complete_hit { "hit" } else { "fill" },
+            )?;
             if let Some(reason) = ctx.no_cache_reason {
                 response.insert_header(NO_CACHE_HEADER, reason)?;
             }
@@ -239,12 +283,22 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut RequestContext, error: Option<&Error>) -> bool {
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+        error: Option<&Error>,
+    ) -> bool {
         // A prefetch must see the origin's answer, never a stale copy standing in for it.
         !ctx.is_prefetch && error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, _ctx: &mut RequestContext) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        _ctx: &mut RequestContext,
+    ) -> FailToProxy {
         let code = match error.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
@@ -268,7 +322,10 @@ impl ProxyHttp for EdgeProxy {
                 tracing::debug!(%write_error, "could not send the error response");
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 }
 
@@ -279,7 +336,9 @@ mod tests {
     #[test]
     fn host_header_loses_port_dot_and_case() {
         let mut request = RequestHeader::build("GET", b"/x", None).expect("request");
-        request.insert_header("host", "Game.Example.com.:8081").expect("header");
+        request
+            .insert_header("host", "Game.Example.com.:8081")
+            .expect("header");
         assert_eq!(request_host(&request), "game.example.com");
     }
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use precache_model::edge_protocol::{
-    DomainTable, EdgeStatus, PairOutcome, PrefetchCommand, PrefetchEvent, DOMAINS_PATH, PREFETCH_PATH, STATUS_PATH,
+    DomainTable, EdgeStatus, PairOutcome, PrefetchCommand, PrefetchEvent, DOMAINS_PATH,
+    PREFETCH_PATH, STATUS_PATH,
 };
 use precache_model::EdgeId;
 
@@ -47,24 +48,37 @@ impl EdgeClient {
             .connect_timeout(quick_call)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(EdgeClient { http, quick_call, stream_idle })
+        Ok(EdgeClient {
+            http,
+            quick_call,
+            stream_idle,
+        })
     }
 
     fn fail(edge: &EdgeTarget, reason: impl ToString) -> EdgeCallError {
-        EdgeCallError { edge: edge.name.clone(), reason: reason.to_string() }
+        EdgeCallError {
+            edge: edge.name.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     fn url(edge: &EdgeTarget, path: &str) -> String {
         format!("{}{path}", edge.admin_url.trim_end_matches('/'))
     }
 
-    async fn checked(edge: &EdgeTarget, response: reqwest::Response) -> Result<reqwest::Response, EdgeCallError> {
+    async fn checked(
+        edge: &EdgeTarget,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, EdgeCallError> {
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        Err(Self::fail(edge, format!("answered {status}: {}", body.trim())))
+        Err(Self::fail(
+            edge,
+            format!("answered {status}: {}", body.trim()),
+        ))
     }
 
     /// The edge's status.
@@ -77,11 +91,19 @@ impl EdgeClient {
             .send()
             .await
             .map_err(|e| Self::fail(edge, e))?;
-        Self::checked(edge, response).await?.json().await.map_err(|e| Self::fail(edge, e))
+        Self::checked(edge, response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Self::fail(edge, e))
     }
 
     /// Replaces the edge's domain table.
-    pub async fn push_domains(&self, edge: &EdgeTarget, table: &DomainTable) -> Result<(), EdgeCallError> {
+    pub async fn push_domains(
+        &self,
+        edge: &EdgeTarget,
+        table: &DomainTable,
+    ) -> Result<(), EdgeCallError> {
         let response = self
             .http
             .put(Self::url(edge, DOMAINS_PATH))
@@ -96,12 +118,18 @@ impl EdgeClient {
 
     /// Asks the edge to prefetch `url` and waits for the outcome, however long the object takes:
     /// the edge streams progress lines, so only silence counts as a failure.
-    pub async fn prefetch(&self, edge: &EdgeTarget, url: &str) -> Result<PairOutcome, EdgeCallError> {
+    pub async fn prefetch(
+        &self,
+        edge: &EdgeTarget,
+        url: &str,
+    ) -> Result<PairOutcome, EdgeCallError> {
         let response = self
             .http
             .post(Self::url(edge, PREFETCH_PATH))
             .bearer_auth(&edge.secret)
-            .json(&PrefetchCommand { url: url.to_string() })
+            .json(&PrefetchCommand {
+                url: url.to_string(),
+            })
             .send()
             .await
             .map_err(|e| Self::fail(edge, e))?;
@@ -110,10 +138,21 @@ impl EdgeClient {
         loop {
             let chunk = tokio::time::timeout(self.stream_idle, response.chunk())
                 .await
-                .map_err(|_| Self::fail(edge, format!("no word for {}s during a prefetch", self.stream_idle.as_secs())))?
+                .map_err(|_| {
+                    Self::fail(
+                        edge,
+                        format!(
+                            "no word for {}s during a prefetch",
+                            self.stream_idle.as_secs()
+                        ),
+                    )
+                })?
                 .map_err(|e| Self::fail(edge, e))?;
             let Some(chunk) = chunk else {
-                return Err(Self::fail(edge, "the edge ended the prefetch stream without an outcome"));
+                return Err(Self::fail(
+                    edge,
+                    "the edge ended the prefetch stream without an outcome",
+                ));
             };
             pending.extend_from_slice(&chunk);
             while let Some(newline) = pending.iter().position(|byte| *byte == b'\n') {
@@ -121,7 +160,12 @@ impl EdgeClient {
                 match serde_json::from_slice::<PrefetchEvent>(&line) {
                     Ok(PrefetchEvent::Finished(outcome)) => return Ok(outcome),
                     Ok(PrefetchEvent::Progress { .. }) => {}
-                    Err(error) => return Err(Self::fail(edge, format!("sent an unreadable line: {error}"))),
+                    Err(error) => {
+                        return Err(Self::fail(
+                            edge,
+                            format!("sent an unreadable line: {error}"),
+                        ))
+                    }
                 }
             }
         }

@@ -58,7 +58,9 @@ impl EdgeDirectory {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<EdgeId, Known>> {
-        self.known.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How to reach an edge, if it is registered and has an admin listener.
@@ -80,7 +82,10 @@ impl EdgeDirectory {
 
     /// What is known about each edge's health.
     pub fn health(&self) -> HashMap<EdgeId, EdgeHealth> {
-        self.read().iter().map(|(id, known)| (*id, known.health.clone())).collect()
+        self.read()
+            .iter()
+            .map(|(id, known)| (*id, known.health.clone()))
+            .collect()
     }
 
     /// Asks the background loop for an early round (e.g. after a domain change).
@@ -98,11 +103,18 @@ impl EdgeDirectory {
             revision,
             domains: domains
                 .into_iter()
-                .map(|domain| DomainRoute { domain: domain.name, origin: domain.origin, origin_host: domain.origin_host })
+                .map(|domain| DomainRoute {
+                    domain: domain.name,
+                    origin: domain.origin,
+                    origin_host: domain.origin_host,
+                })
                 .collect(),
         };
         {
-            let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut known = self
+                .known
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             known.retain(|id, _| edges.iter().any(|edge| edge.id == *id));
             for edge in &edges {
                 let target = match (&edge.admin_url, &edge.admin_secret) {
@@ -116,13 +128,20 @@ impl EdgeDirectory {
                 };
                 let entry = known.entry(edge.id).or_insert_with(|| Known {
                     target: None,
-                    health: EdgeHealth { last_seen_at: edge.last_seen_at, ..EdgeHealth::default() },
+                    health: EdgeHealth {
+                        last_seen_at: edge.last_seen_at,
+                        ..EdgeHealth::default()
+                    },
                     last_seen_persisted: edge.last_seen_at.unwrap_or(0),
                 });
                 entry.target = target;
             }
         }
-        let targets: Vec<EdgeTarget> = self.read().values().filter_map(|known| known.target.clone()).collect();
+        let targets: Vec<EdgeTarget> = self
+            .read()
+            .values()
+            .filter_map(|known| known.target.clone())
+            .collect();
         for target in targets {
             let checked = self.check_edge(&target, &table).await;
             self.record(target.id, checked).await;
@@ -130,10 +149,21 @@ impl EdgeDirectory {
         Ok(())
     }
 
-    async fn check_edge(&self, target: &EdgeTarget, table: &DomainTable) -> Result<EdgeStatus, String> {
-        let mut status = self.client.status(target).await.map_err(|e| e.to_string())?;
+    async fn check_edge(
+        &self,
+        target: &EdgeTarget,
+        table: &DomainTable,
+    ) -> Result<EdgeStatus, String> {
+        let mut status = self
+            .client
+            .status(target)
+            .await
+            .map_err(|e| e.to_string())?;
         if status.domains_revision != table.revision {
-            self.client.push_domains(target, table).await.map_err(|e| e.to_string())?;
+            self.client
+                .push_domains(target, table)
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(edge = %target.name, revision = table.revision, "pushed the domain table");
             status.domains_revision = table.revision;
         }
@@ -143,14 +173,24 @@ impl EdgeDirectory {
     async fn record(&self, id: EdgeId, checked: Result<EdgeStatus, String>) {
         let now = now_millis();
         let persist = {
-            let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(entry) = known.get_mut(&id) else { return };
+            let mut known = self
+                .known
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(entry) = known.get_mut(&id) else {
+                return;
+            };
             match checked {
                 Ok(status) => {
                     if !entry.health.up {
                         tracing::info!(edge = %status.name, "edge is up");
                     }
-                    entry.health = EdgeHealth { up: true, last_seen_at: Some(now), last_error: None, status: Some(status) };
+                    entry.health = EdgeHealth {
+                        up: true,
+                        last_seen_at: Some(now),
+                        last_error: None,
+                        status: Some(status),
+                    };
                     let due = now - entry.last_seen_persisted >= LAST_SEEN_PERSIST_EVERY_MS;
                     if due {
                         entry.last_seen_persisted = now;

@@ -48,7 +48,13 @@ pub struct PairJob {
 
 impl From<PendingPair> for PairJob {
     fn from(pending: PendingPair) -> PairJob {
-        PairJob { key: pending.key, kind: pending.kind, url: pending.url, domain: pending.domain, origin: pending.origin }
+        PairJob {
+            key: pending.key,
+            kind: pending.kind,
+            url: pending.url,
+            domain: pending.domain,
+            origin: pending.origin,
+        }
     }
 }
 
@@ -85,9 +91,19 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine and the handle to feed it.
-    pub fn new(store: Store, edges: Arc<EdgeDirectory>, client: EdgeClient, config: EngineConfig) -> (Engine, EngineHandle) {
+    pub fn new(
+        store: Store,
+        edges: Arc<EdgeDirectory>,
+        client: EdgeClient,
+        config: EngineConfig,
+    ) -> (Engine, EngineHandle) {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let context = Arc::new(EngineContext { store, edges, client, config });
+        let context = Arc::new(EngineContext {
+            store,
+            edges,
+            client,
+            config,
+        });
         (Engine { context, receiver }, EngineHandle { queue })
     }
 
@@ -99,7 +115,9 @@ impl Engine {
         let config = self.context.config.clone();
         loop {
             while in_flight.len() < config.concurrency.max(1) {
-                let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else { break };
+                let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else {
+                    break;
+                };
                 let context = Arc::clone(&self.context);
                 in_flight.spawn(async move {
                     run_pair(&context, job).await;
@@ -135,7 +153,10 @@ struct OriginQueues {
 impl OriginQueues {
     fn push(&mut self, job: PairJob) {
         // Pairs of an unregistered domain have no origin to protect; they fail at once.
-        let origin_key = job.origin.as_ref().map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority);
+        let origin_key = job
+            .origin
+            .as_ref()
+            .map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority);
         let queue = self.waiting.entry(origin_key.clone()).or_default();
         if queue.is_empty() {
             self.turns.push_back(origin_key);
@@ -152,8 +173,12 @@ impl OriginQueues {
                 self.turns.push_back(origin_key);
                 continue;
             }
-            let Some(queue) = self.waiting.get_mut(&origin_key) else { continue };
-            let Some(job) = queue.pop_front() else { continue };
+            let Some(queue) = self.waiting.get_mut(&origin_key) else {
+                continue;
+            };
+            let Some(job) = queue.pop_front() else {
+                continue;
+            };
             if queue.is_empty() {
                 self.waiting.remove(&origin_key);
             } else {
@@ -182,7 +207,11 @@ mod tests {
 
     fn job(origin: &str, url_idx: i64) -> PairJob {
         PairJob {
-            key: PairKey { task_id: TaskId::new_random(), url_idx, edge_id: EdgeId(1) },
+            key: PairKey {
+                task_id: TaskId::new_random(),
+                url_idx,
+                edge_id: EdgeId(1),
+            },
             kind: TaskKind::Prefetch,
             url: format!("http://a.com/{url_idx}"),
             domain: "a.com".into(),
@@ -199,11 +228,20 @@ mod tests {
         queues.push(job("http://127.0.0.1:2", 9));
         let first = queues.next(2).expect("work");
         let second = queues.next(2).expect("work");
-        assert_ne!(first.0, second.0, "the second origin gets a turn before the first one's backlog");
+        assert_ne!(
+            first.0, second.0,
+            "the second origin gets a turn before the first one's backlog"
+        );
         let third = queues.next(2).expect("work");
         assert_eq!(third.0, "127.0.0.1:1");
-        assert!(queues.next(2).is_none(), "origin 1 is at its limit and origin 2 is empty");
+        assert!(
+            queues.next(2).is_none(),
+            "origin 1 is at its limit and origin 2 is empty"
+        );
         queues.finished("127.0.0.1:1");
-        assert_eq!(queues.next(2).map(|(origin, _)| origin).as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(
+            queues.next(2).map(|(origin, _)| origin).as_deref(),
+            Some("127.0.0.1:1")
+        );
     }
 }

@@ -15,23 +15,37 @@ const RECORD_ATTEMPTS: u32 = 5;
 
 async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
     if job.origin.is_none() {
-        return PairOutcome::failed(None, format!("domain {} is no longer registered", job.domain), false);
+        return PairOutcome::failed(
+            None,
+            format!("domain {} is no longer registered", job.domain),
+            false,
+        );
     }
     let Some(edge) = context.edges.target(job.key.edge_id) else {
-        return PairOutcome::failed(None, format!("edge {} is no longer registered", job.key.edge_id), false);
+        return PairOutcome::failed(
+            None,
+            format!("edge {} is no longer registered", job.key.edge_id),
+            false,
+        );
     };
     match job.kind {
         TaskKind::Prefetch => match context.client.prefetch(&edge, &job.url).await {
             Ok(outcome) => outcome,
             Err(error) => PairOutcome::failed(None, error.to_string(), true),
         },
-        TaskKind::Refresh => PairOutcome::failed(None, "this control plane cannot run refresh tasks", false),
+        TaskKind::Refresh => {
+            PairOutcome::failed(None, "this control plane cannot run refresh tasks", false)
+        }
     }
 }
 
 /// Runs a pair to its end and records the outcome.
 pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
-    if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()).await {
+    if let Err(error) = context
+        .store
+        .pairs_started(vec![job.key], now_millis())
+        .await
+    {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
     let mut attempts: u32 = 0;
@@ -41,7 +55,10 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
         if outcome.success || !outcome.retryable || attempts >= context.config.attempts.max(1) {
             break outcome;
         }
-        let backoff = context.config.backoff.saturating_mul(1 << (attempts - 1).min(16));
+        let backoff = context
+            .config
+            .backoff
+            .saturating_mul(1 << (attempts - 1).min(16));
         tracing::debug!(url = %job.url, attempts, error = ?outcome.error, ?backoff, "retrying a pair");
         tokio::time::sleep(backoff).await;
     };
@@ -52,7 +69,11 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
         http_status: outcome.http_status.map(i64::from),
         bytes: Some(outcome.bytes as i64),
         error: outcome.error.map(|error| {
-            if attempts > 1 { format!("{error} (after {attempts} attempts)") } else { error }
+            if attempts > 1 {
+                format!("{error} (after {attempts} attempts)")
+            } else {
+                error
+            }
         }),
         finished_at: now_millis(),
     };

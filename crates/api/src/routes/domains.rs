@@ -26,7 +26,10 @@ fn domain_json(domain: &Domain) -> Value {
 
 /// The answer for a domain the caller may not see: the same whether it exists or not.
 pub(crate) fn not_yours(domain: &str) -> ApiError {
-    ApiError::new(Ret::DomainNotYours, format!("domain {domain} is not registered to your account"))
+    ApiError::new(
+        Ret::DomainNotYours,
+        format!("domain {domain} is not registered to your account"),
+    )
 }
 
 /// Pushes the registry to the edges before answering, so a domain that was just registered is
@@ -39,50 +42,94 @@ async fn sync_edges(state: &AppState) {
 }
 
 /// `POST /cdn_api/domains`.
-pub(crate) async fn create(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Answer, ApiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
-    let name = DomainName::parse(required_str(&body, "domain")?).map_err(|reason| ApiError::new(Ret::BadField, reason))?;
-    let origin = Origin::parse(required_str(&body, "origin")?).map_err(|reason| ApiError::new(Ret::BadField, reason))?;
+    let name = DomainName::parse(required_str(&body, "domain")?)
+        .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
+    let origin = Origin::parse(required_str(&body, "origin")?)
+        .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
     let owner = required_str(&body, "owner")?;
     let origin_host = match optional_str(&body, "origin_host")? {
         Some(host) => Some(
             DomainName::parse(host)
                 .map(String::from)
-                .or_else(|_| Origin::parse(&format!("http://{host}")).map(|_| host.to_ascii_lowercase()))
-                .map_err(|_| ApiError::new(Ret::BadField, format!("origin_host {host:?} is not a host name")))?,
+                .or_else(|_| {
+                    Origin::parse(&format!("http://{host}")).map(|_| host.to_ascii_lowercase())
+                })
+                .map_err(|_| {
+                    ApiError::new(
+                        Ret::BadField,
+                        format!("origin_host {host:?} is not a host name"),
+                    )
+                })?,
         ),
         None => None,
     };
-    let domain = state.inner.store.create_domain(name, owner, origin, origin_host).await.map_err(from_store)?;
+    let domain = state
+        .inner
+        .store
+        .create_domain(name, owner, origin, origin_host)
+        .await
+        .map_err(from_store)?;
     sync_edges(&state).await;
     Ok(Answer::ok(json!({"domain": domain_json(&domain)})).with_status(StatusCode::CREATED))
 }
 
 /// `GET /cdn_api/domains`: admins see every domain, users their own.
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Answer, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Answer, ApiError> {
     let owner = (caller.role != Role::Admin).then_some(caller.account_id);
-    let domains = state.inner.store.list_domains(owner).await.map_err(from_store)?;
-    Ok(Answer::ok(json!({"domains": domains.iter().map(domain_json).collect::<Vec<_>>()})))
+    let domains = state
+        .inner
+        .store
+        .list_domains(owner)
+        .await
+        .map_err(from_store)?;
+    Ok(Answer::ok(
+        json!({"domains": domains.iter().map(domain_json).collect::<Vec<_>>()}),
+    ))
 }
 
 /// `GET /cdn_api/domains/{domain}`.
-pub(crate) async fn show(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Answer, ApiError> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
     let name = name.to_ascii_lowercase();
     let domain = state.inner.store.domain(&name).await.map_err(from_store)?;
     match domain {
         Some(domain) if caller.role == Role::Admin || domain.owner_id == caller.account_id => {
             Ok(Answer::ok(json!({"domain": domain_json(&domain)})))
         }
-        None if caller.role == Role::Admin => Err(ApiError::new(Ret::NotFound, format!("domain {name} is not registered"))),
+        None if caller.role == Role::Admin => Err(ApiError::new(
+            Ret::NotFound,
+            format!("domain {name} is not registered"),
+        )),
         _ => Err(not_yours(&name)),
     }
 }
 
 /// `DELETE /cdn_api/domains/{domain}`.
-pub(crate) async fn delete(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Answer, ApiError> {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    state.inner.store.delete_domain(&name.to_ascii_lowercase()).await.map_err(from_store)?;
+    state
+        .inner
+        .store
+        .delete_domain(&name.to_ascii_lowercase())
+        .await
+        .map_err(from_store)?;
     sync_edges(&state).await;
     Ok(Answer::ok(json!({})))
 }

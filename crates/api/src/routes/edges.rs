@@ -10,7 +10,10 @@ use crate::store_errors::from_store;
 use crate::token_auth::Caller;
 
 /// Lists every edge with what the control plane last learned from it.
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Answer, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
     let edges = state.inner.store.list_edges().await.map_err(from_store)?;
     let health = state.inner.edges.health();

@@ -20,15 +20,29 @@ use crate::state::AppState;
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/cdn_api/health", get(health::health))
-        .route("/cdn_api/auth/tokens", get(tokens::show).post(tokens::create).delete(tokens::revoke))
+        .route(
+            "/cdn_api/auth/tokens",
+            get(tokens::show)
+                .post(tokens::create)
+                .delete(tokens::revoke),
+        )
         .route("/cdn_api/users", get(users::list).post(users::create))
-        .route("/cdn_api/users/{name}", get(users::show).put(users::update).delete(users::delete))
+        .route(
+            "/cdn_api/users/{name}",
+            get(users::show).put(users::update).delete(users::delete),
+        )
         .route("/cdn_api/domains", get(domains::list).post(domains::create))
-        .route("/cdn_api/domains/{domain}", get(domains::show).delete(domains::delete))
+        .route(
+            "/cdn_api/domains/{domain}",
+            get(domains::show).delete(domains::delete),
+        )
         .route("/cdn_api/edges", get(edges::list))
         .route("/cdn_api/quota", get(quota::mine))
         .route("/cdn_api/quota/{user}", get(quota::of_user).put(quota::set))
-        .route("/cdn_api/prefetch", get(prefetch::list).post(prefetch::submit))
+        .route(
+            "/cdn_api/prefetch",
+            get(prefetch::list).post(prefetch::submit),
+        )
         .route("/cdn_api/prefetch/{req_id}", get(prefetch::status))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -40,7 +54,11 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> Response {
-    let mut response = ApiError::new(Ret::NotFound, format!("{method} is not allowed on {}", uri.path())).into_response();
+    let mut response = ApiError::new(
+        Ret::NotFound,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }

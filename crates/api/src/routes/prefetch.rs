@@ -28,12 +28,26 @@ const MAX_PAGE: i64 = 1000;
 /// Validates the `urls` of a submission: a non-empty list of strings (`2002`), at most the
 /// configured number of distinct URLs (`2003`), each valid (`2005`), all on one domain (`2004`).
 /// Duplicates (after normalisation) count once.
-pub(crate) fn parse_urls(value: Option<&Value>, max_urls: usize) -> Result<Vec<ObjectUrl>, ApiError> {
+pub(crate) fn parse_urls(
+    value: Option<&Value>,
+    max_urls: usize,
+) -> Result<Vec<ObjectUrl>, ApiError> {
     let items = match value {
         Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => return Err(ApiError::new(Ret::BadField, "field \"urls\" must not be empty")),
+        Some(Value::Array(_)) => {
+            return Err(ApiError::new(
+                Ret::BadField,
+                "field \"urls\" must not be empty",
+            ))
+        }
         Some(other) => {
-            return Err(ApiError::new(Ret::BadField, format!("field \"urls\" must be a list of strings, got {}", kind_of(other))))
+            return Err(ApiError::new(
+                Ret::BadField,
+                format!(
+                    "field \"urls\" must be a list of strings, got {}",
+                    kind_of(other)
+                ),
+            ))
         }
         None => return Err(ApiError::new(Ret::BadField, "field \"urls\" is required")),
     };
@@ -59,12 +73,16 @@ pub(crate) fn parse_urls(value: Option<&Value>, max_urls: usize) -> Result<Vec<O
     if distinct_texts.len() > max_urls {
         return Err(ApiError::new(
             Ret::TooManyUrls,
-            format!("{} distinct URLs in one request; at most {max_urls} are allowed", distinct_texts.len()),
+            format!(
+                "{} distinct URLs in one request; at most {max_urls} are allowed",
+                distinct_texts.len()
+            ),
         ));
     }
     let mut urls: Vec<ObjectUrl> = Vec::with_capacity(distinct_texts.len());
     for text in distinct_texts {
-        let url = ObjectUrl::parse(text).map_err(|error| ApiError::new(Ret::BadUrl, error.to_string()))?;
+        let url = ObjectUrl::parse(text)
+            .map_err(|error| ApiError::new(Ret::BadUrl, error.to_string()))?;
         // Different spellings of one URL (case of the host, a fragment) are one object.
         if !urls.iter().any(|known| known.as_str() == url.as_str()) {
             urls.push(url);
@@ -73,14 +91,22 @@ pub(crate) fn parse_urls(value: Option<&Value>, max_urls: usize) -> Result<Vec<O
     if let Some(other) = urls.iter().find(|url| url.host() != urls[0].host()) {
         return Err(ApiError::new(
             Ret::MixedDomains,
-            format!("URLs on more than one domain in one request: {} and {}", urls[0].host(), other.host()),
+            format!(
+                "URLs on more than one domain in one request: {} and {}",
+                urls[0].host(),
+                other.host()
+            ),
         ));
     }
     Ok(urls)
 }
 
 /// `POST /cdn_api/prefetch`.
-pub(crate) async fn submit(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Answer, ApiError> {
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Answer, ApiError> {
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
     let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
@@ -117,11 +143,13 @@ pub(crate) async fn submit(State(state): State<AppState>, caller: Caller, body: 
         .urls
         .iter()
         .enumerate()
-        .flat_map(|(url_idx, url)| {
-            edges.iter().map(move |edge_id| (url_idx, url, *edge_id))
-        })
+        .flat_map(|(url_idx, url)| edges.iter().map(move |edge_id| (url_idx, url, *edge_id)))
         .map(|(url_idx, url, edge_id)| PairJob {
-            key: PairKey { task_id: task.id, url_idx: url_idx as i64, edge_id },
+            key: PairKey {
+                task_id: task.id,
+                url_idx: url_idx as i64,
+                edge_id,
+            },
             kind: TaskKind::Prefetch,
             url: url.clone(),
             domain: domain.name.to_string(),
@@ -131,21 +159,41 @@ pub(crate) async fn submit(State(state): State<AppState>, caller: Caller, body: 
     state.inner.engine.enqueue(jobs);
     // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
     // seed's `success_rate` at submission is 100.
-    Ok(Answer::ok(json!({"reqId": task.id.to_string(), "success_rate": 100.0})))
+    Ok(Answer::ok(
+        json!({"reqId": task.id.to_string(), "success_rate": 100.0}),
+    ))
 }
 
 fn parse_req_id(text: &str) -> Result<TaskId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::new(Ret::NoSuchTask, format!("no task {text:?} (a reqId is a UUID)")))
+    text.parse().map_err(|_| {
+        ApiError::new(
+            Ret::NoSuchTask,
+            format!("no task {text:?} (a reqId is a UUID)"),
+        )
+    })
 }
 
 /// `GET /cdn_api/prefetch/{reqId}`.
-pub(crate) async fn status(State(state): State<AppState>, caller: Caller, Path(req_id): Path<String>) -> Result<Answer, ApiError> {
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Answer, ApiError> {
     let id = parse_req_id(&req_id)?;
-    let detail = state.inner.store.task_detail(caller.account_id, id).await.map_err(from_store)?;
+    let detail = state
+        .inner
+        .store
+        .task_detail(caller.account_id, id)
+        .await
+        .map_err(from_store)?;
     match detail {
-        Some(detail) if detail.summary.kind == TaskKind::Prefetch => Ok(Answer::ok(detail_json(&detail))),
-        _ => Err(ApiError::new(Ret::NoSuchTask, format!("no prefetch task {req_id} for your account"))),
+        Some(detail) if detail.summary.kind == TaskKind::Prefetch => {
+            Ok(Answer::ok(detail_json(&detail)))
+        }
+        _ => Err(ApiError::new(
+            Ret::NoSuchTask,
+            format!("no prefetch task {req_id} for your account"),
+        )),
     }
 }
 
@@ -159,28 +207,60 @@ pub(crate) struct ListParams {
 
 /// `GET /cdn_api/prefetch?status=&limit=&before=`: newest first; `before` is the last `reqId`
 /// of the previous page, and `next_before` the one to ask with for the next page.
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller, Query(params): Query<ListParams>) -> Result<Answer, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Answer, ApiError> {
     let status = match params.status.as_deref().filter(|text| !text.is_empty()) {
-        Some(text) => Some(text.parse::<TaskStatus>().map_err(|reason| ApiError::new(Ret::BadField, reason))?),
+        Some(text) => Some(
+            text.parse::<TaskStatus>()
+                .map_err(|reason| ApiError::new(Ret::BadField, reason))?,
+        ),
         None => None,
     };
     let limit = match params.limit.as_deref().filter(|text| !text.is_empty()) {
         Some(text) => match text.parse::<i64>() {
             Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
-            _ => return Err(ApiError::new(Ret::BadField, format!("limit must be an integer from 1 to {MAX_PAGE}"))),
+            _ => {
+                return Err(ApiError::new(
+                    Ret::BadField,
+                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                ))
+            }
         },
         None => DEFAULT_PAGE,
     };
     let before = match params.before.as_deref().filter(|text| !text.is_empty()) {
-        Some(text) => Some(
-            text.parse::<TaskId>()
-                .map_err(|_| ApiError::new(Ret::BadField, format!("before must be a reqId, got {text:?}")))?,
-        ),
+        Some(text) => Some(text.parse::<TaskId>().map_err(|_| {
+            ApiError::new(
+                Ret::BadField,
+                format!("before must be a reqId, got {text:?}"),
+            )
+        })?),
         None => None,
     };
-    let query = TaskQuery { account_id: caller.account_id, kind: TaskKind::Prefetch, status, before, limit };
-    let tasks = state.inner.store.list_tasks(&query).await.map_err(from_store)?;
-    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|task| task.id.to_string())).flatten();
-    let listed: Vec<Value> = tasks.iter().map(|task| Value::Object(summary_fields(task))).collect();
-    Ok(Answer::ok(json!({"tasks": listed, "next_before": next_before})))
+    let query = TaskQuery {
+        account_id: caller.account_id,
+        kind: TaskKind::Prefetch,
+        status,
+        before,
+        limit,
+    };
+    let tasks = state
+        .inner
+        .store
+        .list_tasks(&query)
+        .await
+        .map_err(from_store)?;
+    let next_before = (tasks.len() as i64 == limit)
+        .then(|| tasks.last().map(|task| task.id.to_string()))
+        .flatten();
+    let listed: Vec<Value> = tasks
+        .iter()
+        .map(|task| Value::Object(summary_fields(task)))
+        .collect();
+    Ok(Answer::ok(
+        json!({"tasks": listed, "next_before": next_before}),
+    ))
 }

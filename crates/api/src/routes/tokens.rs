@@ -17,11 +17,19 @@ const SUBJECT_TOKEN: &str = "x-subject-token";
 
 /// The user name and password of either body form.
 fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> {
-    let missing = || ApiError::new(Ret::BadField, "expected {\"username\", \"password\"} or a Keystone v3 password body");
+    let missing = || {
+        ApiError::new(
+            Ret::BadField,
+            "expected {\"username\", \"password\"} or a Keystone v3 password body",
+        )
+    };
     let as_string = |value: Option<&Value>, field: &str| -> Result<String, ApiError> {
         match value {
             Some(Value::String(text)) => Ok(text.clone()),
-            Some(other) => Err(ApiError::new(Ret::BadField, format!("field {field:?} must be a string, got {}", kind_of(other)))),
+            Some(other) => Err(ApiError::new(
+                Ret::BadField,
+                format!("field {field:?} must be a string, got {}", kind_of(other)),
+            )),
             None => Err(missing()),
         }
     };
@@ -31,29 +39,55 @@ fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> 
             .and_then(|auth| auth.get("identity"))
             .and_then(|identity| identity.get("password"))
             .and_then(|password| password.get("user"));
-        let Some(user) = user else { return Err(missing()) };
-        return Ok((as_string(user.get("name"), "name")?, as_string(user.get("password"), "password")?));
+        let Some(user) = user else {
+            return Err(missing());
+        };
+        return Ok((
+            as_string(user.get("name"), "name")?,
+            as_string(user.get("password"), "password")?,
+        ));
     }
-    Ok((as_string(body.get("username"), "username")?, as_string(body.get("password"), "password")?))
+    Ok((
+        as_string(body.get("username"), "username")?,
+        as_string(body.get("password"), "password")?,
+    ))
 }
 
 /// `POST`: issue a token.
 pub(crate) async fn create(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let (username, password) = credentials(&body)?;
-    let account = state.inner.store.account_by_name(&username).await.map_err(from_store)?;
+    let account = state
+        .inner
+        .store
+        .account_by_name(&username)
+        .await
+        .map_err(from_store)?;
     let verified = state
         .inner
         .hasher
-        .verify(&password, account.as_ref().map(|account| account.password_hash.as_str()))
+        .verify(
+            &password,
+            account
+                .as_ref()
+                .map(|account| account.password_hash.as_str()),
+        )
         .await;
     let Some(account) = account.filter(|_| verified) else {
-        return Err(ApiError::new(Ret::BadCredentials, "wrong user name or password"));
+        return Err(ApiError::new(
+            Ret::BadCredentials,
+            "wrong user name or password",
+        ));
     };
     let (token, hash) = new_token();
     let now = now_millis();
     let expires_at = now + state.inner.config.token_ttl.as_millis() as i64;
-    state.inner.store.insert_token(&hash, account.id, now, expires_at).await.map_err(from_store)?;
+    state
+        .inner
+        .store
+        .insert_token(&hash, account.id, now, expires_at)
+        .await
+        .map_err(from_store)?;
     let header_value = HeaderValue::from_str(&token).map_err(ApiError::internal)?;
     Ok(Answer::ok(json!({"token": {
         "id": token,
@@ -75,8 +109,16 @@ pub(crate) async fn show(caller: Caller) -> Answer {
 }
 
 /// `DELETE`: revoke the token used for this call.
-pub(crate) async fn revoke(State(state): State<AppState>, caller: Caller) -> Result<Answer, ApiError> {
-    state.inner.store.revoke_token(&caller.token_hash, now_millis()).await.map_err(from_store)?;
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Answer, ApiError> {
+    state
+        .inner
+        .store
+        .revoke_token(&caller.token_hash, now_millis())
+        .await
+        .map_err(from_store)?;
     state.inner.tokens.forget(&caller.token_hash);
     Ok(Answer::ok(json!({})))
 }

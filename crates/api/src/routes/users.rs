@@ -24,50 +24,96 @@ fn user_json(account: &Account) -> Value {
 fn check_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if valid {
         Ok(())
     } else {
-        Err(ApiError::new(Ret::BadField, format!("user name {name:?} must be 1-64 of a-z, 0-9, '.', '_', '-'")))
+        Err(ApiError::new(
+            Ret::BadField,
+            format!("user name {name:?} must be 1-64 of a-z, 0-9, '.', '_', '-'"),
+        ))
     }
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(ApiError::new(Ret::BadField, format!("password must have at least {MIN_PASSWORD_CHARS} characters")));
+        return Err(ApiError::new(
+            Ret::BadField,
+            format!("password must have at least {MIN_PASSWORD_CHARS} characters"),
+        ));
     }
     Ok(())
 }
 
 fn parse_role(text: &str) -> Result<Role, ApiError> {
-    text.parse().map_err(|reason: String| ApiError::new(Ret::BadField, reason))
+    text.parse()
+        .map_err(|reason: String| ApiError::new(Ret::BadField, reason))
 }
 
 /// `POST /cdn_api/users`.
-pub(crate) async fn create(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Answer, ApiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let name = required_str(&body, "name")?;
     let password = required_str(&body, "password")?;
-    let role = optional_str(&body, "role")?.map(parse_role).transpose()?.unwrap_or(Role::User);
+    let role = optional_str(&body, "role")?
+        .map(parse_role)
+        .transpose()?
+        .unwrap_or(Role::User);
     check_name(name)?;
     check_password(password)?;
-    let hash = state.inner.hasher.hash(password).await.map_err(ApiError::internal)?;
-    let account = state.inner.store.create_account(name, &hash, role).await.map_err(from_store)?;
+    let hash = state
+        .inner
+        .hasher
+        .hash(password)
+        .await
+        .map_err(ApiError::internal)?;
+    let account = state
+        .inner
+        .store
+        .create_account(name, &hash, role)
+        .await
+        .map_err(from_store)?;
     Ok(Answer::ok(json!({"user": user_json(&account)})).with_status(StatusCode::CREATED))
 }
 
 /// `GET /cdn_api/users`.
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Answer, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    let accounts = state.inner.store.list_accounts().await.map_err(from_store)?;
-    Ok(Answer::ok(json!({"users": accounts.iter().map(user_json).collect::<Vec<_>>()})))
+    let accounts = state
+        .inner
+        .store
+        .list_accounts()
+        .await
+        .map_err(from_store)?;
+    Ok(Answer::ok(
+        json!({"users": accounts.iter().map(user_json).collect::<Vec<_>>()}),
+    ))
 }
 
 /// `GET /cdn_api/users/{name}`.
-pub(crate) async fn show(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Answer, ApiError> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    match state.inner.store.account_by_name(&name).await.map_err(from_store)? {
+    match state
+        .inner
+        .store
+        .account_by_name(&name)
+        .await
+        .map_err(from_store)?
+    {
         Some(account) => Ok(Answer::ok(json!({"user": user_json(&account)}))),
         None => Err(ApiError::new(Ret::NotFound, format!("no user {name:?}"))),
     }
@@ -86,23 +132,52 @@ pub(crate) async fn update(
     let password_hash = match optional_str(&body, "password")? {
         Some(password) => {
             check_password(password)?;
-            Some(state.inner.hasher.hash(password).await.map_err(ApiError::internal)?)
+            Some(
+                state
+                    .inner
+                    .hasher
+                    .hash(password)
+                    .await
+                    .map_err(ApiError::internal)?,
+            )
         }
         None => None,
     };
     if role.is_none() && password_hash.is_none() {
-        return Err(ApiError::new(Ret::BadField, "nothing to change: give \"password\" and/or \"role\""));
+        return Err(ApiError::new(
+            Ret::BadField,
+            "nothing to change: give \"password\" and/or \"role\"",
+        ));
     }
-    let account = state.inner.store.update_account(&name, password_hash, role).await.map_err(from_store)?;
+    let account = state
+        .inner
+        .store
+        .update_account(&name, password_hash, role)
+        .await
+        .map_err(from_store)?;
     state.inner.tokens.forget_account(account.id);
     Ok(Answer::ok(json!({"user": user_json(&account)})))
 }
 
 /// `DELETE /cdn_api/users/{name}`.
-pub(crate) async fn delete(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Answer, ApiError> {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    let account = state.inner.store.account_by_name(&name).await.map_err(from_store)?;
-    state.inner.store.delete_account(&name).await.map_err(from_store)?;
+    let account = state
+        .inner
+        .store
+        .account_by_name(&name)
+        .await
+        .map_err(from_store)?;
+    state
+        .inner
+        .store
+        .delete_account(&name)
+        .await
+        .map_err(from_store)?;
     if let Some(account) = account {
         state.inner.tokens.forget_account(account.id);
     }

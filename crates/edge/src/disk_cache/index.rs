@@ -58,7 +58,9 @@ impl Index {
 
     /// Whether a fill that will be published is running for `combined`.
     pub(super) fn has_attached_fill(&self, combined: &str) -> bool {
-        self.attached.get(combined).is_some_and(|ids| !ids.is_empty())
+        self.attached
+            .get(combined)
+            .is_some_and(|ids| !ids.is_empty())
     }
 
     /// Replaces the meta of a published object; `false` if there is none.

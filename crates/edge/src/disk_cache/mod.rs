@@ -79,7 +79,10 @@ pub struct Removed {
 
 /// Whether a hit handler from this cache streams a fill that is still being written.
 pub fn is_partial_hit(hit: &HitHandler) -> bool {
-    matches!(hit.as_any().downcast_ref::<DiskHit>(), Some(DiskHit::Partial(_)))
+    matches!(
+        hit.as_any().downcast_ref::<DiskHit>(),
+        Some(DiskHit::Partial(_))
+    )
 }
 
 impl DiskCache {

@@ -1,0 +1,260 @@
+//! A client of the API and of the edge, with the setup steps most tests share.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::server::{Server, ADMIN_PASSWORD};
+
+/// An answer of the API.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The body's bytes.
+    pub raw: Bytes,
+    /// The body parsed (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    /// `zt_api.ret`.
+    pub fn ret(&self) -> i64 {
+        self.body["zt_api"]["ret"].as_i64().unwrap_or(-1)
+    }
+
+    /// `zt_api.msg`.
+    pub fn msg(&self) -> &str {
+        self.body["zt_api"]["msg"].as_str().unwrap_or("")
+    }
+
+    /// A field of `zt_api`.
+    pub fn get(&self, field: &str) -> &Value {
+        &self.body["zt_api"][field]
+    }
+}
+
+/// Talks to one server.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    /// Base URL of the API.
+    pub base: String,
+    /// Address of the edge.
+    pub edge: String,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+impl Api {
+    /// A client for `server`.
+    pub fn new(server: &Server) -> Api {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Api {
+            http,
+            base: server.api.clone(),
+            edge: server.edge.clone(),
+        }
+    }
+
+    /// Sends a raw body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, Error> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("X-Auth-Token", token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let raw = response.bytes().await?;
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            raw,
+            body,
+        })
+    }
+
+    /// Sends JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Reply, Error> {
+        let body = body.map(|value| serde_json::to_vec(&value)).transpose()?;
+        self.send(method, path, token, body).await
+    }
+
+    /// Logs in and returns the token.
+    pub async fn login(&self, user: &str, password: &str) -> Result<String, Error> {
+        let reply = self
+            .call(
+                Method::POST,
+                "/cdn_api/auth/tokens",
+                None,
+                Some(json!({"username": user, "password": password})),
+            )
+            .await?;
+        match reply.get("token")["id"].as_str() {
+            Some(token) if reply.status == 201 => Ok(token.to_string()),
+            _ => Err(format!(
+                "login as {user} failed: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.raw)
+            )
+            .into()),
+        }
+    }
+
+    /// The bootstrap admin's token.
+    pub async fn admin(&self) -> Result<String, Error> {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates `user` (password `<user>-password`) and logs in as them.
+    pub async fn create_user(&self, admin: &str, user: &str) -> Result<String, Error> {
+        let password = format!("{user}-password");
+        let reply = self
+            .call(
+                Method::POST,
+                "/cdn_api/users",
+                Some(admin),
+                Some(json!({"name": user, "password": password})),
+            )
+            .await?;
+        if reply.status != 201 {
+            return Err(format!("create user {user}: {} {}", reply.status, reply.msg()).into());
+        }
+        self.login(user, &password).await
+    }
+
+    /// Registers `domain` with `origin` for `owner`.
+    pub async fn register_domain(
+        &self,
+        admin: &str,
+        domain: &str,
+        origin: &str,
+        owner: &str,
+    ) -> Result<(), Error> {
+        let reply = self
+            .call(
+                Method::POST,
+                "/cdn_api/domains",
+                Some(admin),
+                Some(json!({"domain": domain, "origin": origin, "owner": owner})),
+            )
+            .await?;
+        if reply.status != 201 {
+            return Err(format!("register {domain}: {} {}", reply.status, reply.msg()).into());
+        }
+        Ok(())
+    }
+
+    /// Creates `user`, registers `domain` to it, and returns the user's token.
+    pub async fn user_with_domain(
+        &self,
+        user: &str,
+        domain: &str,
+        origin: &str,
+    ) -> Result<String, Error> {
+        let admin = self.admin().await?;
+        let token = self.create_user(&admin, user).await?;
+        self.register_domain(&admin, domain, origin, user).await?;
+        Ok(token)
+    }
+
+    /// Submits a prefetch.
+    pub async fn prefetch(&self, token: &str, urls: &[String]) -> Result<Reply, Error> {
+        self.call(
+            Method::POST,
+            "/cdn_api/prefetch",
+            Some(token),
+            Some(json!({"urls": urls})),
+        )
+        .await
+    }
+
+    /// Submits a prefetch that must be accepted; returns the `reqId`.
+    pub async fn prefetch_ok(&self, token: &str, urls: &[String]) -> Result<String, Error> {
+        let reply = self.prefetch(token, urls).await?;
+        match reply.get("reqId").as_str() {
+            Some(id) if reply.status == 200 && reply.ret() == 0 => Ok(id.to_string()),
+            _ => Err(format!(
+                "prefetch rejected: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.raw)
+            )
+            .into()),
+        }
+    }
+
+    /// Polls the status of a task until it is `done` or `failed`; returns `zt_api`.
+    pub async fn wait_final(
+        &self,
+        token: &str,
+        req_id: &str,
+        limit: Duration,
+    ) -> Result<Value, Error> {
+        let started = Instant::now();
+        loop {
+            let reply = self
+                .call(
+                    Method::GET,
+                    &format!("/cdn_api/prefetch/{req_id}"),
+                    Some(token),
+                    None,
+                )
+                .await?;
+            let status = reply.get("status").as_str().unwrap_or("").to_string();
+            if status == "done" || status == "failed" {
+                return Ok(reply.body["zt_api"].clone());
+            }
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "task {req_id} still {status:?} after {limit:?}: {}",
+                    reply.body
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET` on the edge with this `Host`.
+    pub async fn edge_get(&self, host: &str, path: &str) -> Result<reqwest::Response, Error> {
+        Ok(self
+            .http
+            .get(format!("http://{}{path}", self.edge))
+            .header("Host", host)
+            .send()
+            .await?)
+    }
+}
+
+/// `http://<domain><path>`.
+pub fn url(domain: &str, path: &str) -> String {
+    format!("http://{domain}{path}")
+}

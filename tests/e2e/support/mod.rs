@@ -1,0 +1,12 @@
+//! Fixtures of the end-to-end tests: the real `precache` binary, a counting origin, a client.
+
+pub mod client;
+pub mod origin;
+pub mod server;
+
+pub use client::Api;
+pub use origin::{Behavior, Origin};
+pub use server::Server;
+
+/// What tests return: any error fails the test with its message.
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
