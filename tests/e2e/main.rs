@@ -5,6 +5,9 @@
 
 mod support;
 
+mod auth_and_admin;
 mod durability;
+mod isolation;
 mod large_object;
 mod prefetch_flow;
+mod ret_codes;

@@ -233,7 +233,7 @@ async fn duplicate_urls_count_once() -> TestResult {
     let quota = api
         .call(Method::GET, "/cdn_api/quota", Some(&token), None)
         .await?;
-    assert_eq!(quota.get("quota")["prefetch_urls"]["used"], 1);
+    assert_eq!(quota.get("quota")["prefetch_urls_per_day"]["used"], 1);
     Ok(())
 }
 

@@ -157,6 +157,13 @@ impl IntoResponse for ApiError {
         fields.insert("ret".into(), Value::from(self.ret as i64));
         fields.insert("msg".into(), Value::from(self.msg));
         let mut response = envelope_response(self.ret.http_status(), fields);
+        if self.ret == Ret::TooLarge {
+            // The rest of the body stays unread, so the server cannot go on with this connection;
+            // saying so keeps clients from sending their next request on a socket being closed.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -31,6 +31,22 @@ impl QuotaKind {
         }
     }
 
+    /// The name in the API: the limit is per day, and the name says so.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            QuotaKind::PrefetchUrls => "prefetch_urls_per_day",
+            QuotaKind::RefreshUrls => "refresh_urls_per_day",
+            QuotaKind::RefreshDirs => "refresh_dirs_per_day",
+        }
+    }
+
+    /// The kind with this API name.
+    pub fn from_api_name(name: &str) -> Result<QuotaKind, String> {
+        QuotaKind::ALL.into_iter().find(|kind| kind.api_name() == name).ok_or_else(|| {
+            format!("unknown quota {name:?} (expected prefetch_urls_per_day, refresh_urls_per_day or refresh_dirs_per_day)")
+        })
+    }
+
     /// The limit of an account nobody has set a limit for.
     pub fn default_daily_limit(self) -> i64 {
         match self {

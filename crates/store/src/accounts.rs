@@ -28,6 +28,7 @@ impl Store {
         password_hash: &str,
         role: Role,
     ) -> Result<Account> {
+        let taken = format!("an account named {name:?}");
         let (name, password_hash) = (name.to_string(), password_hash.to_string());
         let created_at = now_millis();
         let result = self
@@ -49,9 +50,7 @@ impl Store {
             })
             .await;
         match result {
-            Err(error) if error.is_unique_violation() => {
-                Err(Error::Conflict("an account with that name".into()))
-            }
+            Err(error) if error.is_unique_violation() => Err(Error::Conflict(taken)),
             other => other,
         }
     }

@@ -41,6 +41,7 @@ impl Store {
         origin: Origin,
         origin_host: Option<String>,
     ) -> Result<Domain> {
+        let taken = format!("domain {:?}", name.as_str());
         let owner = owner.to_string();
         let created_at = now_millis();
         let result = self
@@ -79,7 +80,7 @@ impl Store {
             })
             .await;
         match result {
-            Err(error) if error.is_unique_violation() => Err(Error::Conflict("that domain".into())),
+            Err(error) if error.is_unique_violation() => Err(Error::Conflict(taken)),
             other => other,
         }
     }

@@ -37,6 +37,32 @@ impl Reply {
     pub fn get(&self, field: &str) -> &Value {
         &self.body["zt_api"][field]
     }
+
+    /// The body as text, for failure messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).into_owned()
+    }
+
+    /// Checks the HTTP status, `zt_api.ret` and `Content-Type: application/json`; the error
+    /// shows the whole answer.
+    pub fn expect(&self, status: u16, ret: i64) -> Result<&Reply, Error> {
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        if self.status == status && self.ret() == ret && content_type == "application/json" {
+            Ok(self)
+        } else {
+            Err(format!(
+                "expected HTTP {status} with ret {ret} as application/json, got HTTP {} with ret {} as {content_type:?}: {}",
+                self.status,
+                self.ret(),
+                self.text()
+            )
+            .into())
+        }
+    }
 }
 
 /// Talks to one server.

@@ -34,7 +34,7 @@ async fn quota_answer(
     quota.insert("resets_at".into(), json!(day.resets_at));
     for status in statuses {
         quota.insert(
-            status.kind.as_str().into(),
+            status.kind.api_name().into(),
             json!({"limit": status.limit, "used": status.used, "remaining": (status.limit - status.used).max(0)}),
         );
     }
@@ -73,7 +73,7 @@ pub(crate) async fn of_user(
     quota_answer(&state, account_id, &user).await
 }
 
-/// `PUT /cdn_api/quota/{user}` (admin): `{"prefetch_urls": 50000, ...}`, any subset of kinds.
+/// `PUT /cdn_api/quota/{user}` (admin): `{"prefetch_urls_per_day": 50000, ...}`, any subset of kinds.
 pub(crate) async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,9 +84,8 @@ pub(crate) async fn set(
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let mut limits = Vec::new();
     for (field, value) in &body {
-        let kind: QuotaKind = field
-            .parse()
-            .map_err(|reason: String| ApiError::new(Ret::BadField, reason))?;
+        let kind = QuotaKind::from_api_name(field)
+            .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
         let limit = match value {
             Value::Number(number) => number.as_i64().filter(|limit| *limit >= 0),
             _ => None,
@@ -105,7 +104,7 @@ pub(crate) async fn set(
     if limits.is_empty() {
         return Err(ApiError::new(
             Ret::BadField,
-            "give at least one of prefetch_urls, refresh_urls, refresh_dirs",
+            "give at least one of prefetch_urls_per_day, refresh_urls_per_day, refresh_dirs_per_day",
         ));
     }
     let account_id = account_id_of(&state, &user).await?;
