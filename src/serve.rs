@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use axum::serve::ListenerExt;
 use precache_api::{ApiConfig, AppState, PasswordHasher};
 use precache_model::time::now_millis;
 use precache_store::Store;
@@ -189,11 +190,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr().context("read the API address")?;
     let mut api_stopped = stopped.clone();
     let api_task = tokio::spawn(
-        axum::serve(api_listener, precache_api::router(state))
-            .with_graceful_shutdown(async move {
-                let _ = api_stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        axum::serve(
+            api_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            precache_api::router(state),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_stopped.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
     // Tests and scripts read this line to find the ports (any of them may be 0 in the config).
     eprintln!(

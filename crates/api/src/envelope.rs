@@ -6,6 +6,7 @@
 //! byte (see docs/api.md). Every answer is written the same way, so clients that compared bytes
 //! or lengths against the old service keep working.
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -105,6 +106,16 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// The body this answer is written as.
+    pub fn body(&self) -> Bytes {
+        let mut fields = self.fields.clone();
+        fields.insert("ret".into(), Value::from(Ret::Ok as i64));
+        fields.insert("msg".into(), Value::from("OK"));
+        envelope_body(fields)
+    }
+}
+
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let mut fields = self.fields;
@@ -173,10 +184,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response {
+fn envelope_body(fields: Map<String, Value>) -> Bytes {
     let mut envelope = Map::new();
     envelope.insert("zt_api".into(), Value::Object(fields));
-    let body = to_flask_json(&Value::Object(envelope));
+    Bytes::from(to_flask_json(&Value::Object(envelope)))
+}
+
+fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response {
+    json_response(status, envelope_body(fields))
+}
+
+/// A JSON response with a body already written as an envelope.
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -6,6 +6,7 @@
 //! pairs only once that write is durable.
 
 mod envelope;
+mod final_tasks;
 mod lenient_json;
 mod passwords;
 mod quota_clock;

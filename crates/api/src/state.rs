@@ -6,6 +6,7 @@ use std::time::Duration;
 use precache_store::Store;
 use precache_tasks::{EdgeDirectory, EngineHandle};
 
+use crate::final_tasks::FinalTasks;
 use crate::passwords::PasswordHasher;
 use crate::token_auth::TokenCache;
 
@@ -36,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) edges: Arc<EdgeDirectory>,
     pub(crate) config: ApiConfig,
     pub(crate) tokens: TokenCache,
+    pub(crate) final_tasks: FinalTasks,
     pub(crate) hasher: PasswordHasher,
 }
 
@@ -54,6 +56,7 @@ impl AppState {
                 edges,
                 config,
                 tokens: TokenCache::default(),
+                final_tasks: FinalTasks::default(),
                 hasher: PasswordHasher::new(),
             }),
         }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use pingora::cache::lock::CacheLock;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -281,11 +282,18 @@ async fn run(
     });
     let mut admin_stopped = stopped.clone();
     let admin_task = tokio::spawn(
-        axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        // Progress lines are small writes; without TCP_NODELAY each one after the first waits for
+        // the client's delayed ACK (40 ms on Linux).
+        axum::serve(
+            admin_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            admin::router(admin_state),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_stopped.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
     let _ = ready.send(Ok(()));
 

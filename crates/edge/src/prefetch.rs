@@ -153,10 +153,7 @@ impl Prefetcher {
                 return outcome;
             }
             // The proxy publishes the object (fsync, rename) after the last byte went out.
-            let waiting_since = Instant::now();
-            while self.cache.fill_in_progress(&key) && waiting_since.elapsed() < PUBLISH_WAIT {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            self.cache.wait_for_fills(&key, PUBLISH_WAIT).await;
         }
         match self.cache.object_info(&key) {
             Some(info) => PairOutcome {

@@ -17,7 +17,8 @@ pub enum Backend {
 }
 
 /// Connections for reading concurrently; SQLite in WAL mode lets them run beside the writer.
-const READ_CONNECTIONS: u32 = 8;
+/// Each is a thread in sqlx; more than a few only adds context switches on a small machine.
+const READ_CONNECTIONS: u32 = 4;
 
 /// Opens the read pool and the writer's own connection, and migrates the schema.
 pub(crate) async fn connect(database_url: &str) -> Result<(AnyPool, AnyConnection, Backend)> {
@@ -54,6 +55,9 @@ pub(crate) async fn connect(database_url: &str) -> Result<(AnyPool, AnyConnectio
 
     let pool = AnyPoolOptions::new()
         .max_connections(READ_CONNECTIONS)
+        // A ping before every query doubles the round trips to sqlx's connection threads; a
+        // broken connection shows up as an error on the query itself.
+        .test_before_acquire(false)
         .after_connect(|connection, _meta| {
             Box::pin(async move {
                 // Readers must never write: every write goes through the group-commit writer.

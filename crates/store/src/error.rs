@@ -21,6 +21,9 @@ pub enum Error {
     /// The change breaks a rule of the data (e.g. deleting the last admin); nothing changed.
     #[error("{0}")]
     Refused(String),
+    /// The task's domain is not registered to the submitting account (or not at all).
+    #[error("domain {0} is not registered to your account")]
+    DomainNotOwned(String),
     /// A daily quota would be exceeded; nothing was consumed.
     #[error(
         "daily quota {kind} exceeded: {used} of {limit} used today, {requested} more requested"

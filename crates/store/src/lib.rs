@@ -56,6 +56,11 @@ impl Store {
         self.backend
     }
 
+    /// Waits until every write handed to the writer so far is committed (or failed).
+    pub async fn flush(&self) {
+        self.writer.flush().await;
+    }
+
     /// Waits until every write handed to the writer so far is committed, then closes the pools.
     pub async fn close(&self) {
         self.writer.flush().await;

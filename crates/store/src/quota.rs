@@ -3,33 +3,46 @@
 use precache_model::{AccountId, QuotaKind};
 use sqlx::{AnyConnection, Row};
 
-use crate::{Error, QuotaCharge, QuotaStatus, Result, Store};
+use crate::{QuotaCharge, QuotaStatus, Result, Store};
 
-async fn limit_of(
-    connection: &mut AnyConnection,
-    account_id: AccountId,
-    kind: QuotaKind,
-) -> Result<Option<i64>> {
-    let row =
-        sqlx::query("SELECT daily_limit FROM quota_limits WHERE account_id = $1 AND kind = $2")
-            .bind(account_id.0)
-            .bind(kind.as_str())
-            .fetch_optional(&mut *connection)
-            .await?;
-    Ok(row.map(|row| row.try_get("daily_limit")).transpose()?)
+/// What one account may still use of one quota today, as seen inside the writer's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Balance {
+    /// The daily limit.
+    pub(crate) limit: i64,
+    /// Used today before this batch.
+    pub(crate) used: i64,
+    /// Taken by this batch so far.
+    pub(crate) taken: i64,
 }
 
-/// Consumes `charge` from the account's quota inside the caller's transaction, or fails with
-/// `QuotaExceeded` having consumed nothing. The conditional UPDATE is what makes this safe when
-/// several control-plane processes charge the same account at once.
-pub(crate) async fn charge(
+impl Balance {
+    /// Takes `amount` if it fits under the limit.
+    pub(crate) fn take(&mut self, amount: i64) -> Result<(), ()> {
+        if self.used + self.taken + amount > self.limit {
+            return Err(());
+        }
+        self.taken += amount;
+        Ok(())
+    }
+}
+
+/// The account's balance for `charge`'s quota and day. The usage row is created if missing and,
+/// on PostgreSQL, locked until the transaction ends, so concurrent control-plane processes
+/// charging the same account serialise on it and the limit holds exactly.
+pub(crate) async fn balance(
     connection: &mut AnyConnection,
     account_id: AccountId,
     charge: &QuotaCharge,
-) -> Result<()> {
-    let limit = limit_of(connection, account_id, charge.kind)
-        .await?
-        .unwrap_or(charge.default_limit);
+) -> Result<Balance> {
+    let limit: Option<i64> =
+        sqlx::query("SELECT daily_limit FROM quota_limits WHERE account_id = $1 AND kind = $2")
+            .bind(account_id.0)
+            .bind(charge.kind.as_str())
+            .fetch_optional(&mut *connection)
+            .await?
+            .map(|row| row.try_get("daily_limit"))
+            .transpose()?;
     sqlx::query(
         "INSERT INTO quota_usage (account_id, day, kind, used) VALUES ($1, $2, $3, 0) \
          ON CONFLICT (account_id, day, kind) DO NOTHING",
@@ -39,34 +52,48 @@ pub(crate) async fn charge(
     .bind(charge.kind.as_str())
     .execute(&mut *connection)
     .await?;
-    let updated = sqlx::query(
-        "UPDATE quota_usage SET used = used + $4 WHERE account_id = $1 AND day = $2 AND kind = $3 AND used + $4 <= $5",
-    )
-    .bind(account_id.0)
-    .bind(&charge.day)
-    .bind(charge.kind.as_str())
-    .bind(charge.amount)
-    .bind(limit)
-    .execute(&mut *connection)
-    .await?;
-    if updated.rows_affected() == 1 {
-        return Ok(());
-    }
-    let used: i64 = sqlx::query(
-        "SELECT used FROM quota_usage WHERE account_id = $1 AND day = $2 AND kind = $3",
-    )
+    let lock = if connection.backend_name() == "PostgreSQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let used: i64 = sqlx::query(&format!(
+        "SELECT used FROM quota_usage WHERE account_id = $1 AND day = $2 AND kind = $3{lock}"
+    ))
     .bind(account_id.0)
     .bind(&charge.day)
     .bind(charge.kind.as_str())
     .fetch_one(&mut *connection)
     .await?
     .try_get("used")?;
-    Err(Error::QuotaExceeded {
-        kind: charge.kind,
-        limit,
+    Ok(Balance {
+        limit: limit.unwrap_or(charge.default_limit),
         used,
-        requested: charge.amount,
+        taken: 0,
     })
+}
+
+/// Adds what a batch took to the day's usage.
+pub(crate) async fn record_use(
+    connection: &mut AnyConnection,
+    account_id: AccountId,
+    day: &str,
+    kind: QuotaKind,
+    balance: &Balance,
+) -> Result<()> {
+    if balance.taken == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE quota_usage SET used = used + $1 WHERE account_id = $2 AND day = $3 AND kind = $4",
+    )
+    .bind(balance.taken)
+    .bind(account_id.0)
+    .bind(day)
+    .bind(kind.as_str())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 impl Store {

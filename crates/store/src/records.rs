@@ -86,6 +86,15 @@ pub struct NewTask {
     pub charge: QuotaCharge,
 }
 
+/// A committed task, with the origin of its domain (what the engine needs to run it).
+#[derive(Debug, Clone)]
+pub struct SubmittedTask {
+    /// The task as submitted.
+    pub task: NewTask,
+    /// Its domain's origin at submission.
+    pub origin: Origin,
+}
+
 /// Consumption of a daily quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaCharge {

@@ -3,7 +3,7 @@
 use precache_model::{EdgeId, Origin, PairStatus, TaskStatus};
 use sqlx::{AnyConnection, Row};
 
-use crate::tasks::{decode_summary, parse};
+use crate::tasks::{decode_summary, parse, Params};
 use crate::{Error, PairKey, PairResult, PendingPair, Result, Store, TaskSummary};
 
 impl Store {
@@ -61,103 +61,166 @@ impl Store {
     }
 
     /// Marks pairs as running (their first attempt started at `started_at`) and their tasks too.
-    pub async fn pairs_started(&self, keys: Vec<PairKey>, started_at: i64) -> Result<()> {
-        self.writer
-            .run(move |connection| {
-                Box::pin(async move {
-                    for key in &keys {
-                        mark_started(connection, key, started_at).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
+    /// Not waited for: it is written with the writer's next batch.
+    pub fn pairs_started(&self, keys: Vec<PairKey>, started_at: i64) -> Result<()> {
+        self.writer.started(keys, started_at)
     }
 
     /// Records how a pair ended and advances its task; returns the task when this was its last
     /// pair. Recording a pair that already ended changes nothing (a retried write is harmless).
     pub async fn pair_finished(&self, result: PairResult) -> Result<Option<TaskSummary>> {
-        self.writer
-            .run(move |connection| {
-                Box::pin(async move { record_finish(connection, &result).await })
-            })
-            .await
+        self.writer.finished(result).await
     }
 }
 
-async fn mark_started(
+/// Up to this many pairs per statement (9 parameters each).
+const PAIRS_PER_STATEMENT: usize = 400;
+
+/// Marks a batch's started pairs `running`, and their tasks, in two statements per chunk.
+pub(crate) async fn mark_started_many(
     connection: &mut AnyConnection,
-    key: &PairKey,
-    started_at: i64,
+    started: &[(PairKey, i64)],
 ) -> Result<()> {
-    let task_id = key.task_id.to_string();
-    sqlx::query(
-        "UPDATE task_pairs SET status = 'running', started_at = COALESCE(started_at, $1) \
-         WHERE task_id = $2 AND url_idx = $3 AND edge_id = $4 AND status = 'waiting'",
-    )
-    .bind(started_at)
-    .bind(&task_id)
-    .bind(key.url_idx)
-    .bind(key.edge_id.0)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(
-        "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, $1) WHERE id = $2 AND status = 'waiting'",
-    )
-    .bind(started_at)
-    .bind(&task_id)
-    .execute(&mut *connection)
-    .await?;
+    let params = Params::of(connection);
+    for chunk in started.chunks(PAIRS_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (task_id, url_idx, edge_id, at) AS (VALUES {}) \
+             UPDATE task_pairs SET status = 'running', started_at = COALESCE(task_pairs.started_at, v.at) \
+             FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
+             AND task_pairs.edge_id = v.edge_id AND task_pairs.status = 'waiting'",
+            params.rows_typed(chunk.len(), &[Some("TEXT"), Some("BIGINT"), Some("BIGINT"), Some("BIGINT")])
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, at) in chunk {
+            query = query
+                .bind(key.task_id.to_string())
+                .bind(key.url_idx)
+                .bind(key.edge_id.0)
+                .bind(*at);
+        }
+        query.execute(&mut *connection).await?;
+
+        let mut tasks: Vec<(String, i64)> = Vec::new();
+        for (key, at) in chunk {
+            let id = key.task_id.to_string();
+            match tasks.iter_mut().find(|(task_id, _)| *task_id == id) {
+                Some((_, earliest)) => *earliest = (*earliest).min(*at),
+                None => tasks.push((id, *at)),
+            }
+        }
+        let sql = format!(
+            "WITH v (id, at) AS (VALUES {}) \
+             UPDATE tasks SET status = 'running', started_at = COALESCE(tasks.started_at, v.at) \
+             FROM v WHERE tasks.id = v.id AND tasks.status = 'waiting'",
+            params.rows_typed(tasks.len(), &[Some("TEXT"), Some("BIGINT")])
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, at) in &tasks {
+            query = query.bind(id.as_str()).bind(*at);
+        }
+        query.execute(&mut *connection).await?;
+    }
     Ok(())
 }
 
-async fn record_finish(
+/// Records a batch of outcomes: one statement updates the pairs that were still unfinished, then
+/// each task they belong to advances by what finished of it. The answer for each outcome is the
+/// task's summary when this outcome was the first of its task in the batch and the task ended.
+pub(crate) async fn record_finish_many(
     connection: &mut AnyConnection,
-    result: &PairResult,
-) -> Result<Option<TaskSummary>> {
-    let task_id = result.key.task_id.to_string();
-    let status = if result.success {
-        PairStatus::Success
-    } else {
-        PairStatus::Failed
-    };
-    let updated = sqlx::query(
-        "UPDATE task_pairs SET status = $1, attempts = $2, http_status = $3, bytes = $4, error = $5, \
-                finished_at = $6, started_at = COALESCE(started_at, $6) \
-         WHERE task_id = $7 AND url_idx = $8 AND edge_id = $9 AND status IN ('waiting', 'running')",
-    )
-    .bind(status.as_str())
-    .bind(result.attempts)
-    .bind(result.http_status)
-    .bind(result.bytes)
-    .bind(result.error.clone())
-    .bind(result.finished_at)
-    .bind(&task_id)
-    .bind(result.key.url_idx)
-    .bind(result.key.edge_id.0)
-    .execute(&mut *connection)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Ok(None);
+    results: &[PairResult],
+) -> Result<Vec<Option<TaskSummary>>> {
+    let params = Params::of(connection);
+    // Per task, in order of first appearance: pairs finished, of which successful, latest end.
+    let mut advanced: Vec<(String, i64, i64, i64)> = Vec::new();
+    for chunk in results.chunks(PAIRS_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, error, finished_at) AS (VALUES {}) \
+             UPDATE task_pairs SET status = v.status, attempts = v.attempts, http_status = v.http_status, \
+                    bytes = v.bytes, error = v.error, finished_at = v.finished_at, \
+                    started_at = COALESCE(task_pairs.started_at, v.finished_at) \
+             FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
+             AND task_pairs.edge_id = v.edge_id AND task_pairs.status IN ('waiting', 'running') \
+             RETURNING task_pairs.task_id AS task_id, task_pairs.status AS status, task_pairs.finished_at AS finished_at",
+            params.rows_typed(
+                chunk.len(),
+                &[
+                    Some("TEXT"),
+                    Some("BIGINT"),
+                    Some("BIGINT"),
+                    Some("TEXT"),
+                    Some("BIGINT"),
+                    Some("BIGINT"),
+                    Some("BIGINT"),
+                    Some("TEXT"),
+                    Some("BIGINT"),
+                ]
+            )
+        );
+        let mut query = sqlx::query(&sql);
+        for result in chunk {
+            let status = if result.success {
+                PairStatus::Success
+            } else {
+                PairStatus::Failed
+            };
+            query = query
+                .bind(result.key.task_id.to_string())
+                .bind(result.key.url_idx)
+                .bind(result.key.edge_id.0)
+                .bind(status.as_str())
+                .bind(result.attempts)
+                .bind(result.http_status)
+                .bind(result.bytes)
+                .bind(result.error.clone())
+                .bind(result.finished_at);
+        }
+        for row in query.fetch_all(&mut *connection).await? {
+            let task_id: String = row.try_get("task_id")?;
+            let succeeded = row.try_get::<String, _>("status")? == PairStatus::Success.as_str();
+            let finished_at: i64 = row.try_get("finished_at")?;
+            match advanced.iter_mut().find(|(id, ..)| *id == task_id) {
+                Some((_, finished, success, latest)) => {
+                    *finished += 1;
+                    *success += i64::from(succeeded);
+                    *latest = (*latest).max(finished_at);
+                }
+                None => advanced.push((task_id, 1, i64::from(succeeded), finished_at)),
+            }
+        }
     }
-    let success_increment: i64 = i64::from(result.success);
-    let row = sqlx::query(&format!(
-        "UPDATE tasks SET n_finished = n_finished + 1, n_success = n_success + $1, \
-                started_at = COALESCE(started_at, $2), \
-                status = CASE WHEN n_finished + 1 < n_pairs THEN 'running' \
-                              WHEN n_success + $1 > 0 THEN '{done}' ELSE '{failed}' END, \
-                finished_at = CASE WHEN n_finished + 1 < n_pairs THEN NULL ELSE $2 END \
-         WHERE id = $3 \
-         RETURNING id, account_id, kind, domain, status, created_at, started_at, finished_at, \
-                   n_urls, n_pairs, n_finished, n_success",
-        done = TaskStatus::Done.as_str(),
-        failed = TaskStatus::Failed.as_str(),
-    ))
-    .bind(success_increment)
-    .bind(result.finished_at)
-    .bind(&task_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let summary = decode_summary(&row)?;
-    Ok(summary.status.is_final().then_some(summary))
+    let mut ended: Vec<TaskSummary> = Vec::new();
+    for (task_id, finished, success, latest) in &advanced {
+        let row = sqlx::query(&format!(
+            "UPDATE tasks SET n_finished = n_finished + $1, n_success = n_success + $2, \
+                    started_at = COALESCE(started_at, $3), \
+                    status = CASE WHEN n_finished + $1 < n_pairs THEN 'running' \
+                                  WHEN n_success + $2 > 0 THEN '{done}' ELSE '{failed}' END, \
+                    finished_at = CASE WHEN n_finished + $1 < n_pairs THEN NULL ELSE $3 END \
+             WHERE id = $4 \
+             RETURNING id, account_id, kind, domain, status, created_at, started_at, finished_at, \
+                       n_urls, n_pairs, n_finished, n_success",
+            done = TaskStatus::Done.as_str(),
+            failed = TaskStatus::Failed.as_str(),
+        ))
+        .bind(*finished)
+        .bind(*success)
+        .bind(*latest)
+        .bind(task_id.as_str())
+        .fetch_one(&mut *connection)
+        .await?;
+        let summary = decode_summary(&row)?;
+        if summary.status.is_final() {
+            ended.push(summary);
+        }
+    }
+    Ok(results
+        .iter()
+        .map(|result| {
+            let position = ended
+                .iter()
+                .position(|summary| summary.id == result.key.task_id)?;
+            Some(ended.swap_remove(position))
+        })
+        .collect())
 }

@@ -1,11 +1,16 @@
 //! Tasks: durable submission, the status query and the task list.
 
-use precache_model::{AccountId, EdgeId, PairStatus, TaskId, TaskStatus};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use precache_model::{AccountId, EdgeId, Origin, PairStatus, QuotaKind, TaskId, TaskStatus};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::quota;
-use crate::{Error, NewTask, PairRecord, Result, Store, TaskDetail, TaskQuery, TaskSummary};
+use crate::{
+    Error, NewTask, PairRecord, Result, Store, SubmittedTask, TaskDetail, TaskQuery, TaskSummary,
+};
 
 const TASK_COLUMNS: &str =
     "id, account_id, kind, domain, status, created_at, started_at, finished_at, n_urls, n_pairs, n_finished, n_success";
@@ -37,75 +42,235 @@ pub(crate) fn decode_summary(row: &AnyRow) -> Result<TaskSummary> {
     })
 }
 
-/// `($1, $2, $3), ($4, $5, $6), ...` for `rows` rows of `columns` placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let mut text = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            text.push_str(&format!("${}", row * columns + column + 1));
-        }
-        text.push(')');
-    }
-    text
+/// How parameters are written in a generated multi-row statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Params {
+    /// `$1, $2, ...`: what PostgreSQL needs.
+    Numbered,
+    /// `?, ?, ...`: for SQLite, whose lookup of a numbered parameter's name is linear in the
+    /// number of parameters, which made binding a 2,000-parameter INSERT quadratic.
+    Anonymous,
 }
 
-async fn insert_task(connection: &mut AnyConnection, task: &NewTask) -> Result<()> {
-    quota::charge(connection, task.account_id, &task.charge).await?;
-    let id = task.id.to_string();
-    let n_pairs = (task.urls.len() * task.edges.len()) as i64;
-    sqlx::query(
-        "INSERT INTO tasks (id, account_id, kind, domain, status, created_at, n_urls, n_pairs) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(task.account_id.0)
-    .bind(task.kind.as_str())
-    .bind(task.domain.as_str())
-    // A task with no edge to run on has nothing left to do: it ends at once, honestly failed.
-    .bind(if n_pairs == 0 {
-        TaskStatus::Failed.as_str()
-    } else {
-        TaskStatus::Waiting.as_str()
-    })
-    .bind(task.created_at)
-    .bind(task.urls.len() as i64)
-    .bind(n_pairs)
-    .execute(&mut *connection)
-    .await?;
+impl Params {
+    /// The style for this connection's database.
+    pub(crate) fn of(connection: &AnyConnection) -> Params {
+        if connection.backend_name() == "PostgreSQL" {
+            Params::Numbered
+        } else {
+            Params::Anonymous
+        }
+    }
 
-    let indexed_urls: Vec<(usize, &String)> = task.urls.iter().enumerate().collect();
-    for chunk in indexed_urls.chunks(ROWS_PER_INSERT) {
+    /// The `n`th parameter (1-based), wrapped as `CAST(... AS sql_type)` when a type is given.
+    fn write(self, text: &mut String, n: usize, sql_type: Option<&str>) {
+        let param = match self {
+            Params::Numbered => format!("${n}"),
+            Params::Anonymous => "?".to_string(),
+        };
+        match sql_type {
+            Some(sql_type) => text.push_str(&format!("CAST({param} AS {sql_type})")),
+            None => text.push_str(&param),
+        }
+    }
+
+    /// `(p, p, p), (p, p, p), ...` for `rows` rows of `columns` parameters.
+    pub(crate) fn rows(self, rows: usize, columns: usize) -> String {
+        self.rows_typed(rows, &vec![None; columns])
+    }
+
+    /// Like [`Params::rows`], each column cast to its type (so PostgreSQL knows the types of a
+    /// `VALUES` list made only of parameters).
+    pub(crate) fn rows_typed(self, rows: usize, types: &[Option<&str>]) -> String {
+        let mut text = String::with_capacity(rows * types.len() * 8);
+        for row in 0..rows {
+            if row > 0 {
+                text.push_str(", ");
+            }
+            text.push('(');
+            for (column, sql_type) in types.iter().enumerate() {
+                if column > 0 {
+                    text.push_str(", ");
+                }
+                self.write(&mut text, row * types.len() + column + 1, *sql_type);
+            }
+            text.push(')');
+        }
+        text
+    }
+
+    /// `p, p, p` for a list of `count` parameters.
+    pub(crate) fn list(self, count: usize) -> String {
+        let mut text = String::with_capacity(count * 4);
+        for n in 1..=count {
+            if n > 1 {
+                text.push_str(", ");
+            }
+            self.write(&mut text, n, None);
+        }
+        text
+    }
+}
+
+/// Commits a batch of submissions: per task, the domain must be registered to the submitting
+/// account and the quota must allow it (checked in order, so earlier submissions of the batch
+/// use quota first); the accepted tasks are then written with one multi-row `INSERT` per table.
+/// The outer error fails the whole step (the writer rolls it back); inner errors reject one
+/// submission.
+pub(crate) async fn submit_many(
+    connection: &mut AnyConnection,
+    tasks: &[NewTask],
+) -> Result<Vec<Result<SubmittedTask>>> {
+    let domains = registered_domains(connection, tasks).await?;
+    let mut charges: HashMap<(AccountId, String, QuotaKind), quota::Balance> = HashMap::new();
+    let mut verdicts: Vec<Result<Origin>> = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let origin = match domains.get(task.domain.as_str()) {
+            Some((owner, origin)) if *owner == task.account_id => origin.clone(),
+            _ => {
+                verdicts.push(Err(Error::DomainNotOwned(task.domain.to_string())));
+                continue;
+            }
+        };
+        let key = (task.account_id, task.charge.day.clone(), task.charge.kind);
+        let balance = match charges.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                entry.insert(quota::balance(connection, task.account_id, &task.charge).await?)
+            }
+        };
+        match balance.take(task.charge.amount) {
+            Ok(()) => verdicts.push(Ok(origin)),
+            Err(()) => verdicts.push(Err(Error::QuotaExceeded {
+                kind: task.charge.kind,
+                limit: balance.limit,
+                used: balance.used,
+                requested: task.charge.amount,
+            })),
+        }
+    }
+    for ((account_id, day, kind), balance) in &charges {
+        quota::record_use(connection, *account_id, day, *kind, balance).await?;
+    }
+    let accepted: Vec<&NewTask> = tasks
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(task, _)| task)
+        .collect();
+    insert_tasks(connection, &accepted).await?;
+    Ok(tasks
+        .iter()
+        .zip(verdicts)
+        .map(|(task, verdict)| {
+            verdict.map(|origin| SubmittedTask {
+                task: task.clone(),
+                origin,
+            })
+        })
+        .collect())
+}
+
+/// Owner and origin of every domain the batch's tasks name.
+async fn registered_domains(
+    connection: &mut AnyConnection,
+    tasks: &[NewTask],
+) -> Result<HashMap<String, (AccountId, Origin)>> {
+    let mut names: Vec<&str> = tasks.iter().map(|task| task.domain.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let sql = format!(
+        "SELECT name, account_id, origin FROM domains WHERE name IN ({})",
+        Params::of(connection).list(names.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for name in &names {
+        query = query.bind(*name);
+    }
+    let mut domains = HashMap::with_capacity(names.len());
+    for row in query.fetch_all(&mut *connection).await? {
+        let origin: String = row.try_get("origin")?;
+        domains.insert(
+            row.try_get("name")?,
+            (
+                AccountId(row.try_get("account_id")?),
+                Origin::parse(&origin).map_err(Error::Corrupt)?,
+            ),
+        );
+    }
+    Ok(domains)
+}
+
+async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Result<()> {
+    let params = Params::of(connection);
+    let ids: Vec<String> = tasks.iter().map(|task| task.id.to_string()).collect();
+    let rows: Vec<(&NewTask, &String)> = tasks.iter().copied().zip(&ids).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO task_urls (task_id, url_idx, url) VALUES {}",
-            placeholders(chunk.len(), 3)
+            "INSERT INTO tasks (id, account_id, kind, domain, status, created_at, n_urls, n_pairs) VALUES {}",
+            params.rows(chunk.len(), 8)
         );
         let mut query = sqlx::query(&sql);
-        for (url_idx, url) in chunk {
-            query = query.bind(&id).bind(*url_idx as i64).bind(url.as_str());
+        for (task, id) in chunk {
+            let n_pairs = (task.urls.len() * task.edges.len()) as i64;
+            // A task with no edge to run on has nothing left to do: it ends at once, failed.
+            let status = if n_pairs == 0 {
+                TaskStatus::Failed
+            } else {
+                TaskStatus::Waiting
+            };
+            query = query
+                .bind(id.as_str())
+                .bind(task.account_id.0)
+                .bind(task.kind.as_str())
+                .bind(task.domain.as_str())
+                .bind(status.as_str())
+                .bind(task.created_at)
+                .bind(task.urls.len() as i64)
+                .bind(n_pairs);
         }
         query.execute(&mut *connection).await?;
     }
-
-    let pairs: Vec<(usize, EdgeId)> = (0..task.urls.len())
-        .flat_map(|url_idx| task.edges.iter().map(move |edge_id| (url_idx, *edge_id)))
+    let urls: Vec<(&str, i64, &str)> = rows
+        .iter()
+        .flat_map(|(task, id)| {
+            task.urls
+                .iter()
+                .enumerate()
+                .map(move |(url_idx, url)| (id.as_str(), url_idx as i64, url.as_str()))
+        })
+        .collect();
+    for chunk in urls.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO task_urls (task_id, url_idx, url) VALUES {}",
+            params.rows(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, url_idx, url) in chunk {
+            query = query.bind(*id).bind(*url_idx).bind(*url);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    let pairs: Vec<(&str, i64, EdgeId)> = rows
+        .iter()
+        .flat_map(|(task, id)| {
+            (0..task.urls.len() as i64).flat_map(move |url_idx| {
+                task.edges
+                    .iter()
+                    .map(move |edge_id| (id.as_str(), url_idx, *edge_id))
+            })
+        })
         .collect();
     for chunk in pairs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO task_pairs (task_id, url_idx, edge_id, status) VALUES {}",
-            placeholders(chunk.len(), 4)
+            params.rows(chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
-        for (url_idx, edge_id) in chunk {
+        for (id, url_idx, edge_id) in chunk {
             query = query
-                .bind(&id)
-                .bind(*url_idx as i64)
+                .bind(*id)
+                .bind(*url_idx)
                 .bind(edge_id.0)
                 .bind(PairStatus::Waiting.as_str());
         }
@@ -115,49 +280,40 @@ async fn insert_task(connection: &mut AnyConnection, task: &NewTask) -> Result<(
 }
 
 impl Store {
-    /// Commits a task with its URLs and pairs and charges the quota, all in one transaction.
-    /// Returns once it is durable. `QuotaExceeded` (nothing written) when over quota.
-    pub async fn submit_task(&self, task: NewTask) -> Result<NewTask> {
-        self.writer
-            .run(move |connection| {
-                Box::pin(async move {
-                    insert_task(connection, &task).await?;
-                    Ok(task)
-                })
-            })
-            .await
+    /// Commits a task with its URLs and pairs and charges the quota, in one transaction shared
+    /// with whatever else the writer batches with it. Returns once it is durable, with the
+    /// domain's origin. `DomainNotOwned` when the domain is not registered to the task's account,
+    /// `QuotaExceeded` when over quota; either way nothing was written.
+    pub async fn submit_task(&self, task: NewTask) -> Result<SubmittedTask> {
+        self.writer.submit(task).await
     }
 
-    /// The task with this id, if it belongs to `account_id`.
+    /// The task with this id, if it belongs to `account_id`: its row, URLs and pairs, read in
+    /// one query (the status query is the hottest read).
     pub async fn task_detail(
         &self,
         account_id: AccountId,
         id: TaskId,
     ) -> Result<Option<TaskDetail>> {
-        let id_text = id.to_string();
-        let Some(row) = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND account_id = $2"
-        ))
-        .bind(&id_text)
-        .bind(account_id.0)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let summary = decode_summary(&row)?;
-        // URLs and their pairs in one query: the status query is the hottest read.
         let rows = sqlx::query(
-            "SELECT u.url_idx, u.url, p.edge_id, e.name AS edge_name, p.status, p.attempts, p.http_status, \
-                    p.bytes, p.error, p.started_at, p.finished_at \
-             FROM task_urls u \
+            "SELECT t.id, t.account_id, t.kind, t.domain, t.status, t.created_at, t.started_at, t.finished_at, \
+                    t.n_urls, t.n_pairs, t.n_finished, t.n_success, \
+                    u.url_idx, u.url, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
+                    p.http_status, p.bytes, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
+             FROM tasks t \
+             JOIN task_urls u ON u.task_id = t.id \
              LEFT JOIN task_pairs p ON p.task_id = u.task_id AND p.url_idx = u.url_idx \
              LEFT JOIN edges e ON e.id = p.edge_id \
-             WHERE u.task_id = $1 ORDER BY u.url_idx, p.edge_id",
+             WHERE t.id = $1 AND t.account_id = $2 ORDER BY u.url_idx, p.edge_id",
         )
-        .bind(&id_text)
+        .bind(id.to_string())
+        .bind(account_id.0)
         .fetch_all(&self.pool)
         .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let summary = decode_summary(first)?;
         let mut urls: Vec<String> = Vec::with_capacity(summary.n_urls as usize);
         let mut pairs = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -168,7 +324,7 @@ impl Store {
             let Some(edge_id) = row.try_get::<Option<i64>, _>("edge_id")? else {
                 continue;
             };
-            let status: String = row.try_get("status")?;
+            let status: String = row.try_get("pair_status")?;
             pairs.push(PairRecord {
                 url_idx,
                 edge_id: EdgeId(edge_id),
@@ -180,8 +336,8 @@ impl Store {
                 http_status: row.try_get("http_status")?,
                 bytes: row.try_get("bytes")?,
                 error: row.try_get("error")?,
-                started_at: row.try_get("started_at")?,
-                finished_at: row.try_get("finished_at")?,
+                started_at: row.try_get("pair_started_at")?,
+                finished_at: row.try_get("pair_finished_at")?,
             });
         }
         Ok(Some(TaskDetail {
@@ -225,10 +381,16 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::placeholders;
+    use super::Params;
 
     #[test]
-    fn numbers_placeholders_row_by_row() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    fn writes_parameters_row_by_row() {
+        assert_eq!(Params::Numbered.rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Params::Anonymous.rows(1, 2), "(?, ?)");
+        assert_eq!(
+            Params::Numbered.rows_typed(1, &[Some("TEXT"), None]),
+            "(CAST($1 AS TEXT), $2)"
+        );
+        assert_eq!(Params::Anonymous.list(3), "?, ?, ?");
     }
 }

@@ -1,11 +1,22 @@
 //! Group commit: one connection applies every write, many writes per transaction.
 //!
-//! Callers hand the writer a job (a closure that runs SQL on the writer's connection). The writer
-//! takes every job that is waiting, runs each inside its own savepoint within one transaction,
-//! commits once, and only then answers each caller. A job that fails is rolled back to its
-//! savepoint alone, so one client's bad request cannot undo another's. With a commit costing an
-//! fsync, this turns "one fsync per task" into "one fsync per batch" without giving up anything:
-//! no caller hears "done" before its rows are durable.
+//! Callers hand the writer a message and wait for its answer. The writer takes every message that
+//! is waiting, applies them all in one transaction, commits once, and only then answers each
+//! caller: no caller hears "done" before its rows are durable, and one fsync covers the batch.
+//!
+//! Two kinds of work:
+//!
+//! - The hot paths (submitting a task, marking pairs started, recording pair outcomes) are typed
+//!   messages that the writer applies *together*: all submissions of a batch become one
+//!   multi-row `INSERT` per table, all outcomes one `UPDATE ... FROM (VALUES ...)`. With sqlx,
+//!   every statement is a round trip to the connection's worker thread, so the number of
+//!   statements per batch, not per task, is what sets throughput.
+//! - Everything else (accounts, domains, tokens, ...) is a job: a closure run on the connection
+//!   inside its own savepoint, so a failing job is rolled back alone.
+//!
+//! Within a batch, jobs run first, then submissions, then started marks, then outcomes. That order
+//! is one valid serialisation of concurrent requests, and keeps a pair's "started" before its
+//! outcome when both land in the same batch.
 
 use std::sync::Arc;
 
@@ -13,12 +24,14 @@ use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Backend, Error, Result};
+use crate::task_pairs::{mark_started_many, record_finish_many};
+use crate::tasks::submit_many;
+use crate::{Backend, Error, NewTask, PairKey, PairResult, Result, SubmittedTask, TaskSummary};
 
-/// Jobs waiting beyond this answer `Overloaded` (`5003`) instead of queueing without bound.
-const QUEUE_CAPACITY: usize = 8192;
-/// Most jobs in one transaction; bounds the latency a batch adds to its first job.
-const MAX_BATCH: usize = 256;
+/// Messages waiting beyond this answer `Overloaded` (`5003`) instead of queueing without bound.
+const QUEUE_CAPACITY: usize = 16_384;
+/// Most messages in one transaction; bounds the latency a batch adds to its first message.
+const MAX_BATCH: usize = 512;
 
 /// Called after the commit with its outcome; answers the caller.
 type Completion = Box<dyn FnOnce(std::result::Result<(), Arc<str>>) + Send>;
@@ -26,15 +39,68 @@ type Completion = Box<dyn FnOnce(std::result::Result<(), Arc<str>>) + Send>;
 type Job =
     Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
 
+/// A submission waiting for its batch.
+pub(crate) struct Submission {
+    pub(crate) task: NewTask,
+    pub(crate) reply: oneshot::Sender<Result<SubmittedTask>>,
+}
+
+/// A pair outcome waiting for its batch.
+pub(crate) struct Outcome {
+    pub(crate) result: PairResult,
+    pub(crate) reply: oneshot::Sender<Result<Option<TaskSummary>>>,
+}
+
 enum Message {
     Job(Job),
+    Submit(Box<Submission>),
+    Started(Vec<PairKey>, i64),
+    Finished(Box<Outcome>),
     Flush(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    submissions: Vec<Submission>,
+    started: Vec<(PairKey, i64)>,
+    outcomes: Vec<Outcome>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.jobs.len() + self.submissions.len() + self.started.len() + self.outcomes.len()
+    }
+
+    fn add(&mut self, message: Message) {
+        match message {
+            Message::Job(job) => self.jobs.push(job),
+            Message::Submit(submission) => self.submissions.push(*submission),
+            Message::Started(keys, at) => {
+                self.started.extend(keys.into_iter().map(|key| (key, at)))
+            }
+            Message::Finished(outcome) => self.outcomes.push(*outcome),
+            Message::Flush(reply) => self.flushes.push(reply),
+        }
+    }
 }
 
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
     queue: mpsc::Sender<Message>,
+}
+
+fn closed_or_full<T>(error: mpsc::error::TrySendError<T>) -> Error {
+    match error {
+        mpsc::error::TrySendError::Full(_) => Error::Overloaded,
+        mpsc::error::TrySendError::Closed(_) => Error::Unavailable("the store is closed".into()),
+    }
+}
+
+fn writer_gone<T>(_: T) -> Error {
+    Error::Unavailable("the database writer did not complete the write".into())
 }
 
 impl Writer {
@@ -72,18 +138,39 @@ impl Writer {
         });
         self.queue
             .try_send(Message::Job(boxed))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => Error::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::Unavailable("the store is closed".into())
-                }
-            })?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the database writer stopped".into()))?
+            .map_err(closed_or_full)?;
+        answer.await.map_err(writer_gone)?
     }
 
-    /// Returns once every job queued before this call has been committed (or failed).
+    /// Commits a task (see [`crate::Store::submit_task`]).
+    pub(crate) async fn submit(&self, task: NewTask) -> Result<SubmittedTask> {
+        let (reply, answer) = oneshot::channel();
+        let message = Message::Submit(Box::new(Submission { task, reply }));
+        self.queue.try_send(message).map_err(closed_or_full)?;
+        answer.await.map_err(writer_gone)?
+    }
+
+    /// Queues "these pairs started"; not waited for (losing it to a crash loses nothing: a pair
+    /// that was never marked running is still waiting, and is run again).
+    pub(crate) fn started(&self, keys: Vec<PairKey>, at: i64) -> Result<()> {
+        self.queue
+            .try_send(Message::Started(keys, at))
+            .map_err(closed_or_full)
+    }
+
+    /// Records a pair's outcome (see [`crate::Store::pair_finished`]).
+    pub(crate) async fn finished(&self, result: PairResult) -> Result<Option<TaskSummary>> {
+        let (reply, answer) = oneshot::channel();
+        // Outcomes wait for room rather than fail: the work they record is already done.
+        let message = Message::Finished(Box::new(Outcome { result, reply }));
+        self.queue
+            .send(message)
+            .await
+            .map_err(|_| Error::Unavailable("the store is closed".into()))?;
+        answer.await.map_err(writer_gone)?
+    }
+
+    /// Returns once every message queued before this call has been committed (or failed).
     pub(crate) async fn flush(&self) {
         let (reply, done) = oneshot::channel();
         if self.queue.send(Message::Flush(reply)).await.is_ok() {
@@ -97,45 +184,103 @@ async fn run_writer(
     backend: Backend,
     mut receiver: mpsc::Receiver<Message>,
 ) {
-    let begin = match backend {
-        // IMMEDIATE takes the write lock up front, so a batch never fails half-way on SQLITE_BUSY.
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::Postgres => "BEGIN",
-    };
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = receiver.recv().await {
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Job(job) => batch.push(job),
-                Message::Flush(reply) => flushes.push(reply),
-            }
-            if batch.len() < MAX_BATCH {
-                next = receiver.try_recv().ok();
+        let mut batch = Batch::default();
+        batch.add(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(message) => batch.add(message),
+                Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            commit_batch(&mut connection, begin, &mut batch).await;
+        let flushes = std::mem::take(&mut batch.flushes);
+        if batch.len() > 0 {
+            commit_batch(&mut connection, backend, batch).await;
         }
-        for reply in flushes.drain(..) {
+        for reply in flushes {
             let _ = reply.send(());
         }
     }
 }
 
-async fn commit_batch(connection: &mut AnyConnection, begin: &str, batch: &mut Vec<Job>) {
-    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+/// The answers owed once the transaction's fate is known.
+#[derive(Default)]
+struct Answers {
+    completions: Vec<Completion>,
+    submissions: Vec<(
+        oneshot::Sender<Result<SubmittedTask>>,
+        Result<SubmittedTask>,
+    )>,
+    outcomes: Vec<(
+        oneshot::Sender<Result<Option<TaskSummary>>>,
+        Result<Option<TaskSummary>>,
+    )>,
+}
+
+async fn commit_batch(connection: &mut AnyConnection, backend: Backend, batch: Batch) {
+    let Batch {
+        jobs,
+        submissions,
+        started,
+        outcomes,
+        ..
+    } = batch;
+    let mut answers = Answers::default();
     let outcome: std::result::Result<(), Arc<str>> = async {
-        execute(connection, begin).await?;
-        for job in std::mem::take(batch) {
-            execute(connection, "SAVEPOINT job").await?;
+        execute(connection, begin_statement(backend)).await?;
+        for job in jobs {
+            execute(connection, "SAVEPOINT step").await?;
             let (succeeded, completion) = job(connection).await;
-            completions.push(completion);
-            if !succeeded {
-                execute(connection, "ROLLBACK TO SAVEPOINT job").await?;
+            answers.completions.push(completion);
+            end_step(connection, !succeeded).await?;
+        }
+        if !submissions.is_empty() {
+            let (tasks, replies): (Vec<NewTask>, Vec<_>) = submissions
+                .into_iter()
+                .map(|submission| (submission.task, submission.reply))
+                .unzip();
+            execute(connection, "SAVEPOINT step").await?;
+            let results = submit_many(connection, &tasks).await;
+            end_step(connection, results.is_err()).await?;
+            let results = match results {
+                Ok(results) => results,
+                Err(error) => {
+                    let reason = error.to_string();
+                    tasks
+                        .iter()
+                        .map(|_| Err(Error::Unavailable(reason.clone())))
+                        .collect()
+                }
+            };
+            answers.submissions.extend(replies.into_iter().zip(results));
+        }
+        if !started.is_empty() {
+            execute(connection, "SAVEPOINT step").await?;
+            let marked = mark_started_many(connection, &started).await;
+            end_step(connection, marked.is_err()).await?;
+            if let Err(error) = marked {
+                tracing::warn!(%error, "could not mark pairs running");
             }
-            execute(connection, "RELEASE SAVEPOINT job").await?;
+        }
+        if !outcomes.is_empty() {
+            let (results, replies): (Vec<PairResult>, Vec<_>) = outcomes
+                .into_iter()
+                .map(|outcome| (outcome.result, outcome.reply))
+                .unzip();
+            execute(connection, "SAVEPOINT step").await?;
+            let recorded = record_finish_many(connection, &results).await;
+            end_step(connection, recorded.is_err()).await?;
+            let recorded = match recorded {
+                Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+                Err(error) => {
+                    let reason = error.to_string();
+                    results
+                        .iter()
+                        .map(|_| Err(Error::Unavailable(reason.clone())))
+                        .collect::<Vec<_>>()
+                }
+            };
+            answers.outcomes.extend(replies.into_iter().zip(recorded));
         }
         execute(connection, "COMMIT").await
     }
@@ -144,11 +289,41 @@ async fn commit_batch(connection: &mut AnyConnection, begin: &str, batch: &mut V
         tracing::error!(%reason, "database transaction failed; rolling back the batch");
         let _ = execute(connection, "ROLLBACK").await;
     }
-    // Jobs never reached because the transaction broke still owe their callers an answer: their
-    // reply senders are dropped with them, which the caller sees as "writer stopped".
-    batch.clear();
-    for completion in completions {
+    for completion in answers.completions {
         completion(outcome.clone());
+    }
+    let failed = |reason: &Arc<str>| Error::Unavailable(format!("commit failed: {reason}"));
+    for (reply, result) in answers.submissions {
+        let _ = reply.send(match &outcome {
+            Ok(()) => result,
+            Err(reason) => result.and(Err(failed(reason))),
+        });
+    }
+    for (reply, result) in answers.outcomes {
+        let _ = reply.send(match &outcome {
+            Ok(()) => result,
+            Err(reason) => result.and(Err(failed(reason))),
+        });
+    }
+}
+
+/// Ends the savepoint `step`, undoing it first when the step failed, so a failed step leaves the
+/// rest of the batch intact.
+async fn end_step(
+    connection: &mut AnyConnection,
+    failed: bool,
+) -> std::result::Result<(), Arc<str>> {
+    if failed {
+        execute(connection, "ROLLBACK TO SAVEPOINT step").await?;
+    }
+    execute(connection, "RELEASE SAVEPOINT step").await
+}
+
+fn begin_statement(backend: Backend) -> &'static str {
+    match backend {
+        // IMMEDIATE takes the write lock up front, so a batch never fails half-way on SQLITE_BUSY.
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
     }
 }
 

@@ -5,6 +5,64 @@ use precache_model::{
 };
 use precache_store::{Error, NewTask, PairKey, PairResult, QuotaCharge, Store, TaskQuery};
 
+async fn register_domain(store: &Store, owner: &str) {
+    store
+        .create_domain(
+            DomainName::parse("game.example.com").expect("domain"),
+            owner,
+            Origin::parse("http://127.0.0.1:9").expect("origin"),
+            None,
+        )
+        .await
+        .expect("domain");
+}
+
+#[tokio::test]
+async fn submissions_for_a_domain_of_another_account_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let alice = store
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let bob = store
+        .create_account("bob", "h", Role::User)
+        .await
+        .expect("bob");
+    let edge = store
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    register_domain(&store, "alice").await;
+    let refused = store
+        .submit_task(new_task(
+            &bob,
+            std::slice::from_ref(&edge),
+            &["http://game.example.com/a"],
+            100,
+        ))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::DomainNotOwned(_))),
+        "{refused:?}"
+    );
+    let accepted = store
+        .submit_task(new_task(
+            &alice,
+            std::slice::from_ref(&edge),
+            &["http://game.example.com/a"],
+            100,
+        ))
+        .await;
+    assert_eq!(
+        accepted
+            .map(|submitted| submitted.origin.to_string())
+            .ok()
+            .as_deref(),
+        Some("http://127.0.0.1:9")
+    );
+}
+
 async fn open_store(dir: &tempfile::TempDir) -> Store {
     let url = format!("sqlite://{}/precache.db", dir.path().display());
     Store::open(&url).await.expect("open store")
@@ -72,15 +130,7 @@ async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
         .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
         .await
         .expect("edge");
-    store
-        .create_domain(
-            DomainName::parse("game.example.com").expect("domain"),
-            "alice",
-            Origin::parse("http://127.0.0.1:9").expect("origin"),
-            None,
-        )
-        .await
-        .expect("domain");
+    register_domain(&store, "alice").await;
 
     // 40 tasks of 2 URLs against a limit of 50 URLs: exactly 25 fit, whatever the batching.
     let mut handles = Vec::new();
@@ -101,7 +151,7 @@ async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
     let mut rejected = 0;
     for handle in handles {
         match handle.await.expect("join") {
-            Ok(task) => accepted.push(task.id),
+            Ok(submitted) => accepted.push(submitted.task.id),
             Err(Error::QuotaExceeded { limit: 50, .. }) => rejected += 1,
             Err(other) => panic!("unexpected error {other}"),
         }
@@ -139,6 +189,7 @@ async fn pairs_drive_the_task_to_its_final_state_once() {
         .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
         .await
         .expect("edge");
+    register_domain(&store, "alice").await;
     let task = store
         .submit_task(new_task(
             &alice,
@@ -147,7 +198,8 @@ async fn pairs_drive_the_task_to_its_final_state_once() {
             100,
         ))
         .await
-        .expect("submit");
+        .expect("submit")
+        .task;
     let key = |url_idx| PairKey {
         task_id: task.id,
         url_idx,
@@ -155,8 +207,9 @@ async fn pairs_drive_the_task_to_its_final_state_once() {
     };
     store
         .pairs_started(vec![key(0), key(1)], 10)
-        .await
         .expect("started");
+    // Not waited for: a flush makes it visible.
+    store.flush().await;
     let detail = store
         .task_detail(alice.id, task.id)
         .await

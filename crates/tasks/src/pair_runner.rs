@@ -41,11 +41,7 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
 
 /// Runs a pair to its end and records the outcome.
 pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
-    if let Err(error) = context
-        .store
-        .pairs_started(vec![job.key], now_millis())
-        .await
-    {
+    if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
     let mut attempts: u32 = 0;

@@ -4,14 +4,16 @@ use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use precache_model::time::now_millis;
-use precache_model::{ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
-use precache_store::{NewTask, PairKey, QuotaCharge, TaskQuery};
+use precache_model::{DomainName, ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
+use precache_store::{NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
 use precache_tasks::PairJob;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::envelope::{Answer, ApiError, Ret};
+use crate::envelope::{json_response, Answer, ApiError, Ret};
 use crate::quota_clock::quota_day;
 use crate::request_body::{json_object, kind_of};
 use crate::routes::domains::not_yours;
@@ -110,20 +112,16 @@ pub(crate) async fn submit(
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
     let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
-    let host = urls[0].host().to_string();
-    let domain = match state.inner.store.domain(&host).await.map_err(from_store)? {
-        Some(domain) if domain.owner_id == caller.account_id => domain,
-        _ => return Err(not_yours(&host)),
-    };
+    let domain = DomainName::parse(urls[0].host()).map_err(|_| not_yours(urls[0].host()))?;
     let edges = state.inner.edges.task_edges();
     let day = quota_day(&config.quota_time_zone, jiff::Timestamp::now());
     let task = NewTask {
         id: TaskId::new_random(),
         account_id: caller.account_id,
         kind: TaskKind::Prefetch,
-        domain: domain.name.clone(),
+        domain,
         urls: urls.iter().map(|url| url.as_str().to_string()).collect(),
-        edges: edges.clone(),
+        edges,
         created_at: now_millis(),
         charge: QuotaCharge {
             kind: QuotaKind::PrefetchUrls,
@@ -132,18 +130,25 @@ pub(crate) async fn submit(
             default_limit: QuotaKind::PrefetchUrls.default_daily_limit(),
         },
     };
-    let task = state.inner.store.submit_task(task).await.map_err(|error| {
-        let mut api_error = from_store(error);
-        if api_error.ret == Ret::Limited {
-            api_error.retry_after = Some(day.seconds_left);
-        }
-        api_error
-    })?;
+    // The store checks that the domain is the caller's and charges the quota in the same
+    // transaction that creates the task.
+    let SubmittedTask { task, origin } =
+        state.inner.store.submit_task(task).await.map_err(|error| {
+            let mut api_error = from_store(error);
+            if api_error.ret == Ret::Limited {
+                api_error.retry_after = Some(day.seconds_left);
+            }
+            api_error
+        })?;
     let jobs = task
         .urls
         .iter()
         .enumerate()
-        .flat_map(|(url_idx, url)| edges.iter().map(move |edge_id| (url_idx, url, *edge_id)))
+        .flat_map(|(url_idx, url)| {
+            task.edges
+                .iter()
+                .map(move |edge_id| (url_idx, url, *edge_id))
+        })
         .map(|(url_idx, url, edge_id)| PairJob {
             key: PairKey {
                 task_id: task.id,
@@ -152,8 +157,8 @@ pub(crate) async fn submit(
             },
             kind: TaskKind::Prefetch,
             url: url.clone(),
-            domain: domain.name.to_string(),
-            origin: Some(domain.origin.clone()),
+            domain: task.domain.to_string(),
+            origin: Some(origin.clone()),
         })
         .collect();
     state.inner.engine.enqueue(jobs);
@@ -178,8 +183,11 @@ pub(crate) async fn status(
     State(state): State<AppState>,
     caller: Caller,
     Path(req_id): Path<String>,
-) -> Result<Answer, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_req_id(&req_id)?;
+    if let Some(body) = state.inner.final_tasks.get(caller.account_id, id) {
+        return Ok(json_response(StatusCode::OK, body));
+    }
     let detail = state
         .inner
         .store
@@ -188,7 +196,14 @@ pub(crate) async fn status(
         .map_err(from_store)?;
     match detail {
         Some(detail) if detail.summary.kind == TaskKind::Prefetch => {
-            Ok(Answer::ok(detail_json(&detail)))
+            let body = Answer::ok(detail_json(&detail)).body();
+            if detail.summary.status.is_final() {
+                state
+                    .inner
+                    .final_tasks
+                    .put(caller.account_id, id, body.clone());
+            }
+            Ok(json_response(StatusCode::OK, body))
         }
         _ => Err(ApiError::new(
             Ret::NoSuchTask,

@@ -23,7 +23,6 @@ pub(super) struct Entry {
 }
 
 /// Published objects and fills in progress.
-#[derive(Default)]
 pub(super) struct Index {
     /// combined hash -> object
     entries: HashMap<String, Entry>,
@@ -36,6 +35,22 @@ pub(super) struct Index {
     fills: HashMap<u64, Arc<FillShared>>,
     /// combined hash -> write ids of the fills that will be published when they finish
     attached: HashMap<String, BTreeSet<u64>>,
+    /// Counts fills that stopped being attached (published, failed or detached), so a waiter
+    /// can sleep until the fill it waits for may have ended instead of polling.
+    fills_ended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            entries: HashMap::new(),
+            by_primary: BTreeMap::new(),
+            bytes: 0,
+            fills: HashMap::new(),
+            attached: HashMap::new(),
+            fills_ended: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Index {
@@ -154,7 +169,9 @@ impl Index {
     /// Detaches every fill of `combined` so none of them gets published; returns how many.
     /// They keep running so readers already streaming from them are served to the end.
     pub(super) fn detach_fills(&mut self, combined: &str) -> usize {
-        self.attached.remove(combined).map_or(0, |ids| ids.len())
+        let detached = self.attached.remove(combined).map_or(0, |ids| ids.len());
+        self.fills_ended.send_modify(|ended| *ended += 1);
+        detached
     }
 
     /// Forgets a fill that finished, failed or was dropped.
@@ -166,5 +183,11 @@ impl Index {
                 self.attached.remove(combined);
             }
         }
+        self.fills_ended.send_modify(|ended| *ended += 1);
+    }
+
+    /// A receiver that changes whenever a fill stops being attached.
+    pub(super) fn watch_fills_ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.fills_ended.subscribe()
     }
 }

@@ -1,10 +1,9 @@
 //! Where the disk cache keeps its files, and how file names are parsed back at startup.
 //!
 //! ```text
-//! <root>/objects/<c0c1>/<c2c3>/<combined>.meta                 the published meta
-//! <root>/objects/<c0c1>/<c2c3>/<combined>.<generation>.body    the body it points at
-//! <root>/tmp/<combined>.<id>.body                              a fill in progress
-//! <root>/tmp/<combined>.<id>.meta                              a meta about to be renamed
+//! <root>/objects/<c0c1c2>/<combined>.meta                 the published meta
+//! <root>/objects/<c0c1c2>/<combined>.<generation>.body    the body it points at
+//! <root>/tmp/<combined>.<id>.body                         a fill in progress
 //! ```
 //!
 //! `tmp/` and `objects/` share a file system so publishing is a `rename`. Bodies carry their
@@ -12,15 +11,23 @@
 //! reader) still points at.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Hex characters of the `combined` hash that name an entry's shard directory.
+const SHARD_CHARS: usize = 3;
+/// Shard directories: 16 ^ SHARD_CHARS.
+const SHARDS: usize = 4096;
 
 /// Length of the hex `combined` hash pingora uses to name an entry.
 const COMBINED_LEN: usize = 32;
 
 /// The paths of one cache directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Layout {
     objects: PathBuf,
     tmp: PathBuf,
+    /// Which shard directories are known to exist, so each is created at most once.
+    shards_made: Box<[AtomicBool]>,
 }
 
 /// A file found under `objects/`, recognised by its name.
@@ -38,6 +45,7 @@ impl Layout {
         Layout {
             objects: root.join("objects"),
             tmp: root.join("tmp"),
+            shards_made: (0..SHARDS).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -51,12 +59,29 @@ impl Layout {
         &self.tmp
     }
 
-    /// The two-level shard directory of an entry; sharding keeps directories small enough that
-    /// lookups and renames stay fast with millions of objects.
+    /// The shard directory of an entry: one level of 4,096 (10 million objects are ~2,500 per
+    /// directory). One level, not nginx's two, because every directory is an inode allocation,
+    /// which is slow on ext4 without a journal.
     pub(super) fn shard_dir(&self, combined: &str) -> PathBuf {
-        let first = combined.get(0..2).unwrap_or("__");
-        let second = combined.get(2..4).unwrap_or("__");
-        self.objects.join(first).join(second)
+        self.objects
+            .join(combined.get(0..SHARD_CHARS).unwrap_or("___"))
+    }
+
+    /// Makes sure the shard directory of `combined` exists; only the first call per shard and
+    /// process touches the file system.
+    pub(super) fn ensure_shard(&self, combined: &str) -> std::io::Result<()> {
+        let made = combined
+            .get(0..SHARD_CHARS)
+            .and_then(|prefix| usize::from_str_radix(prefix, 16).ok())
+            .and_then(|index| self.shards_made.get(index));
+        if made.is_some_and(|made| made.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.shard_dir(combined))?;
+        if let Some(made) = made {
+            made.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The published meta of an entry.
@@ -73,11 +98,6 @@ impl Layout {
     /// The body file a fill streams into before it is published.
     pub(super) fn temp_body_path(&self, combined: &str, id: u64) -> PathBuf {
         self.tmp.join(format!("{combined}.{id:016x}.body"))
-    }
-
-    /// A meta file being written before it is renamed over the published one.
-    pub(super) fn temp_meta_path(&self, combined: &str, id: u64) -> PathBuf {
-        self.tmp.join(format!("{combined}.{id:016x}.meta"))
     }
 }
 
@@ -117,7 +137,7 @@ mod tests {
         let layout = Layout::new(Path::new("/c"));
         let body = layout.body_path(HASH, 42);
         let meta = layout.meta_path(HASH);
-        assert_eq!(body.parent(), Some(Path::new("/c/objects/01/23")));
+        assert_eq!(body.parent(), Some(Path::new("/c/objects/012")));
         let body_name = body.file_name().and_then(|n| n.to_str());
         let meta_name = meta.file_name().and_then(|n| n.to_str());
         assert_eq!(

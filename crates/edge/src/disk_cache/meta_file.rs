@@ -134,26 +134,15 @@ pub(super) fn read(path: &Path) -> io::Result<MetaRecord> {
     MetaRecord::decode(&bytes)
 }
 
-/// Writes `bytes` to a fresh temp file and fsyncs it, ready to be renamed into place.
-pub(super) fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        file.write_all(bytes)?;
-        file.sync_data()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    result
-}
-
-/// Fsyncs a directory so renames and unlinks inside it survive a crash.
-pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
+/// Writes a meta file in place. Not atomic and not fsynced on purpose: a meta is trusted only
+/// after its checksum and its body's length check out (see `Store::publish`).
+pub(super) fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?
+        .write_all(bytes)
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 use store::Store;
-use sync::{blocking, blocking_io, lock};
+use sync::{blocking, blocking_io, io_error, lock};
 
 /// A disk-backed pingora cache storage.
 ///
@@ -113,11 +113,26 @@ impl DiskCache {
         })
     }
 
-    /// Whether a fill for this key is running and will be published when it finishes. A
-    /// prefetch waits for this to end before it checks [`DiskCache::object_info`], because the
-    /// proxy finishes the fill after the last byte reached the client.
-    pub fn fill_in_progress(&self, key: &CacheKey) -> bool {
-        lock(&self.store.index).has_attached_fill(&key.combined())
+    /// Waits (at most `limit`) until no fill for this key is running; returns whether none is.
+    /// A prefetch waits for this before it checks [`DiskCache::object_info`], because the proxy
+    /// publishes a fill after the last byte reached the client.
+    pub async fn wait_for_fills(&self, key: &CacheKey, limit: std::time::Duration) -> bool {
+        let combined = key.combined();
+        let mut ended = lock(&self.store.index).watch_fills_ended();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Marked seen before the check, so an end between the check and the wait still wakes us.
+            ended.borrow_and_update();
+            if !lock(&self.store.index).has_attached_fill(&combined) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, ended.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return !lock(&self.store.index).has_attached_fill(&combined)
+                }
+            }
+        }
     }
 
     /// Totals for health/metrics.
@@ -236,11 +251,12 @@ impl Storage for DiskCache {
         let meta = SerializedMeta { internal, header };
         let combined = key.combined();
         let primary: Arc<str> = Arc::from(String::from_utf8_lossy(key.primary_key()));
-        let store = self.store.clone();
-        let fill = blocking_io("create cache temp file", move || {
-            store.start_fill(combined, primary, meta)
-        })
-        .await?;
+        // Created right here rather than on the blocking pool: creating an empty file costs
+        // microseconds, the hop there and back costs more (two context switches).
+        let fill = self
+            .store
+            .start_fill(combined, primary, meta)
+            .map_err(|e| io_error("create cache temp file", e))?;
         Ok(Box::new(FillHandler::new(self.store.clone(), fill)))
     }
 

@@ -103,24 +103,18 @@ fn load_entry(
     })
 }
 
-/// Every file two shard levels below `objects`.
+/// Every file in the shard directories below `objects`.
 fn object_files(objects: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for first in fs::read_dir(objects)? {
-        let first = first?;
-        if !first.file_type()?.is_dir() {
+    for shard in fs::read_dir(objects)? {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
             continue;
         }
-        for second in fs::read_dir(first.path())? {
-            let second = second?;
-            if !second.file_type()?.is_dir() {
-                continue;
-            }
-            for file in fs::read_dir(second.path())? {
-                let file = file?;
-                if file.file_type()?.is_file() {
-                    files.push(file.path());
-                }
+        for file in fs::read_dir(shard.path())? {
+            let file = file?;
+            if file.file_type()?.is_file() {
+                files.push(file.path());
             }
         }
     }

@@ -9,13 +9,13 @@
 use super::fill::{FillShared, FillState, FillStatus};
 use super::index::{Entry, Index};
 use super::layout::Layout;
-use super::meta_file::{self, sync_dir, MetaRecord, SerializedMeta};
+use super::meta_file::{self, MetaRecord, SerializedMeta};
 use super::sync::{io_error, lock, remove_if_exists, remove_in_background};
 use pingora::cache::CacheMeta;
 use pingora::Result;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::Path;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -123,16 +123,21 @@ impl Store {
     /// Makes a finished fill of `body_len` bytes the object for its key, unless a purge
     /// detached it meanwhile.
     ///
-    /// Crash safety comes from ordering: the body is made durable under its final,
-    /// generation-specific name before the meta that points at it is renamed into place, and
-    /// the previous body is deleted only once the new meta is durable. At every instant the
-    /// published meta points at a complete body.
+    /// Crash safety: the body is fsynced, then renamed to its final, generation-specific name,
+    /// and only then is the meta that points at it written (in place, over the old meta). At
+    /// runtime the index, not the meta file, is what lookups read, and the index switches to the
+    /// new body only when both files are in place. The files matter at the next `open`: a meta
+    /// torn by a crash fails its checksum, and a meta whose body is missing or of another length
+    /// is dropped, so what survives is always a complete object (or a miss). Neither the meta
+    /// nor the directories are fsynced: after a power loss a recent object may be gone, never
+    /// corrupt, because the body's bytes are durable before any name points at them. One fsync
+    /// and one new inode per object is what lets small objects be published by the thousand.
     pub(super) fn publish(&self, fill: &FillShared, body_len: u64) -> io::Result<Publish> {
         let combined = fill.combined.as_str();
         // Cheap early exit before the (possibly GiB) fsync; the check that counts is repeated
         // under the stripe lock below.
         if !lock(&self.index).is_attached(combined, fill.id) {
-            return self.discard(fill, None);
+            return self.discard(fill);
         }
         fill.file.sync_data()?;
         let record = MetaRecord {
@@ -141,72 +146,46 @@ impl Store {
             generation: fill.id,
             body_len,
             meta: SerializedMeta::clone(&fill.meta),
-        };
-        let temp_meta = self.layout.temp_meta_path(combined, fill.id);
-        meta_file::write_temp(&temp_meta, &record.encode()?)?;
-        let shard = self.layout.shard_dir(combined);
+        }
+        .encode()?;
         let body_path = self.layout.body_path(combined, fill.id);
-        let result = std::fs::create_dir_all(&shard).and_then(|()| {
-            let stripe = self.stripe(combined);
-            if !lock(&self.index).is_attached(combined, fill.id) {
-                return Ok(None);
-            }
-            std::fs::rename(&fill.temp_path, &body_path)?;
-            let renamed = sync_dir(&shard)
-                .and_then(|()| std::fs::rename(&temp_meta, self.layout.meta_path(combined)));
-            if let Err(e) = renamed {
-                let _ = remove_if_exists(&body_path);
-                return Err(e);
-            }
-            // The new meta is visible; failing to make it durable must not unpublish it, but
-            // then the old body has to stay in case the old meta is what survives a crash.
-            let durable = match sync_dir(&shard) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, dir = %shard.display(), "disk cache: fsync failed");
-                    false
-                }
-            };
-            let entry = Entry {
-                primary: fill.primary.clone(),
-                generation: fill.id,
-                body_len,
-                meta: fill.meta.clone(),
-            };
-            let old = {
-                let mut index = lock(&self.index);
-                index.remove_fill(combined, fill.id);
-                index.insert(combined.to_owned(), entry)
-            };
+        self.layout.ensure_shard(combined)?;
+        let stripe = self.stripe(combined);
+        if !lock(&self.index).is_attached(combined, fill.id) {
             drop(stripe);
-            Ok(Some((old, durable)))
-        });
-        match result {
-            Ok(Some((old, durable))) => {
-                if let Some(old) = old.filter(|old| durable && old.generation != fill.id) {
-                    // Readers still streaming the old body hold its descriptor and are unaffected.
-                    // A failure only leaves an orphan that the next open() deletes.
-                    let old_body = self.layout.body_path(combined, old.generation);
-                    if let Err(e) = remove_if_exists(&old_body) {
-                        tracing::warn!(error = %e, path = %old_body.display(), "disk cache: cannot remove replaced body");
-                    }
-                }
-                Ok(Publish::Published)
-            }
-            Ok(None) => self.discard(fill, Some(&temp_meta)),
-            Err(e) => {
-                let _ = remove_if_exists(&temp_meta);
-                Err(e)
+            return self.discard(fill);
+        }
+        std::fs::rename(&fill.temp_path, &body_path)?;
+        if let Err(e) = meta_file::write(&self.layout.meta_path(combined), &record) {
+            let _ = remove_if_exists(&body_path);
+            return Err(e);
+        }
+        let entry = Entry {
+            primary: fill.primary.clone(),
+            generation: fill.id,
+            body_len,
+            meta: fill.meta.clone(),
+        };
+        let old = {
+            let mut index = lock(&self.index);
+            index.remove_fill(combined, fill.id);
+            index.insert(combined.to_owned(), entry)
+        };
+        drop(stripe);
+        if let Some(old) = old.filter(|old| old.generation != fill.id) {
+            // Readers still streaming the old body hold its descriptor and are unaffected.
+            // A failure only leaves an orphan that the next open() deletes.
+            let old_body = self.layout.body_path(combined, old.generation);
+            if let Err(e) = remove_if_exists(&old_body) {
+                tracing::warn!(error = %e, path = %old_body.display(), "disk cache: cannot remove replaced body");
             }
         }
+        Ok(Publish::Published)
     }
 
     /// Throws away a fill a purge detached.
-    fn discard(&self, fill: &FillShared, temp_meta: Option<&Path>) -> io::Result<Publish> {
+    fn discard(&self, fill: &FillShared) -> io::Result<Publish> {
         self.forget_fill(&fill.combined, fill.id);
-        if let Some(temp_meta) = temp_meta {
-            remove_if_exists(temp_meta)?;
-        }
         remove_if_exists(&fill.temp_path)?;
         Ok(Publish::Discarded)
     }
@@ -317,7 +296,8 @@ impl Store {
         Ok(lock(&self.index).set_meta(combined, meta))
     }
 
-    /// Atomically replaces the meta file of an existing object. Caller holds the stripe lock.
+    /// Rewrites the meta file of an existing object (see `publish` for why in place is enough).
+    /// Caller holds the stripe lock.
     fn write_meta(&self, combined: &str, entry: &Entry, meta: &SerializedMeta) -> io::Result<()> {
         let record = MetaRecord {
             combined: combined.to_owned(),
@@ -326,13 +306,6 @@ impl Store {
             body_len: entry.body_len,
             meta: meta.clone(),
         };
-        let temp = self.layout.temp_meta_path(combined, self.next_id());
-        meta_file::write_temp(&temp, &record.encode()?)?;
-        let result = std::fs::rename(&temp, self.layout.meta_path(combined))
-            .and_then(|()| sync_dir(&self.layout.shard_dir(combined)));
-        if result.is_err() {
-            let _ = remove_if_exists(&temp);
-        }
-        result
+        meta_file::write(&self.layout.meta_path(combined), &record.encode()?)
     }
 }
