@@ -203,18 +203,15 @@ async fn run_writer(
     }
 }
 
+/// A reply owed to a caller, and what it will say if the commit succeeds.
+type Answer<T> = (oneshot::Sender<Result<T>>, Result<T>);
+
 /// The answers owed once the transaction's fate is known.
 #[derive(Default)]
 struct Answers {
     completions: Vec<Completion>,
-    submissions: Vec<(
-        oneshot::Sender<Result<SubmittedTask>>,
-        Result<SubmittedTask>,
-    )>,
-    outcomes: Vec<(
-        oneshot::Sender<Result<Option<TaskSummary>>>,
-        Result<Option<TaskSummary>>,
-    )>,
+    submissions: Vec<Answer<SubmittedTask>>,
+    outcomes: Vec<Answer<Option<TaskSummary>>>,
 }
 
 async fn commit_batch(connection: &mut AnyConnection, backend: Backend, batch: Batch) {
