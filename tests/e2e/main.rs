@@ -9,5 +9,6 @@ mod auth_and_admin;
 mod durability;
 mod isolation;
 mod large_object;
+mod origin_limits;
 mod prefetch_flow;
 mod ret_codes;

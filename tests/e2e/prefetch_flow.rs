@@ -317,3 +317,52 @@ async fn task_list_is_newest_first_with_status_filter_and_cursor() -> TestResult
     assert!(rest.get("next_before").is_null());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_right_after_submitting_does_not_strand_its_task() -> TestResult {
+    use tokio::io::AsyncWriteExt;
+
+    let (_dir, _server, api, origin, token) = setup("alice", "game.example.com").await?;
+    origin.set("/a.bin", Behavior::Body(Bytes::from_static(b"a")));
+    let api_addr = api.base.trim_start_matches("http://").to_string();
+    // Hang-ups spread from "before the server read anything" to "after it answered", so some
+    // land while the task is being committed.
+    for n in 0..40u64 {
+        let body = format!(r#"{{"urls": ["http://game.example.com/a.bin?n={n}"]}}"#);
+        let request = format!(
+            "POST /cdn_api/prefetch HTTP/1.1\r\nHost: {api_addr}\r\nX-Auth-Token: {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut socket = tokio::net::TcpStream::connect(&api_addr).await?;
+        socket.write_all(request.as_bytes()).await?;
+        tokio::time::sleep(Duration::from_micros(250 * n)).await;
+        // Gone before (or just after) the answer: the server may drop the handler mid-way.
+        drop(socket);
+    }
+    // Whatever was accepted must run to its end.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list = api
+            .call(
+                Method::GET,
+                "/cdn_api/prefetch?limit=100",
+                Some(&token),
+                None,
+            )
+            .await?;
+        let tasks = list.get("tasks").as_array().cloned().unwrap_or_default();
+        let unfinished = tasks.iter().filter(|task| task["status"] != "done").count();
+        if !tasks.is_empty() && unfinished == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{unfinished} of {} accepted tasks never finished",
+                tasks.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use precache_model::{Origin, TaskKind};
-use precache_store::{PairKey, PendingPair, Store};
+use precache_store::{PairKey, PairResult, PendingPair, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::pair_runner::run_pair;
+use crate::pair_runner::{record_pair, run_pair};
 use crate::{EdgeClient, EdgeDirectory};
 
 /// Limits and retry policy of the engine.
@@ -108,10 +108,15 @@ impl Engine {
     }
 
     /// Dispatches pairs until `shutdown` turns true, then abandons the pairs in flight: they
-    /// stay `running` in the store and are handed back at the next start.
+    /// stay `running` in the store and are handed back at the next start. Outcomes already
+    /// known are still recorded.
+    ///
+    /// A pair holds its origin's slot while its edge works on it, not while its outcome is
+    /// committed: the origin is done with it by then, and the next pair may start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut queues = OriginQueues::default();
-        let mut in_flight: JoinSet<String> = JoinSet::new();
+        let mut in_flight: JoinSet<(String, PairResult)> = JoinSet::new();
+        let mut recording: JoinSet<()> = JoinSet::new();
         let config = self.context.config.clone();
         loop {
             while in_flight.len() < config.concurrency.max(1) {
@@ -119,10 +124,7 @@ impl Engine {
                     break;
                 };
                 let context = Arc::clone(&self.context);
-                in_flight.spawn(async move {
-                    run_pair(&context, job).await;
-                    origin_key
-                });
+                in_flight.spawn(async move { (origin_key, run_pair(&context, job).await) });
             }
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -131,13 +133,19 @@ impl Engine {
                     None => break,
                 },
                 Some(finished) = in_flight.join_next() => match finished {
-                    Ok(origin_key) => queues.finished(&origin_key),
+                    Ok((origin_key, result)) => {
+                        queues.finished(&origin_key);
+                        let context = Arc::clone(&self.context);
+                        recording.spawn(async move { record_pair(&context, result).await });
+                    }
                     Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
                 },
+                Some(_) = recording.join_next() => {}
             }
         }
         in_flight.abort_all();
         while in_flight.join_next().await.is_some() {}
+        while recording.join_next().await.is_some() {}
     }
 }
 

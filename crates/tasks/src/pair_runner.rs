@@ -39,8 +39,9 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
     }
 }
 
-/// Runs a pair to its end and records the outcome.
-pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
+/// Runs a pair's attempts; the outcome still has to be recorded ([`record_pair`]).
+#[must_use = "the outcome must be recorded"]
+pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) -> PairResult {
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
@@ -58,7 +59,7 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
         tracing::debug!(url = %job.url, attempts, error = ?outcome.error, ?backoff, "retrying a pair");
         tokio::time::sleep(backoff).await;
     };
-    let result = PairResult {
+    PairResult {
         key: job.key,
         success: outcome.success,
         attempts: i64::from(attempts),
@@ -72,7 +73,11 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
             }
         }),
         finished_at: now_millis(),
-    };
+    }
+}
+
+/// Records a pair's outcome, retrying while the store is unavailable.
+pub(crate) async fn record_pair(context: &EngineContext, result: PairResult) {
     for record_attempt in 1..=RECORD_ATTEMPTS {
         match context.store.pair_finished(result.clone()).await {
             Ok(Some(task)) => {
@@ -86,7 +91,7 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) {
             }
             Err(error) => {
                 // The pair stays `running` in the store and is run again at the next start.
-                tracing::error!(%error, url = %job.url, "giving up recording a pair's outcome");
+                tracing::error!(%error, task = %result.key.task_id, "giving up recording a pair's outcome");
             }
         }
     }

@@ -32,6 +32,8 @@ pub enum Behavior {
 struct Shared {
     behaviors: HashMap<String, Behavior>,
     counts: HashMap<String, usize>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// A running origin.
@@ -106,6 +108,11 @@ impl Origin {
         self.lock().counts.get(path).copied().unwrap_or(0)
     }
 
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
     /// Requests seen in total.
     pub fn total(&self) -> usize {
         self.lock().counts.values().sum()
@@ -134,7 +141,26 @@ fn ok_body(body: Bytes) -> Response {
     response
 }
 
+/// Counts a request as being answered until dropped.
+struct InFlight(Origin);
+
+impl InFlight {
+    fn start(origin: &Origin) -> InFlight {
+        let mut shared = origin.lock();
+        shared.in_flight += 1;
+        shared.max_in_flight = shared.max_in_flight.max(shared.in_flight);
+        InFlight(origin.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
 async fn answer(State(origin): State<Origin>, request: Request) -> Response {
+    let _in_flight = InFlight::start(&origin);
     let path = request.uri().path().to_string();
     let (behavior, nth) = {
         let mut shared = origin.lock();

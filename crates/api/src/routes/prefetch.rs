@@ -130,42 +130,53 @@ pub(crate) async fn submit(
             default_limit: QuotaKind::PrefetchUrls.default_daily_limit(),
         },
     };
-    // The store checks that the domain is the caller's and charges the quota in the same
-    // transaction that creates the task.
-    let SubmittedTask { task, origin } =
-        state.inner.store.submit_task(task).await.map_err(|error| {
+    // Committing and handing the pairs to the engine run in a task of their own: if the client
+    // hangs up mid-request, the handler's future is dropped, but a task that may already be
+    // committed must still reach the engine, or it would wait until the next restart.
+    let engine = state.inner.engine.clone();
+    let store = state.inner.store.clone();
+    let submitted = tokio::spawn(async move {
+        // The store checks that the domain is the caller's and charges the quota in the same
+        // transaction that creates the task.
+        let SubmittedTask { task, origin } = store.submit_task(task).await?;
+        let jobs = task
+            .urls
+            .iter()
+            .enumerate()
+            .flat_map(|(url_idx, url)| {
+                task.edges
+                    .iter()
+                    .map(move |edge_id| (url_idx, url, *edge_id))
+            })
+            .map(|(url_idx, url, edge_id)| PairJob {
+                key: PairKey {
+                    task_id: task.id,
+                    url_idx: url_idx as i64,
+                    edge_id,
+                },
+                kind: TaskKind::Prefetch,
+                url: url.clone(),
+                domain: task.domain.to_string(),
+                origin: Some(origin.clone()),
+            })
+            .collect();
+        engine.enqueue(jobs);
+        Ok::<_, precache_store::Error>(task.id)
+    });
+    let task_id = submitted
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|error| {
             let mut api_error = from_store(error);
             if api_error.ret == Ret::Limited {
                 api_error.retry_after = Some(day.seconds_left);
             }
             api_error
         })?;
-    let jobs = task
-        .urls
-        .iter()
-        .enumerate()
-        .flat_map(|(url_idx, url)| {
-            task.edges
-                .iter()
-                .map(move |edge_id| (url_idx, url, *edge_id))
-        })
-        .map(|(url_idx, url, edge_id)| PairJob {
-            key: PairKey {
-                task_id: task.id,
-                url_idx: url_idx as i64,
-                edge_id,
-            },
-            kind: TaskKind::Prefetch,
-            url: url.clone(),
-            domain: task.domain.to_string(),
-            origin: Some(origin.clone()),
-        })
-        .collect();
-    state.inner.engine.enqueue(jobs);
     // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
     // seed's `success_rate` at submission is 100.
     Ok(Answer::ok(
-        json!({"reqId": task.id.to_string(), "success_rate": 100.0}),
+        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
     ))
 }
 

@@ -1,0 +1,104 @@
+//! How the engine treats origins: timeouts, refused connections, and the per-origin limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::support::client::url;
+use crate::support::server::Options;
+use crate::support::{Api, Behavior, Origin, Server, TestResult};
+
+fn options(args: &[&str]) -> Options {
+    Options {
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn an_origin_that_never_answers_fails_the_pair_after_the_first_byte_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(
+        dir.path(),
+        options(&["--origin-first-byte-timeout", "1s", "--task-attempts", "2"]),
+    )?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api
+        .user_with_domain("alice", "game.example.com", &origin.url())
+        .await?;
+    origin.set(
+        "/stuck.bin",
+        Behavior::Slow(Duration::from_secs(60), Bytes::from_static(b"too late")),
+    );
+    let req_id = api
+        .prefetch_ok(&token, &[url("game.example.com", "/stuck.bin")])
+        .await?;
+    let status = api
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(status["status"], "failed");
+    let error = status["urls"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("did not answer") && error.contains("2 attempts"),
+        "{error:?}"
+    );
+    assert_eq!(origin.count("/stuck.bin"), 2, "a timeout is retried");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_the_pair_with_that_reason() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(dir.path(), options(&["--task-attempts", "2"]))?;
+    let api = Api::new(&server);
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let token = api
+        .user_with_domain("alice", "game.example.com", &format!("http://{closed}"))
+        .await?;
+    let req_id = api
+        .prefetch_ok(&token, &[url("game.example.com", "/any.bin")])
+        .await?;
+    let status = api
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(status["status"], "failed");
+    let error = status["urls"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("refused"), "{error:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_more_than_the_per_origin_limit_is_fetched_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(dir.path(), options(&["--task-per-origin", "2"]))?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api
+        .user_with_domain("alice", "game.example.com", &origin.url())
+        .await?;
+    let paths: Vec<String> = (0..10).map(|n| format!("/release/{n}.pak")).collect();
+    for path in &paths {
+        origin.set(
+            path,
+            Behavior::Slow(Duration::from_millis(200), Bytes::from_static(b"pak")),
+        );
+    }
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|path| url("game.example.com", path))
+        .collect();
+    let req_id = api.prefetch_ok(&token, &urls).await?;
+    let status = api
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(status["status"], "done");
+    assert_eq!(origin.total(), 10);
+    assert_eq!(
+        origin.max_in_flight(),
+        2,
+        "the origin never saw more than 2 fetches at once"
+    );
+    Ok(())
+}
