@@ -35,6 +35,61 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A size written like `50GiB`, `512MiB`, `10GB` or `1048576` (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like 50GiB"))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+                ))
+            }
+        };
+        let bytes = number * multiplier as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("{text:?} is out of range"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(bytes) => Ok(ByteSize(bytes)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Declares the settings once: the flag (from the field name), its variable, its type. The
 /// struct is both the clap flags and the TOML file's schema; every field is optional so layers
 /// can be merged.
@@ -76,10 +131,20 @@ settings! {
         data_dir: PathBuf, env "PRECACHE_DATA_DIR";
         /// Database; a sqlite: URL [env: PRECACHE_DATABASE_URL] [default: the SQLite file in the data dir]
         database_url: String, env "PRECACHE_DATABASE_URL";
+        /// Bearer secret of the embedded edge's admin protocol, to drive it directly (purges from scripts); prefer the variable to the flag [env: PRECACHE_EDGE_ADMIN_SECRET] [default: random at every start]
+        edge_admin_secret: String, env "PRECACHE_EDGE_ADMIN_SECRET";
         /// Name of the embedded edge [env: PRECACHE_EDGE_NAME] [default: local]
         edge_name: String, env "PRECACHE_EDGE_NAME";
         /// Worker threads of the edge [env: PRECACHE_EDGE_THREADS] [default: one per core]
         edge_threads: usize, env "PRECACHE_EDGE_THREADS";
+        /// Disk budget of the edge's cache; least recently used objects are evicted beyond it [env: PRECACHE_CACHE_SIZE] [default: 10GiB]
+        cache_size: ByteSize, env "PRECACHE_CACHE_SIZE";
+        /// Largest object the edge caches; larger ones are proxied without caching [env: PRECACHE_MAX_OBJECT_SIZE] [default: the cache size]
+        max_object_size: ByteSize, env "PRECACHE_MAX_OBJECT_SIZE";
+        /// Free space the edge's cache leaves on its disk; below it, responses are proxied without caching [env: PRECACHE_CACHE_MIN_FREE] [default: 1GiB]
+        cache_min_free: ByteSize, env "PRECACHE_CACHE_MIN_FREE";
+        /// Niceness of the edge's threads, so API answers go first when the CPU is short; 0 to disable [env: PRECACHE_EDGE_NICE] [default: 5]
+        edge_nice: i32, env "PRECACHE_EDGE_NICE";
         /// Lifetime of API tokens [env: PRECACHE_TOKEN_TTL] [default: 24h]
         token_ttl: HumanDuration, env "PRECACHE_TOKEN_TTL";
         /// Most URLs in one prefetch request [env: PRECACHE_MAX_URLS_PER_REQUEST] [default: 10]
@@ -128,8 +193,14 @@ pub struct ServeConfig {
     pub database_url: String,
     /// Name of the embedded edge.
     pub edge_name: String,
+    /// The embedded edge's admin secret, when fixed by the operator.
+    pub edge_admin_secret: Option<String>,
     /// Edge worker threads.
     pub edge_threads: usize,
+    /// Edge threads' niceness.
+    pub edge_nice: i32,
+    /// Edge cache budget and largest object.
+    pub cache_limits: precache_edge::CacheLimits,
     /// Token lifetime.
     pub token_ttl: Duration,
     /// Most URLs per request.
@@ -161,6 +232,28 @@ fn positive(value: usize, name: &str) -> anyhow::Result<usize> {
         return Err(anyhow!("{name} must be at least 1"));
     }
     Ok(value)
+}
+
+fn cache_limits(
+    size: Option<ByteSize>,
+    max_object: Option<ByteSize>,
+    min_free: Option<ByteSize>,
+) -> anyhow::Result<precache_edge::CacheLimits> {
+    let size = size.map_or(10 << 30, |s| s.0);
+    if size == 0 {
+        return Err(anyhow!("cache_size must be more than 0"));
+    }
+    let max_object = max_object.map_or(size, |s| s.0);
+    if max_object > size {
+        return Err(anyhow!(
+            "max_object_size ({max_object} bytes) is larger than cache_size ({size} bytes)"
+        ));
+    }
+    Ok(precache_edge::CacheLimits {
+        size,
+        max_object,
+        min_free: min_free.map_or(1 << 30, |s| s.0),
+    })
 }
 
 impl ServeConfig {
@@ -207,7 +300,15 @@ impl ServeConfig {
             data_dir,
             database_url,
             edge_name: raw.edge_name.unwrap_or_else(|| "local".to_string()),
+            edge_admin_secret: match raw.edge_admin_secret {
+                Some(secret) if secret.len() < 16 => {
+                    return Err(anyhow!("edge_admin_secret must be at least 16 characters"))
+                }
+                other => other,
+            },
             edge_threads: positive(raw.edge_threads.unwrap_or(cores), "edge_threads")?,
+            edge_nice: raw.edge_nice.unwrap_or(5).clamp(0, 19),
+            cache_limits: cache_limits(raw.cache_size, raw.max_object_size, raw.cache_min_free)?,
             token_ttl: seconds(raw.token_ttl, 24 * 3600),
             max_urls_per_request: positive(
                 raw.max_urls_per_request.unwrap_or(10),

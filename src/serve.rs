@@ -119,7 +119,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     let api_listener = bind(config.api_listen, "the API")?;
-    let edge_secret = random_secret();
+    let edge_secret = config
+        .edge_admin_secret
+        .clone()
+        .unwrap_or_else(random_secret);
     let edge = precache_edge::start(precache_edge::EdgeConfig {
         name: config.edge_name.clone(),
         data_listener: bind(config.edge_listen, "the edge")?,
@@ -127,6 +130,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         data_dir: config.data_dir.join("edge"),
         admin_secret: edge_secret.clone(),
         threads: config.edge_threads,
+        nice: config.edge_nice,
+        cache_limits: config.cache_limits,
         timeouts: config.origin_timeouts,
     })
     .await
@@ -167,7 +172,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     engine_handle.enqueue(pending.into_iter().map(Into::into).collect());
 
     let (stop, stopped) = watch::channel(false);
-    let engine_task = tokio::spawn(engine.run(stopped.clone()));
+    // The engine's pair runners are background work: on a runtime of their own, at the edge's
+    // lower priority, they cannot delay API answers on a busy machine.
+    let nice = config.edge_nice;
+    let engine_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("engine")
+        .on_thread_start(move || precache_edge::set_thread_nice(nice))
+        .enable_all()
+        .build()
+        .context("start the engine's runtime")?;
+    let engine_task = engine_runtime.spawn(engine.run(stopped.clone()));
     let sync_task = tokio::spawn(edges.clone().run(EDGE_SYNC_PERIOD, stopped.clone()));
 
     let state = AppState::new(
@@ -203,8 +218,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     // Tests and scripts read this line to find the ports (any of them may be 0 in the config).
     eprintln!(
-        "precache: serving api=http://{api_addr} edge=http://{}",
-        edge.data_addr()
+        "precache: serving api=http://{api_addr} edge=http://{} edge_admin=http://{}",
+        edge.data_addr(),
+        edge.admin_addr()
     );
     tracing::info!(api = %api_addr, edge = %edge.data_addr(), edge_admin = %edge.admin_addr(), "ready");
 
@@ -215,6 +231,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::warn!("API requests still running after the grace period were cut off");
     }
     let _ = engine_task.await;
+    engine_runtime.shutdown_background();
     let _ = sync_task.await;
     store.close().await;
     edge.stop().await;

@@ -7,6 +7,7 @@ mod support;
 
 mod auth_and_admin;
 mod durability;
+mod edge_cache;
 mod isolation;
 mod large_object;
 mod origin_limits;

@@ -11,13 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use precache_model::edge_protocol::{
-    DomainTable, EdgeStatus, PrefetchCommand, PrefetchEvent, DOMAINS_PATH, PREFETCH_PATH,
-    STATUS_PATH,
+    DomainTable, EdgeStatus, PrefetchCommand, PrefetchEvent, PurgeCommand, PurgeMode, PurgeOutcome,
+    PurgeTarget, DOMAINS_PATH, PREFETCH_PATH, PURGE_PATH, STATUS_PATH,
 };
+use precache_model::ObjectUrl;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
-use crate::disk_cache::DiskCache;
+use crate::disk_cache::{DiskCache, PurgeAction};
 use crate::domain_routes::DomainRoutes;
 use crate::prefetch::Prefetcher;
 
@@ -36,6 +37,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route(STATUS_PATH, get(status))
         .route(DOMAINS_PATH, put(replace_domains))
         .route(PREFETCH_PATH, post(prefetch))
+        .route(PURGE_PATH, post(purge))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_secret,
@@ -69,6 +71,9 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<EdgeStatus> {
         objects: stats.objects,
         bytes: stats.bytes,
         fills_in_progress: stats.fills_in_progress,
+        stored_bytes: stats.stored_bytes,
+        cache_budget: stats.budget,
+        evictions: stats.evictions,
     })
 }
 
@@ -116,4 +121,53 @@ async fn prefetch(
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// Removes, invalidates or counts the cached objects of a URL (every variant) or of a URL
+/// prefix, and answers what it applied to.
+async fn purge(
+    State(state): State<Arc<AdminState>>,
+    Json(command): Json<PurgeCommand>,
+) -> Response {
+    let (text, prefix) = match &command.target {
+        PurgeTarget::Url(url) => (url, false),
+        PurgeTarget::Prefix(url) => (url, true),
+    };
+    let url = match ObjectUrl::parse(text) {
+        Ok(url) => url,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let primary = state.routes.primary_key(url.host(), url.path_and_query());
+    let action = match (command.dry_run, command.mode) {
+        (true, _) => PurgeAction::Count,
+        (false, PurgeMode::Delete) => PurgeAction::Delete,
+        (false, PurgeMode::Invalidate) => PurgeAction::Invalidate,
+    };
+    let cache = state.cache;
+    let purged =
+        tokio::task::spawn_blocking(move || cache.purge_objects(&primary, prefix, action)).await;
+    match purged {
+        Ok(Ok(done)) => {
+            tracing::info!(url = %text, prefix, ?action, objects = done.objects, bytes = done.bytes, "purged");
+            Json(PurgeOutcome {
+                objects: done.objects,
+                bytes: done.bytes,
+                fills_stopped: done.fills_stopped,
+            })
+            .into_response()
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, url = %text, "purge failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("purge failed: {error}\n"),
+            )
+                .into_response()
+        }
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("purge failed: {error}\n"),
+        )
+            .into_response(),
+    }
 }

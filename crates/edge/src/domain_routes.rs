@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use precache_model::edge_protocol::{DomainRoute, DomainTable};
+use precache_model::edge_protocol::{CachePolicy, DomainRoute, DomainTable};
+
+use crate::cache_key::{keyed_path, primary_key};
 use precache_model::Origin;
 
 /// How to reach one domain's origin.
@@ -20,6 +22,8 @@ pub struct Route {
     pub origin_addr: Option<SocketAddr>,
     /// The `Host` header sent to the origin.
     pub origin_host: String,
+    /// The operator's caching overrides.
+    pub cache: CachePolicy,
 }
 
 /// A revision of the table, immutable once built.
@@ -65,6 +69,15 @@ impl DomainRoutes {
         table.routes.get(host).cloned()
     }
 
+    /// The primary cache key of a URL of a domain, following the domain's policy on query
+    /// strings (an unknown domain keys with the query).
+    pub fn primary_key(&self, host: &str, path_and_query: &str) -> String {
+        let with_query = self
+            .route(host)
+            .is_none_or(|route| route.cache.cache_query_string);
+        primary_key(host, keyed_path(path_and_query, with_query))
+    }
+
     /// The revision being served.
     pub fn revision(&self) -> i64 {
         match self.current.read() {
@@ -90,6 +103,7 @@ impl DomainRoutes {
             domain,
             origin,
             origin_host,
+            cache,
         } in table.domains
         {
             let origin_addr = resolve(&origin).await;
@@ -100,6 +114,7 @@ impl DomainRoutes {
                     origin,
                     origin_addr,
                     origin_host,
+                    cache,
                 }),
             );
         }

@@ -9,8 +9,10 @@ mod admin;
 pub mod cache_key;
 pub mod disk_cache;
 mod domain_routes;
+mod freshness;
 mod prefetch;
 mod proxy;
+mod vary;
 
 use std::future::IntoFuture;
 use std::net::{SocketAddr, TcpListener};
@@ -28,6 +30,7 @@ use rand::RngCore;
 use tokio::sync::{oneshot, watch};
 
 use crate::admin::AdminState;
+pub use crate::disk_cache::CacheLimits;
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
 use crate::prefetch::Prefetcher;
@@ -58,8 +61,13 @@ pub struct EdgeConfig {
     pub admin_secret: String,
     /// Worker threads of the edge's runtime.
     pub threads: usize,
+    /// Niceness of the edge's threads (0 leaves them as they are). The all-in-one server
+    /// raises it so that a burst of API requests is answered before background fills run.
+    pub nice: i32,
     /// Origin timeouts.
     pub timeouts: OriginTimeouts,
+    /// Disk budget and largest cached object.
+    pub cache_limits: CacheLimits,
 }
 
 /// Why an edge could not start.
@@ -125,9 +133,11 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
         .admin_listener
         .local_addr()
         .map_err(io_error("read the admin listener address"))?;
+    let nice = config.nice;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads.max(1))
         .thread_name("edge-worker")
+        .on_thread_start(move || set_thread_nice(nice))
         .enable_all()
         .build()
         .map_err(io_error("start the edge runtime"))?;
@@ -153,6 +163,18 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     }
 }
 
+/// Sets the calling thread's niceness to `nice` (Linux threads each have their own); for
+/// runtimes of background work, started with this in `on_thread_start`.
+pub fn set_thread_nice(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // On Linux, "the calling process" of setpriority is the calling thread.
+    if let Err(error) = rustix::process::setpriority_process(None, nice) {
+        tracing::debug!(%error, "could not lower the edge threads' priority");
+    }
+}
+
 async fn run(
     config: EdgeConfig,
     data_addr: SocketAddr,
@@ -166,10 +188,12 @@ async fn run(
         data_dir,
         admin_secret,
         timeouts,
+        cache_limits,
         ..
     } = config;
     let cache_dir = data_dir.join("cache");
-    let opened = tokio::task::spawn_blocking(move || DiskCache::open(cache_dir)).await;
+    let opened =
+        tokio::task::spawn_blocking(move || DiskCache::open(cache_dir, cache_limits)).await;
     let cache: &'static DiskCache = match opened {
         Ok(Ok(cache)) => Box::leak(Box::new(cache)),
         Ok(Err(source)) => {
@@ -297,11 +321,31 @@ async fn run(
     );
     let _ = ready.send(Ok(()));
 
-    let _ = stopped.wait_for(|stop| *stop).await;
+    let mut recency_ticks = tokio::time::interval(RECENCY_SAVE_INTERVAL);
+    recency_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => break,
+            _ = recency_ticks.tick() => save_recency(cache).await,
+        }
+    }
     let _ = proxy_stop.send(true);
     let _ = tokio::time::timeout(STOP_GRACE, async {
         let _ = proxy_task.await;
         let _ = admin_task.await;
     })
     .await;
+    save_recency(cache).await;
+}
+
+/// How often the cache's least-recently-used order is saved (and at stop): what a `kill -9`
+/// can lose of it.
+const RECENCY_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn save_recency(cache: &'static DiskCache) {
+    match tokio::task::spawn_blocking(|| cache.save_recency()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not save the cache's recency order"),
+        Err(error) => tracing::warn!(%error, "saving the cache's recency order panicked"),
+    }
 }

@@ -14,7 +14,6 @@ use precache_model::ObjectUrl;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use crate::cache_key::cache_key;
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
 use crate::proxy::{
@@ -134,7 +133,7 @@ impl Prefetcher {
                 false,
             );
         }
-        let key = cache_key(url.host(), url.path_and_query());
+        let primary = self.routes.primary_key(url.host(), url.path_and_query());
         let served_from_cache = header_text(PREFETCH_SOURCE_HEADER).as_deref() == Some("hit");
         let mut received: u64 = 0;
         if !served_from_cache {
@@ -142,6 +141,22 @@ impl Prefetcher {
             match self.read_body(response, total, events).await {
                 Ok(bytes) => received = bytes,
                 Err(outcome) => return outcome,
+            }
+            let max_object = self.cache.limits().max_object;
+            let too_large = received > max_object
+                || header_text(NO_CACHE_HEADER)
+                    .is_some_and(|reason| reason.ends_with("ResponseTooLarge"));
+            if too_large {
+                let mut outcome = PairOutcome::failed(
+                    Some(status.as_u16()),
+                    format!(
+                        "the object ({} bytes) is larger than the edge's max object size ({max_object} bytes)",
+                        total.unwrap_or(received)
+                    ),
+                    false,
+                );
+                outcome.bytes = received;
+                return outcome;
             }
             if let Some(reason) = header_text(NO_CACHE_HEADER) {
                 let mut outcome = PairOutcome::failed(
@@ -153,9 +168,9 @@ impl Prefetcher {
                 return outcome;
             }
             // The proxy publishes the object (fsync, rename) after the last byte went out.
-            self.cache.wait_for_fills(&key, PUBLISH_WAIT).await;
+            self.cache.wait_for_fills(&primary, PUBLISH_WAIT).await;
         }
-        match self.cache.object_info(&key) {
+        match self.cache.object_info(&primary) {
             Some(info) => PairOutcome {
                 success: true,
                 http_status: Some(info.status),

@@ -1,24 +1,24 @@
 //! The data plane: Pingora's proxy and cache, routed by `Host` to registered domains only.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::cache::cache_control::CacheControl;
-use pingora::cache::filters::resp_cacheable;
+use pingora::cache::key::HashBinary;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::{
-    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, RespCacheable,
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::cache_key::cache_key;
+use crate::cache_key::{cache_key, keyed_path};
 use crate::disk_cache::{self, DiskCache};
 use crate::domain_routes::{DomainRoutes, Route};
+use crate::freshness;
+use crate::vary;
 use crate::OriginTimeouts;
 
 /// Header that marks a request as the edge's own prefetch. Its value is a secret only this
@@ -30,19 +30,6 @@ pub(crate) const PREFETCH_SOURCE_HEADER: &str = "x-precache-source";
 pub(crate) const NO_CACHE_HEADER: &str = "x-precache-no-cache";
 /// On answers the proxy generated because the origin could not be used: what went wrong.
 pub(crate) const UPSTREAM_ERROR_HEADER: &str = "x-precache-upstream-error";
-
-/// Freshness when the origin says nothing: a day. Game assets rarely change under one URL, and
-/// a stale copy is revalidated (a cheap 304), not refetched.
-const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
-const CACHE_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(
-    |status| match status.as_u16() {
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 410 => Some(DEFAULT_TTL),
-        _ => None,
-    },
-    0,
-    // Serve a stale copy for up to an hour while the origin is failing.
-    3600,
-);
 
 /// The proxy application.
 pub struct EdgeProxy {
@@ -166,6 +153,10 @@ impl ProxyHttp for EdgeProxy {
         session
             .cache
             .enable(self.cache, None, None, Some(self.cache_lock), None);
+        let max_object = self.cache.limits().max_object;
+        session
+            .cache
+            .set_max_file_size_bytes(usize::try_from(max_object).unwrap_or(usize::MAX));
         Ok(())
     }
 
@@ -175,7 +166,11 @@ impl ProxyHttp for EdgeProxy {
             .uri
             .path_and_query()
             .map_or("/", |path_and_query| path_and_query.as_str());
-        Ok(cache_key(&ctx.host, path_and_query))
+        let with_query = ctx
+            .route
+            .as_ref()
+            .is_none_or(|route| route.cache.cache_query_string);
+        Ok(cache_key(&ctx.host, keyed_path(path_and_query, with_query)))
     }
 
     async fn cache_hit_filter(
@@ -238,21 +233,33 @@ impl ProxyHttp for EdgeProxy {
         response: &ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<RespCacheable> {
-        let cache_control = CacheControl::from_resp_headers(response);
         let authorization_present = session
             .req_header()
             .headers
             .contains_key(http::header::AUTHORIZATION);
-        let cacheable = resp_cacheable(
-            cache_control.as_ref(),
-            response.clone(),
-            authorization_present,
-            &CACHE_DEFAULTS,
-        );
+        let policy = ctx
+            .route
+            .as_ref()
+            .map(|route| route.cache)
+            .unwrap_or_default();
+        let mut cacheable = freshness::decide(response, authorization_present, &policy);
+        if matches!(cacheable, RespCacheable::Cacheable(_)) && !self.cache.has_room() {
+            // A full disk: serve the response, keep nothing (the cache logged why).
+            cacheable = RespCacheable::Uncacheable(NoCacheReason::StorageError);
+        }
         if let RespCacheable::Uncacheable(reason) = &cacheable {
             ctx.no_cache_reason = Some(reason.as_str());
         }
         Ok(cacheable)
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestContext,
+        request: &RequestHeader,
+    ) -> Option<HashBinary> {
+        vary::variance(meta.headers(), request)
     }
 
     async fn response_filter(
@@ -276,7 +283,12 @@ impl ProxyHttp for EdgeProxy {
                 PREFETCH_SOURCE_HEADER,
                 if complete_hit { "hit" } else { "fill" },
             )?;
-            if let Some(reason) = ctx.no_cache_reason {
+            // Pingora itself disables caching for responses over the max object size.
+            let reason = ctx.no_cache_reason.or(match session.cache.phase() {
+                CachePhase::Disabled(reason) => Some(reason.as_str()),
+                _ => None,
+            });
+            if let Some(reason) = reason {
                 response.insert_header(NO_CACHE_HEADER, reason)?;
             }
         }

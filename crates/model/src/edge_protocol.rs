@@ -14,6 +14,8 @@ pub const STATUS_PATH: &str = "/edge/v1/status";
 pub const DOMAINS_PATH: &str = "/edge/v1/domains";
 /// `POST` a [`PrefetchCommand`]; the answer is NDJSON: [`PrefetchEvent`]s, the last one `finished`.
 pub const PREFETCH_PATH: &str = "/edge/v1/prefetch";
+/// `POST` a [`PurgeCommand`]; the answer is a [`PurgeOutcome`].
+pub const PURGE_PATH: &str = "/edge/v1/purge";
 
 /// How an edge serves one registered domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,33 @@ pub struct DomainRoute {
     pub origin: Origin,
     /// `Host` header sent to the origin; the domain itself when absent.
     pub origin_host: Option<String>,
+    /// The operator's caching overrides for the domain.
+    #[serde(default)]
+    pub cache: CachePolicy,
+}
+
+/// Per-domain caching overrides, registered with the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CachePolicy {
+    /// Freshness, in seconds, of responses for which the origin states none (no `max-age`,
+    /// `s-maxage` or `Expires`); when absent, a heuristic from `Last-Modified` applies.
+    pub default_ttl_secs: Option<u64>,
+    /// Cache even when the origin says `no-store`, `no-cache` or `private`.
+    pub ignore_origin_no_cache: bool,
+    /// Whether the query string is part of the cache key; when not, `/a.pak?v=1` and
+    /// `/a.pak?v=2` are one object (the origin still receives the query of the first miss).
+    pub cache_query_string: bool,
+}
+
+impl Default for CachePolicy {
+    fn default() -> CachePolicy {
+        CachePolicy {
+            default_ttl_secs: None,
+            ignore_origin_no_cache: false,
+            cache_query_string: true,
+        }
+    }
 }
 
 /// Every domain an edge serves, as of one revision of the control plane's domain registry.
@@ -48,6 +77,62 @@ pub struct EdgeStatus {
     pub bytes: u64,
     /// Fills (origin fetches being written to the cache) in progress.
     pub fills_in_progress: u64,
+    /// Bytes the cache takes on disk (bodies and metas).
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// The cache's disk budget.
+    #[serde(default)]
+    pub cache_budget: u64,
+    /// Objects evicted to stay within the budget since the edge started.
+    #[serde(default)]
+    pub evictions: u64,
+}
+
+/// Remove (or mark stale) cached objects on an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeCommand {
+    /// Which objects.
+    #[serde(flatten)]
+    pub target: PurgeTarget,
+    /// What to do with them.
+    #[serde(default)]
+    pub mode: PurgeMode,
+    /// Only count what would be affected; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The objects a purge applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeTarget {
+    /// Every cached variant of one absolute URL.
+    Url(String),
+    /// Every cached object whose URL starts with this absolute URL (a directory: ends in `/`).
+    Prefix(String),
+}
+
+/// What a purge does to the objects it applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeMode {
+    /// The objects are removed from the cache.
+    #[default]
+    Delete,
+    /// The objects stay but are stale: the next request revalidates with the origin (a 304
+    /// costs no body).
+    Invalidate,
+}
+
+/// What a purge affected on one edge (or, for a dry run, would have).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeOutcome {
+    /// Complete objects removed or marked stale.
+    pub objects: u64,
+    /// Sum of their body lengths.
+    pub bytes: u64,
+    /// Downloads into the cache that were running and will not be stored.
+    pub fills_stopped: u64,
 }
 
 /// Put one URL into the edge's cache.

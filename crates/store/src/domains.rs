@@ -1,5 +1,6 @@
 //! Registered domains (备案) and the revision edges compare their domain table against.
 
+use precache_model::edge_protocol::CachePolicy;
 use precache_model::time::now_millis;
 use precache_model::{AccountId, DomainName, Origin};
 use sqlx::any::AnyRow;
@@ -8,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use crate::{Domain, Error, Result, Store};
 
 const DOMAIN_SELECT: &str =
-    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.created_at \
+    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.created_at \
      FROM domains d JOIN accounts a ON a.id = d.account_id";
 
 fn decode_domain(row: &AnyRow) -> Result<Domain> {
@@ -20,8 +21,26 @@ fn decode_domain(row: &AnyRow) -> Result<Domain> {
         owner_name: row.try_get("owner_name")?,
         origin: Origin::parse(&origin).map_err(Error::Corrupt)?,
         origin_host: row.try_get("origin_host")?,
+        cache: decode_policy(row.try_get("cache_policy")?)?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn decode_policy(text: Option<String>) -> Result<CachePolicy> {
+    match text {
+        None => Ok(CachePolicy::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("domain cache policy {text:?}: {e}"))),
+    }
+}
+
+fn encode_policy(policy: &CachePolicy) -> Result<Option<String>> {
+    if *policy == CachePolicy::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(policy)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("encode a domain cache policy: {e}")))
 }
 
 async fn bump_domains_revision(connection: &mut AnyConnection) -> Result<()> {
@@ -40,8 +59,10 @@ impl Store {
         owner: &str,
         origin: Origin,
         origin_host: Option<String>,
+        cache: CachePolicy,
     ) -> Result<Domain> {
         let taken = format!("domain {:?}", name.as_str());
+        let encoded_policy = encode_policy(&cache)?;
         let owner = owner.to_string();
         let created_at = now_millis();
         let result = self
@@ -58,12 +79,13 @@ impl Store {
                         return Err(Error::NotFound(format!("owner account {owner:?}")));
                     };
                     sqlx::query(
-                        "INSERT INTO domains (name, account_id, origin, origin_host, created_at) VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO domains (name, account_id, origin, origin_host, cache_policy, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(name.as_str())
                     .bind(owner_id)
                     .bind(origin.to_string())
                     .bind(origin_host.clone())
+                    .bind(encoded_policy)
                     .bind(created_at)
                     .execute(&mut *connection)
                     .await?;
@@ -74,6 +96,7 @@ impl Store {
                         owner_name: owner,
                         origin,
                         origin_host,
+                        cache,
                         created_at,
                     })
                 })
@@ -112,6 +135,28 @@ impl Store {
             }
         };
         rows.iter().map(decode_domain).collect()
+    }
+
+    /// Replaces a domain's caching overrides. `NotFound` when it is not registered.
+    pub async fn set_domain_cache_policy(&self, name: &str, cache: CachePolicy) -> Result<()> {
+        let name = name.to_string();
+        let encoded = encode_policy(&cache)?;
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let updated =
+                        sqlx::query("UPDATE domains SET cache_policy = $1 WHERE name = $2")
+                            .bind(encoded)
+                            .bind(&name)
+                            .execute(&mut *connection)
+                            .await?;
+                    if updated.rows_affected() == 0 {
+                        return Err(Error::NotFound(format!("domain {name:?}")));
+                    }
+                    bump_domains_revision(connection).await
+                })
+            })
+            .await
     }
 
     /// Unregisters a domain. `NotFound` when it is not registered.

@@ -44,6 +44,8 @@ pub struct Domain {
     pub origin: Origin,
     /// `Host` sent to the origin, when not the domain itself.
     pub origin_host: Option<String>,
+    /// The operator's caching overrides.
+    pub cache: precache_model::edge_protocol::CachePolicy,
     /// Registration time, ms since the epoch.
     pub created_at: i64,
 }

@@ -12,6 +12,7 @@ async fn register_domain(store: &Store, owner: &str) {
             owner,
             Origin::parse("http://127.0.0.1:9").expect("origin"),
             None,
+            precache_model::edge_protocol::CachePolicy::default(),
         )
         .await
         .expect("domain");

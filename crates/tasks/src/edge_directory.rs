@@ -107,6 +107,7 @@ impl EdgeDirectory {
                     domain: domain.name,
                     origin: domain.origin,
                     origin_host: domain.origin_host,
+                    cache: domain.cache,
                 })
                 .collect(),
         };

@@ -73,6 +73,8 @@ pub struct Api {
     pub base: String,
     /// Address of the edge.
     pub edge: String,
+    /// Base URL of the edge's admin protocol.
+    pub edge_admin: String,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -89,6 +91,7 @@ impl Api {
             http,
             base: server.api.clone(),
             edge: server.edge.clone(),
+            edge_admin: server.edge_admin.clone(),
         }
     }
 
@@ -267,6 +270,50 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// `GET` on the edge with this `Host` and extra request headers.
+    pub async fn edge_get_with(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response, Error> {
+        let mut request = self
+            .http
+            .get(format!("http://{}{path}", self.edge))
+            .header("Host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Sends a purge command to the edge's admin protocol; returns the HTTP status and answer.
+    pub async fn edge_purge(&self, command: Value) -> Result<(u16, Value), Error> {
+        let response = self
+            .http
+            .post(format!("{}/edge/v1/purge", self.edge_admin))
+            .bearer_auth(super::server::EDGE_ADMIN_SECRET)
+            .json(&command)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// The edge's status from its admin protocol.
+    pub async fn edge_status(&self) -> Result<Value, Error> {
+        Ok(self
+            .http
+            .get(format!("{}/edge/v1/status", self.edge_admin))
+            .bearer_auth(super::server::EDGE_ADMIN_SECRET)
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<Value>()
+            .await?)
     }
 
     /// `GET` on the edge with this `Host`.

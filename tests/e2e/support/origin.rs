@@ -26,12 +26,25 @@ pub enum Behavior {
     Slow(Duration, Bytes),
     /// 200 with these extra headers.
     WithHeaders(Bytes, Vec<(&'static str, &'static str)>),
+    /// `Vary: Accept-Encoding`; the body says whether the request accepted gzip.
+    VaryOnEncoding,
+    /// Announces `len` bytes, sends the first `sent` of a [`Behavior::Large`] body, then
+    /// breaks the connection.
+    Truncated(u64, u64),
+    /// A [`Behavior::Large`] body sent in 64 KiB chunks with a pause after each.
+    SlowLarge(u64, Duration),
 }
+
+/// Body of [`Behavior::VaryOnEncoding`] for a request that accepts gzip.
+pub const GZIP_VARIANT: &[u8] = b"the gzip variant\n";
+/// Body of [`Behavior::VaryOnEncoding`] for one that does not.
+pub const PLAIN_VARIANT: &[u8] = b"the plain variant\n";
 
 #[derive(Default)]
 struct Shared {
     behaviors: HashMap<String, Behavior>,
     counts: HashMap<String, usize>,
+    not_modified: HashMap<String, usize>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -108,6 +121,11 @@ impl Origin {
         self.lock().counts.get(path).copied().unwrap_or(0)
     }
 
+    /// Requests for `path` answered `304 Not Modified` (revalidations).
+    pub fn not_modified(&self, path: &str) -> usize {
+        self.lock().not_modified.get(path).copied().unwrap_or(0)
+    }
+
     /// The most requests that were being answered at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.lock().max_in_flight
@@ -159,9 +177,68 @@ impl Drop for InFlight {
     }
 }
 
+/// A stream of the bytes `[0, len)` of a [`Behavior::Large`] body, pausing after each chunk;
+/// it fails after `fail_at` bytes when set.
+fn large_stream(
+    len: u64,
+    pause: Duration,
+    fail_at: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    const CHUNK: u64 = 64 * 1024;
+    let end_at = fail_at.unwrap_or(len).min(len);
+    futures_util::stream::unfold(0u64, move |offset| async move {
+        if offset >= end_at {
+            if fail_at.is_some() && offset < len {
+                return Some((Err(std::io::Error::other("origin gives up")), len));
+            }
+            return None;
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let end = (offset + CHUNK).min(end_at);
+        let chunk = large_bytes(offset, (end - offset) as usize);
+        Some((Ok(Bytes::from(chunk)), end))
+    })
+}
+
+fn large_response(len: u64, pause: Duration, fail_at: Option<u64>) -> Response {
+    let mut response = Body::from_stream(large_stream(len, pause, fail_at)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    validators(response.headers_mut(), len);
+    response
+}
+
 async fn answer(State(origin): State<Origin>, request: Request) -> Response {
-    let _in_flight = InFlight::start(&origin);
-    let path = request.uri().path().to_string();
+    let (request, _) = request.into_parts();
+    let path = request.uri.path().to_string();
+    let response = answer_unconditionally(&origin, &path, &request.headers).await;
+    // A revalidation whose validator still matches gets a bodiless 304.
+    let etag = response.headers().get(header::ETAG).cloned();
+    let matches = match (request.headers.get(header::IF_NONE_MATCH), &etag) {
+        (Some(presented), Some(etag)) => presented == etag,
+        _ => false,
+    };
+    if matches && response.status() == StatusCode::OK {
+        *origin.lock().not_modified.entry(path).or_default() += 1;
+        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                not_modified
+                    .headers_mut()
+                    .insert(name.clone(), value.clone());
+            }
+        }
+        return not_modified;
+    }
+    response
+}
+
+async fn answer_unconditionally(origin: &Origin, path: &str, headers: &HeaderMap) -> Response {
+    let _in_flight = InFlight::start(origin);
+    let path = path.to_string();
     let (behavior, nth) = {
         let mut shared = origin.lock();
         let nth = {
@@ -191,21 +268,23 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
                     .into_response()
             }
         }
-        Some(Behavior::Large(size)) => {
-            const CHUNK: u64 = 64 * 1024;
-            let chunks = futures_util::stream::unfold(0u64, move |offset| async move {
-                if offset >= size {
-                    return None;
-                }
-                let end = (offset + CHUNK).min(size);
-                let chunk = large_bytes(offset, (end - offset) as usize);
-                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), end))
-            });
-            let mut response = Body::from_stream(chunks).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
-            validators(response.headers_mut(), size);
+        Some(Behavior::Large(size)) => large_response(size, Duration::ZERO, None),
+        Some(Behavior::SlowLarge(size, pause)) => large_response(size, pause, None),
+        Some(Behavior::Truncated(size, sent)) => large_response(size, Duration::ZERO, Some(sent)),
+        Some(Behavior::VaryOnEncoding) => {
+            let gzip = headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.contains("gzip"));
+            let body = if gzip { GZIP_VARIANT } else { PLAIN_VARIANT };
+            let mut response = ok_body(Bytes::from_static(body));
+            response.headers_mut().insert(
+                header::VARY,
+                header::HeaderValue::from_static("Accept-Encoding"),
+            );
+            if let Ok(etag) = format!("\"{}\"", if gzip { "gz" } else { "plain" }).parse() {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
             response
         }
         Some(Behavior::Slow(delay, body)) => {

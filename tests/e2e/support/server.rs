@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 /// The admin password every test server starts with.
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The secret of every test server's embedded edge admin protocol.
+pub const EDGE_ADMIN_SECRET: &str = "edge-admin-secret-for-tests";
 
 /// A running server. Killed (SIGKILL) when dropped.
 pub struct Server {
@@ -16,6 +18,8 @@ pub struct Server {
     pub api: String,
     /// Address of the edge's data plane, e.g. `127.0.0.1:40002`.
     pub edge: String,
+    /// Base URL of the edge's admin protocol, e.g. `http://127.0.0.1:40003`.
+    pub edge_admin: String,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -68,6 +72,7 @@ impl Server {
         if !options.no_admin_password {
             command.env("PRECACHE_ADMIN_PASSWORD", ADMIN_PASSWORD);
         }
+        command.env("PRECACHE_EDGE_ADMIN_SECRET", EDGE_ADMIN_SECRET);
         for (name, value) in &options.env {
             command.env(name, value);
         }
@@ -108,10 +113,12 @@ impl Server {
         };
         let api = field("api=");
         let edge = field("edge=").trim_start_matches("http://").to_string();
+        let edge_admin = field("edge_admin=");
         Ok(Server {
             child,
             api,
             edge,
+            edge_admin,
             stderr,
         })
     }

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use precache_model::edge_protocol::CachePolicy;
 use precache_model::time::rfc3339_millis;
 use precache_model::{DomainName, Origin, Role};
 use precache_store::Domain;
@@ -20,8 +21,60 @@ fn domain_json(domain: &Domain) -> Value {
         "owner": domain.owner_name,
         "origin": domain.origin.to_string(),
         "origin_host": domain.origin_host,
+        "cache": policy_json(&domain.cache),
         "created_at": rfc3339_millis(domain.created_at),
     })
+}
+
+fn policy_json(policy: &CachePolicy) -> Value {
+    json!({
+        "default_ttl": policy.default_ttl_secs,
+        "ignore_origin_no_cache": policy.ignore_origin_no_cache,
+        "cache_query_string": policy.cache_query_string,
+    })
+}
+
+/// Reads the `cache` object of a domain registration (absent: the defaults). Unknown keys are
+/// errors, so a misspelt override is not silently ignored.
+fn parse_policy(value: Option<&Value>) -> Result<CachePolicy, ApiError> {
+    let mut policy = CachePolicy::default();
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Ok(policy);
+    };
+    let bad = |msg: String| ApiError::new(Ret::BadField, msg);
+    let Some(object) = value.as_object() else {
+        return Err(bad("cache must be an object".into()));
+    };
+    for (key, value) in object {
+        match key.as_str() {
+            "default_ttl" => {
+                policy.default_ttl_secs = match value {
+                    Value::Null => None,
+                    _ => Some(value.as_u64().ok_or_else(|| {
+                        bad(format!(
+                            "cache.default_ttl must be a whole number of seconds, not {value}"
+                        ))
+                    })?),
+                }
+            }
+            "ignore_origin_no_cache" => {
+                policy.ignore_origin_no_cache = value.as_bool().ok_or_else(|| {
+                    bad(format!("cache.ignore_origin_no_cache must be true or false, not {value}"))
+                })?
+            }
+            "cache_query_string" => {
+                policy.cache_query_string = value.as_bool().ok_or_else(|| {
+                    bad(format!("cache.cache_query_string must be true or false, not {value}"))
+                })?
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown cache setting {other:?} (known: default_ttl, ignore_origin_no_cache, cache_query_string)"
+                )))
+            }
+        }
+    }
+    Ok(policy)
 }
 
 /// The answer for a domain the caller may not see: the same whether it exists or not.
@@ -70,10 +123,11 @@ pub(crate) async fn create(
         ),
         None => None,
     };
+    let cache = parse_policy(body.get("cache"))?;
     let domain = state
         .inner
         .store
-        .create_domain(name, owner, origin, origin_host)
+        .create_domain(name, owner, origin, origin_host, cache)
         .await
         .map_err(from_store)?;
     sync_edges(&state).await;
@@ -115,6 +169,32 @@ pub(crate) async fn show(
         )),
         _ => Err(not_yours(&name)),
     }
+}
+
+/// `PUT /cdn_api/domains/{domain}/cache`: replaces the domain's caching overrides (the body
+/// is the `cache` object of a registration). Objects already cached keep the freshness they
+/// were stored with until they are refreshed.
+pub(crate) async fn set_cache(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    caller.require_admin()?;
+    let body = json_object(body, state.inner.config.max_body_bytes).await?;
+    let policy = parse_policy(Some(&Value::Object(body)))?;
+    let name = name.to_ascii_lowercase();
+    state
+        .inner
+        .store
+        .set_domain_cache_policy(&name, policy)
+        .await
+        .map_err(from_store)?;
+    sync_edges(&state).await;
+    let domain = state.inner.store.domain(&name).await.map_err(from_store)?;
+    Ok(Answer::ok(
+        json!({"domain": domain.as_ref().map(domain_json)}),
+    ))
 }
 
 /// `DELETE /cdn_api/domains/{domain}`.

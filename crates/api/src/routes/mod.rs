@@ -36,6 +36,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/domains/{domain}",
             get(domains::show).delete(domains::delete),
         )
+        .route(
+            "/cdn_api/domains/{domain}/cache",
+            axum::routing::put(domains::set_cache),
+        )
         .route("/cdn_api/edges", get(edges::list))
         .route("/cdn_api/quota", get(quota::mine))
         .route("/cdn_api/quota/{user}", get(quota::of_user).put(quota::set))

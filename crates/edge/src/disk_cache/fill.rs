@@ -143,7 +143,11 @@ impl FillHandler {
         })
         .await;
         if let Err(e) = result {
-            // Typically ENOSPC: drop the partial file now rather than when pingora drops us.
+            // Typically ENOSPC: drop the partial file now rather than when pingora drops us, and
+            // stop admitting new objects for a while.
+            if let Some(io_error) = e.root_cause().downcast_ref::<std::io::Error>() {
+                self.store.free_space.write_failed(io_error);
+            }
             self.abandon();
             return Err(e);
         }

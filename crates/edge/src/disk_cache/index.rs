@@ -2,9 +2,12 @@
 //!
 //! Lookups are answered from here without touching the meta file. The index is only ever
 //! changed together with the files it describes (see `Store`), and it is never held across IO.
+//! Objects are kept in least-recently-used order: a lookup moves its object to the back, and
+//! eviction takes from the front.
 
 use super::fill::FillShared;
 use super::meta_file::SerializedMeta;
+use hashlink::LinkedHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -18,18 +21,24 @@ pub(super) struct Entry {
     pub generation: u64,
     /// Length of that body file.
     pub body_len: u64,
+    /// Length of the meta file.
+    pub meta_len: u64,
     /// The serialized `CacheMeta`, shared with lookups in flight.
     pub meta: Arc<SerializedMeta>,
 }
 
 /// Published objects and fills in progress.
 pub(super) struct Index {
-    /// combined hash -> object
-    entries: HashMap<String, Entry>,
+    /// combined hash -> object, least recently used first
+    entries: LinkedHashMap<String, Entry>,
     /// primary key -> combined hashes of its variants; ordered for prefix scans
     by_primary: BTreeMap<Arc<str>, BTreeSet<String>>,
     /// sum of `body_len` over `entries`
     bytes: u64,
+    /// sum of `body_len + meta_len` over `entries`: what the disk budget is checked against
+    stored_bytes: u64,
+    /// bumped whenever the recency order changes, so the order is saved only when it did
+    order_changes: u64,
     /// every live fill by write id, including ones a purge detached: the request that started
     /// a fill must still find it through its write tag
     fills: HashMap<u64, Arc<FillShared>>,
@@ -43,9 +52,11 @@ pub(super) struct Index {
 impl Default for Index {
     fn default() -> Index {
         Index {
-            entries: HashMap::new(),
+            entries: LinkedHashMap::new(),
             by_primary: BTreeMap::new(),
             bytes: 0,
+            stored_bytes: 0,
+            order_changes: 0,
             fills: HashMap::new(),
             attached: HashMap::new(),
             fills_ended: tokio::sync::watch::Sender::new(0),
@@ -59,10 +70,35 @@ impl Index {
         self.entries.get(combined)
     }
 
-    /// Publishes `entry`, returning the one it replaces.
+    /// The published object for `combined`, which is being used now: it becomes the most
+    /// recently used.
+    pub(super) fn use_entry(&mut self, combined: &str) -> Option<&Entry> {
+        let entry = self.entries.to_back(combined)?;
+        self.order_changes += 1;
+        Some(entry)
+    }
+
+    /// The least recently used object.
+    pub(super) fn least_recently_used(&self) -> Option<(&String, &Entry)> {
+        self.entries.front()
+    }
+
+    /// Combined hashes from the least to the most recently used.
+    pub(super) fn recency_order(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
+    /// A counter that moves whenever the recency order changes.
+    pub(super) fn order_changes(&self) -> u64 {
+        self.order_changes
+    }
+
+    /// Publishes `entry` as the most recently used object, returning the one it replaces.
     pub(super) fn insert(&mut self, combined: String, entry: Entry) -> Option<Entry> {
         let old = self.remove(&combined);
+        self.order_changes += 1;
         self.bytes += entry.body_len;
+        self.stored_bytes += entry.body_len + entry.meta_len;
         self.by_primary
             .entry(entry.primary.clone())
             .or_default()
@@ -78,11 +114,30 @@ impl Index {
             .is_some_and(|ids| !ids.is_empty())
     }
 
-    /// Replaces the meta of a published object; `false` if there is none.
-    pub(super) fn set_meta(&mut self, combined: &str, meta: SerializedMeta) -> bool {
+    /// Combined hashes of the published variants of a primary key.
+    pub(super) fn variants(&self, primary: &str) -> impl Iterator<Item = &String> {
+        self.by_primary.get(primary).into_iter().flatten()
+    }
+
+    /// Whether a fill that will be published is running for any variant of `primary`.
+    pub(super) fn has_attached_fill_for(&self, primary: &str) -> bool {
+        self.attached.values().any(|ids| {
+            ids.iter().any(|id| {
+                self.fills
+                    .get(id)
+                    .is_some_and(|fill| &*fill.primary == primary)
+            })
+        })
+    }
+
+    /// Replaces the meta of a published object (its meta file is now `meta_len` bytes);
+    /// `false` if there is none.
+    pub(super) fn set_meta(&mut self, combined: &str, meta: SerializedMeta, meta_len: u64) -> bool {
         match self.entries.get_mut(combined) {
             Some(entry) => {
                 entry.meta = Arc::new(meta);
+                self.stored_bytes = self.stored_bytes - entry.meta_len + meta_len;
+                entry.meta_len = meta_len;
                 true
             }
             None => false,
@@ -92,7 +147,9 @@ impl Index {
     /// Forgets a published object.
     pub(super) fn remove(&mut self, combined: &str) -> Option<Entry> {
         let entry = self.entries.remove(combined)?;
+        self.order_changes += 1;
         self.bytes -= entry.body_len;
+        self.stored_bytes -= entry.body_len + entry.meta_len;
         if let Some(set) = self.by_primary.get_mut(&entry.primary) {
             set.remove(combined);
             if set.is_empty() {
@@ -131,6 +188,11 @@ impl Index {
     /// Sum of published body sizes.
     pub(super) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Published bodies and metas together: the space the cache takes on disk.
+    pub(super) fn stored_bytes(&self) -> u64 {
+        self.stored_bytes
     }
 
     /// Number of fills still running, including detached ones.

@@ -24,6 +24,7 @@ const COMBINED_LEN: usize = 32;
 /// The paths of one cache directory.
 #[derive(Debug)]
 pub(super) struct Layout {
+    root: PathBuf,
     objects: PathBuf,
     tmp: PathBuf,
     /// Which shard directories are known to exist, so each is created at most once.
@@ -43,10 +44,16 @@ impl Layout {
     /// The layout rooted at `root`.
     pub(super) fn new(root: &Path) -> Self {
         Layout {
+            root: root.to_path_buf(),
             objects: root.join("objects"),
             tmp: root.join("tmp"),
             shards_made: (0..SHARDS).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// The cache directory itself.
+    pub(super) fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The directory holding every published object.

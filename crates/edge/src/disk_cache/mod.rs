@@ -7,10 +7,12 @@
 //! meta format and `store.rs` for how files and index are kept consistent.
 
 mod fill;
+mod free_space;
 mod hit;
 mod index;
 mod layout;
 mod meta_file;
+mod recency_file;
 mod recovery;
 mod store;
 mod sync;
@@ -29,7 +31,6 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta, HitHandler, MissHandler};
 use pingora::Result;
 use std::any::Any;
-use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,22 @@ use sync::{blocking, blocking_io, io_error, lock};
 #[derive(Clone)]
 pub struct DiskCache {
     store: Arc<Store>,
+    limits: CacheLimits,
+    /// The index's order-change count when the recency order was last saved.
+    saved_order: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How much the cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most bytes of published objects (bodies and metas) on disk; least recently used
+    /// objects are evicted beyond it.
+    pub size: u64,
+    /// Largest body that is cached; larger responses are proxied without caching.
+    pub max_object: u64,
+    /// Free space to leave on the cache's file system: below it, responses are proxied
+    /// without caching.
+    pub min_free: u64,
 }
 
 /// A complete object in the cache.
@@ -66,15 +83,34 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Fills (downloads into the cache) currently running.
     pub fills_in_progress: u64,
+    /// Bodies and metas on disk: what the budget limits.
+    pub stored_bytes: u64,
+    /// The budget.
+    pub budget: u64,
+    /// Objects evicted since start.
+    pub evictions: u64,
 }
 
-/// What a purge removed.
+/// What a purge applied to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Removed {
-    /// Complete objects removed.
+    /// Complete objects removed, marked stale or counted.
     pub objects: u64,
     /// Sum of their body lengths.
     pub bytes: u64,
+    /// Fills in progress that will not be published (or, counting, that would not be).
+    pub fills_stopped: u64,
+}
+
+/// What [`DiskCache::purge`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeAction {
+    /// Remove the objects.
+    Delete,
+    /// Mark them stale, so the next request revalidates.
+    Invalidate,
+    /// Only count them.
+    Count,
 }
 
 /// Whether a hit handler from this cache streams a fill that is still being written.
@@ -87,22 +123,56 @@ pub fn is_partial_hit(hit: &HitHandler) -> bool {
 
 impl DiskCache {
     /// Opens (creating if needed) the cache under `dir`; deletes leftover temp files; rebuilds
-    /// the in-memory index by scanning meta files (deleting orphans / corrupt ones).
+    /// the in-memory index by scanning meta files (deleting orphans / corrupt ones) in the saved
+    /// least-recently-used order, and evicts down to `limits.size`.
     ///
     /// Blocks on file IO proportional to the number of stored objects.
-    pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<DiskCache> {
-        let store = recovery::recover(&dir.into())?;
+    pub fn open(dir: impl Into<PathBuf>, limits: CacheLimits) -> std::io::Result<DiskCache> {
+        let store = recovery::recover(&dir.into(), limits)?;
+        let changes = lock(&store.index).order_changes();
         Ok(DiskCache {
             store: Arc::new(store),
+            limits,
+            saved_order: Arc::new(std::sync::atomic::AtomicU64::new(changes)),
         })
     }
 
-    /// Info about the complete (fully written) object stored for this key, if any. Used after
-    /// a prefetch to verify the object really is in the cache.
-    pub fn object_info(&self, key: &CacheKey) -> Option<ObjectInfo> {
+    /// Whether new objects can be written now (the disk is not full). Measures the free space
+    /// at most once a second.
+    pub fn has_room(&self) -> bool {
+        self.store.free_space.has_room()
+    }
+
+    /// The limits the cache was opened with.
+    pub fn limits(&self) -> CacheLimits {
+        self.limits
+    }
+
+    /// Saves the least-recently-used order if it changed since the last save, so the next
+    /// start evicts in the same order. Blocks on file IO.
+    pub fn save_recency(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let (changes, order) = {
+            let index = lock(&self.store.index);
+            let changes = index.order_changes();
+            if changes == self.saved_order.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            (changes, index.recency_order().cloned().collect::<Vec<_>>())
+        };
+        recency_file::save(self.store.layout.root(), order.iter())?;
+        self.saved_order.store(changes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Info about a complete (fully written) object stored for the primary key string
+    /// `primary` (any variant). Used after a prefetch to verify the object really is cached.
+    pub fn object_info(&self, primary: &str) -> Option<ObjectInfo> {
         let (body_bytes, meta) = {
             let index = lock(&self.store.index);
-            let entry = index.get(&key.combined())?;
+            let entry = index
+                .variants(primary)
+                .find_map(|combined| index.get(combined))?;
             (entry.body_len, entry.meta.clone())
         };
         let meta = CacheMeta::deserialize(&meta.internal, &meta.header).ok()?;
@@ -113,23 +183,23 @@ impl DiskCache {
         })
     }
 
-    /// Waits (at most `limit`) until no fill for this key is running; returns whether none is.
-    /// A prefetch waits for this before it checks [`DiskCache::object_info`], because the proxy
-    /// publishes a fill after the last byte reached the client.
-    pub async fn wait_for_fills(&self, key: &CacheKey, limit: std::time::Duration) -> bool {
-        let combined = key.combined();
+    /// Waits (at most `limit`) until no fill for the primary key string `primary` is running;
+    /// returns whether none is. A prefetch waits for this before it checks
+    /// [`DiskCache::object_info`], because the proxy publishes a fill after the last byte
+    /// reached the client.
+    pub async fn wait_for_fills(&self, primary: &str, limit: std::time::Duration) -> bool {
         let mut ended = lock(&self.store.index).watch_fills_ended();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             // Marked seen before the check, so an end between the check and the wait still wakes us.
             ended.borrow_and_update();
-            if !lock(&self.store.index).has_attached_fill(&combined) {
+            if !lock(&self.store.index).has_attached_fill_for(primary) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, ended.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
-                    return !lock(&self.store.index).has_attached_fill(&combined)
+                    return !lock(&self.store.index).has_attached_fill_for(primary)
                 }
             }
         }
@@ -142,42 +212,67 @@ impl DiskCache {
             objects: index.objects(),
             bytes: index.bytes(),
             fills_in_progress: index.fills_in_progress(),
+            stored_bytes: index.stored_bytes(),
+            budget: self.limits.size,
+            evictions: self.store.evictions(),
         }
     }
 
-    /// Remove every stored variant of the object whose primary key string is `primary` (the
-    /// string given to CacheKey::new). Returns what was removed.
+    /// Applies a purge to every stored variant of the object whose primary key string is
+    /// `primary` (the string given to `CacheKey::new`), or with `prefix` to every object whose
+    /// primary key starts with it. Returns what it applied to.
     ///
-    /// Fills in progress for it are not published. Blocks on file IO.
-    pub fn purge_primary(&self, primary: &str) -> std::io::Result<Removed> {
-        let targets = lock(&self.store.index)
-            .combined_where((Bound::Included(primary), Bound::Included(primary)), |p| {
-                p == primary
-            });
-        self.remove_all(targets)
-    }
-
-    /// Remove every object whose primary key string starts with `prefix`. Returns what was
-    /// removed.
-    ///
-    /// Fills in progress for them are not published. Blocks on file IO.
-    pub fn purge_prefix(&self, prefix: &str) -> std::io::Result<Removed> {
-        let targets = lock(&self.store.index)
-            .combined_where((Bound::Included(prefix), Bound::Unbounded), |p| {
-                p.starts_with(prefix)
-            });
-        self.remove_all(targets)
-    }
-
-    fn remove_all(&self, targets: BTreeSet<String>) -> std::io::Result<Removed> {
-        let mut removed = Removed::default();
+    /// `Delete` removes the objects and stops fills in progress for them from being published;
+    /// `Invalidate` marks them stale; `Count` changes nothing. Blocks on file IO.
+    pub fn purge_objects(
+        &self,
+        primary: &str,
+        prefix: bool,
+        action: PurgeAction,
+    ) -> Result<Removed> {
+        let targets = {
+            let index = lock(&self.store.index);
+            if prefix {
+                index.combined_where((Bound::Included(primary), Bound::Unbounded), |p| {
+                    p.starts_with(primary)
+                })
+            } else {
+                index.combined_where((Bound::Included(primary), Bound::Included(primary)), |p| {
+                    p == primary
+                })
+            }
+        };
+        let mut done = Removed::default();
+        let now = SystemTime::now();
         for combined in targets {
-            if let Some(entry) = self.store.remove_key(&combined)?.entry {
-                removed.objects += 1;
-                removed.bytes += entry.body_len;
+            let body_len = match action {
+                PurgeAction::Delete => {
+                    let removal = self
+                        .store
+                        .remove_key(&combined)
+                        .map_err(|e| io_error("purge cache object", e))?;
+                    done.fills_stopped += removal.detached_fills as u64;
+                    removal.entry.map(|entry| entry.body_len)
+                }
+                PurgeAction::Invalidate => {
+                    let body_len = lock(&self.store.index).get(&combined).map(|e| e.body_len);
+                    match self.store.expire(&combined, now)? {
+                        true => body_len,
+                        false => None,
+                    }
+                }
+                PurgeAction::Count => {
+                    let index = lock(&self.store.index);
+                    done.fills_stopped += u64::from(index.has_attached_fill(&combined));
+                    index.get(&combined).map(|e| e.body_len)
+                }
+            };
+            if let Some(body_len) = body_len {
+                done.objects += 1;
+                done.bytes += body_len;
             }
         }
-        Ok(removed)
+        Ok(done)
     }
 
     fn partial_hit(fill: &fill::FillShared) -> Result<(CacheMeta, HitHandler)> {

@@ -7,48 +7,58 @@
 use super::index::{Entry, Index};
 use super::layout::{parse_object_file_name, Layout, ObjectFile};
 use super::meta_file;
+use super::recency_file;
 use super::store::Store;
 use super::sync::remove_if_exists;
+use super::CacheLimits;
 use pingora::cache::CacheMeta;
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// Opens the cache directory at `root`, creating it if needed.
-pub(super) fn recover(root: &Path) -> io::Result<Store> {
+/// Opens the cache directory at `root`, creating it if needed, and evicts down to the budget.
+pub(super) fn recover(root: &Path, limits: CacheLimits) -> io::Result<Store> {
     let layout = Layout::new(root);
     fs::create_dir_all(layout.objects_dir())?;
     fs::create_dir_all(layout.tmp_dir())?;
     clear_dir(layout.tmp_dir())?;
 
-    let mut metas: Vec<(String, PathBuf)> = Vec::new();
+    // (combined, path, modified)
+    let mut metas: Vec<(String, PathBuf, SystemTime)> = Vec::new();
     // (combined, generation) -> (path, length)
     let mut bodies: HashMap<(String, u64), (PathBuf, u64)> = HashMap::new();
     let mut max_generation = 0;
-    for file in object_files(layout.objects_dir())? {
+    for (file, metadata) in object_files(layout.objects_dir())? {
         let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
         match parse_object_file_name(name) {
             Some(ObjectFile::Meta { combined }) if file == layout.meta_path(&combined) => {
-                metas.push((combined, file));
+                let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                metas.push((combined, file, modified));
             }
             Some(ObjectFile::Body {
                 combined,
                 generation,
             }) if file == layout.body_path(&combined, generation) => {
                 max_generation = max_generation.max(generation);
-                let len = fs::metadata(&file)?.len();
-                bodies.insert((combined, generation), (file, len));
+                bodies.insert((combined, generation), (file, metadata.len()));
             }
             _ => tracing::warn!(path = %file.display(), "disk cache: ignoring unknown file"),
         }
     }
 
+    // Least recently used first: the saved order, then what was published after it was saved.
+    let ranks = recency_file::load(root)?;
+    metas.sort_by_key(|(combined, _, modified)| match ranks.get(combined) {
+        Some(rank) => (0, *rank, SystemTime::UNIX_EPOCH),
+        None => (1, 0, *modified),
+    });
     let mut index = Index::default();
-    for (combined, path) in metas {
+    for (combined, path, _) in metas {
         match load_entry(&combined, &path, &mut bodies) {
             Ok(entry) => {
                 max_generation = max_generation.max(entry.generation);
@@ -66,7 +76,10 @@ pub(super) fn recover(root: &Path) -> io::Result<Store> {
         tracing::info!(path = %path.display(), "disk cache: deleting unreferenced body");
         remove_if_exists(&path)?;
     }
-    Ok(Store::new(layout, index, max_generation))
+    let store = Store::new(layout, index, max_generation, limits.size, limits.min_free);
+    // The budget may have been lowered since the last run.
+    store.evict_to_budget()?;
+    Ok(store)
 }
 
 /// Reads one meta and claims its body from `bodies`.
@@ -76,6 +89,7 @@ fn load_entry(
     bodies: &mut HashMap<(String, u64), (PathBuf, u64)>,
 ) -> Result<Entry, String> {
     let record = meta_file::read(path).map_err(|e| e.to_string())?;
+    let meta_len = fs::metadata(path).map_err(|e| e.to_string())?.len();
     if record.combined != combined {
         return Err(format!("meta is for {}", record.combined));
     }
@@ -99,12 +113,13 @@ fn load_entry(
         primary: Arc::from(String::from_utf8_lossy(&record.primary)),
         generation: record.generation,
         body_len: record.body_len,
+        meta_len,
         meta: Arc::new(record.meta),
     })
 }
 
-/// Every file in the shard directories below `objects`.
-fn object_files(objects: &Path) -> io::Result<Vec<PathBuf>> {
+/// Every file in the shard directories below `objects`, with its metadata.
+fn object_files(objects: &Path) -> io::Result<Vec<(PathBuf, fs::Metadata)>> {
     let mut files = Vec::new();
     for shard in fs::read_dir(objects)? {
         let shard = shard?;
@@ -113,8 +128,9 @@ fn object_files(objects: &Path) -> io::Result<Vec<PathBuf>> {
         }
         for file in fs::read_dir(shard.path())? {
             let file = file?;
-            if file.file_type()?.is_file() {
-                files.push(file.path());
+            let metadata = file.metadata()?;
+            if metadata.is_file() {
+                files.push((file.path(), metadata));
             }
         }
     }

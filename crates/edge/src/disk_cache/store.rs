@@ -7,6 +7,7 @@
 //! and only for in-memory work, so lookups never wait on disk.
 
 use super::fill::{FillShared, FillState, FillStatus};
+use super::free_space::FreeSpace;
 use super::index::{Entry, Index};
 use super::layout::Layout;
 use super::meta_file::{self, MetaRecord, SerializedMeta};
@@ -32,6 +33,12 @@ pub(super) struct Store {
     /// Source of write ids, which double as body generations; starts above every generation
     /// found on disk so a new body never reuses the name of an old one.
     next_id: AtomicU64,
+    /// Most bytes (bodies and metas) the published objects may take.
+    budget: u64,
+    /// Objects evicted to stay within the budget, since start.
+    evictions: AtomicU64,
+    /// Whether the disk has room for new objects.
+    pub(super) free_space: FreeSpace,
 }
 
 /// What `Store::publish` did with a finished fill.
@@ -63,13 +70,53 @@ pub(super) struct OpenObject {
 }
 
 impl Store {
-    /// A store over `layout` whose index was rebuilt from disk.
-    pub(super) fn new(layout: Layout, index: Index, max_generation: u64) -> Self {
+    /// A store over `layout` whose index was rebuilt from disk, holding at most `budget` bytes
+    /// and writing only while `min_free` bytes are free on its disk.
+    pub(super) fn new(
+        layout: Layout,
+        index: Index,
+        max_generation: u64,
+        budget: u64,
+        min_free: u64,
+    ) -> Self {
+        let free_space = FreeSpace::new(layout.root().to_path_buf(), min_free);
         Store {
+            free_space,
             layout,
             index: Mutex::new(index),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             next_id: AtomicU64::new(max_generation + 1),
+            budget,
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Objects evicted since start.
+    pub(super) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Removes least recently used objects until the published ones fit the budget.
+    ///
+    /// Runs after a publish, outside its stripe lock: taking a victim's stripe while holding
+    /// another could deadlock with a publish of the victim evicting ours.
+    pub(super) fn evict_to_budget(&self) -> io::Result<()> {
+        loop {
+            let victim = {
+                let index = lock(&self.index);
+                if index.stored_bytes() <= self.budget {
+                    return Ok(());
+                }
+                match index.least_recently_used() {
+                    Some((combined, entry)) => (combined.clone(), entry.generation),
+                    None => return Ok(()),
+                }
+            };
+            let (combined, generation) = victim;
+            if self.remove_generation(&combined, generation)? {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(combined, "disk cache: evicted");
+            }
         }
     }
 
@@ -148,6 +195,7 @@ impl Store {
             meta: SerializedMeta::clone(&fill.meta),
         }
         .encode()?;
+        let meta_len = record.len() as u64;
         let body_path = self.layout.body_path(combined, fill.id);
         self.layout.ensure_shard(combined)?;
         let stripe = self.stripe(combined);
@@ -164,6 +212,7 @@ impl Store {
             primary: fill.primary.clone(),
             generation: fill.id,
             body_len,
+            meta_len,
             meta: fill.meta.clone(),
         };
         let old = {
@@ -180,6 +229,7 @@ impl Store {
                 tracing::warn!(error = %e, path = %old_body.display(), "disk cache: cannot remove replaced body");
             }
         }
+        self.evict_to_budget()?;
         Ok(Publish::Published)
     }
 
@@ -196,7 +246,7 @@ impl Store {
         // file; both update the index before deleting, so a retry sees the new state.
         for _ in 0..4 {
             let Some((generation, body_len, meta)) = lock(&self.index)
-                .get(combined)
+                .use_entry(combined)
                 .map(|e| (e.generation, e.body_len, e.meta.clone()))
             else {
                 return Ok(None);
@@ -233,19 +283,27 @@ impl Store {
     /// Removes an object whose files were damaged behind the cache's back, if it is still the
     /// `generation` found damaged.
     fn drop_broken(&self, combined: &str, generation: u64) -> io::Result<()> {
-        let _stripe = self.stripe(combined);
+        self.remove_generation(combined, generation).map(drop)
+    }
+
+    /// Removes the object for `combined` if it is still `generation`; whether it was. Fills in
+    /// progress for the key are left alone.
+    fn remove_generation(&self, combined: &str, generation: u64) -> io::Result<bool> {
+        let stripe = self.stripe(combined);
         let removed = {
             let mut index = lock(&self.index);
             let current = index
                 .get(combined)
                 .is_some_and(|e| e.generation == generation);
-            current.then(|| index.remove(combined))
+            current.then(|| index.remove(combined)).flatten()
         };
-        if removed.is_some() {
-            remove_if_exists(&self.layout.meta_path(combined))?;
-            remove_if_exists(&self.layout.body_path(combined, generation))?;
+        if removed.is_none() {
+            return Ok(false);
         }
-        Ok(())
+        remove_if_exists(&self.layout.meta_path(combined))?;
+        drop(stripe);
+        remove_if_exists(&self.layout.body_path(combined, generation))?;
+        Ok(true)
     }
 
     /// Removes the object for `combined` and stops its fills in progress from being published.
@@ -275,8 +333,8 @@ impl Store {
         let Some(entry) = lock(&self.index).get(combined).cloned() else {
             return Ok(false);
         };
-        self.write_meta(combined, &entry, &meta)?;
-        Ok(lock(&self.index).set_meta(combined, meta))
+        let meta_len = self.write_meta(combined, &entry, &meta)?;
+        Ok(lock(&self.index).set_meta(combined, meta, meta_len))
     }
 
     /// Marks the object for `combined` stale as of `at`, keeping its body; `false` if there is
@@ -291,14 +349,15 @@ impl Store {
         meta.expire_at(at);
         let (internal, header) = meta.serialize()?;
         let meta = SerializedMeta { internal, header };
-        self.write_meta(combined, &entry, &meta)
+        let meta_len = self
+            .write_meta(combined, &entry, &meta)
             .map_err(|e| io_error("write expired cache meta", e))?;
-        Ok(lock(&self.index).set_meta(combined, meta))
+        Ok(lock(&self.index).set_meta(combined, meta, meta_len))
     }
 
-    /// Rewrites the meta file of an existing object (see `publish` for why in place is enough).
-    /// Caller holds the stripe lock.
-    fn write_meta(&self, combined: &str, entry: &Entry, meta: &SerializedMeta) -> io::Result<()> {
+    /// Rewrites the meta file of an existing object (see `publish` for why in place is enough);
+    /// returns its new length. Caller holds the stripe lock.
+    fn write_meta(&self, combined: &str, entry: &Entry, meta: &SerializedMeta) -> io::Result<u64> {
         let record = MetaRecord {
             combined: combined.to_owned(),
             primary: entry.primary.as_bytes().to_vec(),
@@ -306,6 +365,8 @@ impl Store {
             body_len: entry.body_len,
             meta: meta.clone(),
         };
-        meta_file::write(&self.layout.meta_path(combined), &record.encode()?)
+        let bytes = record.encode()?;
+        meta_file::write(&self.layout.meta_path(combined), &bytes)?;
+        Ok(bytes.len() as u64)
     }
 }

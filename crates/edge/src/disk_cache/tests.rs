@@ -15,12 +15,42 @@ fn span() -> SpanHandle {
     Span::inactive().handle()
 }
 
+const UNLIMITED: CacheLimits = CacheLimits {
+    size: u64::MAX,
+    max_object: u64::MAX,
+    min_free: 0,
+};
+
 fn open(dir: &Path) -> &'static DiskCache {
-    Box::leak(Box::new(DiskCache::open(dir).expect("open cache")))
+    open_limited(dir, UNLIMITED)
+}
+
+fn open_limited(dir: &Path, limits: CacheLimits) -> &'static DiskCache {
+    Box::leak(Box::new(DiskCache::open(dir, limits).expect("open cache")))
+}
+
+/// Bytes of every file under `objects/`: what the budget must bound.
+fn bytes_on_disk(dir: &Path) -> u64 {
+    files_under(&dir.join("objects"))
+        .iter()
+        .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+        .sum()
 }
 
 fn key(primary: &str) -> CacheKey {
     CacheKey::new(primary, "")
+}
+
+/// The stats of an empty cache opened with [`UNLIMITED`].
+fn empty_stats() -> CacheStats {
+    CacheStats {
+        budget: u64::MAX,
+        ..CacheStats::default()
+    }
+}
+
+fn primary_of(key: &CacheKey) -> &str {
+    std::str::from_utf8(key.primary_key()).expect("utf-8 primary")
 }
 
 /// Whole seconds, because pingora stores meta times at second resolution.
@@ -161,7 +191,7 @@ async fn miss_write_finish_then_hit_returns_identical_bytes_and_meta() {
     assert!(hit.read_body().await.expect("read after end").is_none());
     hit.finish(cache, &key, &span()).await.expect("finish hit");
 
-    let info = cache.object_info(&key).expect("object info");
+    let info = cache.object_info(primary_of(&key)).expect("object info");
     assert_eq!(
         info,
         ObjectInfo {
@@ -173,6 +203,9 @@ async fn miss_write_finish_then_hit_returns_identical_bytes_and_meta() {
     assert_eq!(
         cache.stats(),
         CacheStats {
+            stored_bytes: cache.stats().stored_bytes,
+            budget: u64::MAX,
+            evictions: 0,
             objects: 1,
             bytes: body.len() as u64,
             fills_in_progress: 0,
@@ -194,7 +227,10 @@ async fn empty_body_is_stored() {
     miss.finish().await.expect("finish");
     let (_, body) = read_object(cache, &key).await.expect("hit");
     assert!(body.is_empty());
-    assert_eq!(cache.object_info(&key).map(|i| i.body_bytes), Some(0));
+    assert_eq!(
+        cache.object_info(primary_of(&key)).map(|i| i.body_bytes),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -273,8 +309,8 @@ async fn partial_reader_fails_when_the_writer_is_dropped() {
         "a truncated body must not end cleanly"
     );
     assert!(lookup(cache, &key).await.is_none());
-    assert!(cache.object_info(&key).is_none());
-    assert_eq!(cache.stats(), CacheStats::default());
+    assert!(cache.object_info(primary_of(&key)).is_none());
+    assert_eq!(cache.stats(), empty_stats());
     wait_for_files(dir.path(), &key.combined(), 0).await;
 }
 
@@ -332,7 +368,9 @@ async fn small_writes_are_batched_and_a_reader_tails_each_batch() {
     let rest = read_all(&mut hit).await.expect("rest");
     assert_eq!(first.len() + rest.len(), 8 * 64 * 1024);
     assert_eq!(
-        cache.object_info(&key).map(|info| info.body_bytes),
+        cache
+            .object_info(primary_of(&key))
+            .map(|info| info.body_bytes),
         Some(8 * 64 * 1024)
     );
 }
@@ -388,10 +426,13 @@ async fn reopen_finds_the_object() {
     assert_eq!(reopened.stats().bytes, body.len() as u64);
     // The primary key string survives a restart, so purges by primary still work.
     assert_eq!(
-        reopened.purge_primary("5:a.com/persist").expect("purge"),
+        reopened
+            .purge_objects("5:a.com/persist", false, PurgeAction::Delete)
+            .expect("purge"),
         Removed {
             objects: 1,
             bytes: body.len() as u64,
+            fills_stopped: 0,
         }
     );
 }
@@ -499,7 +540,9 @@ async fn update_meta_persists_across_reopen() {
     assert!(same_meta(&got, &updated));
     assert_eq!(got_body, body);
     assert_eq!(
-        reopened.object_info(&key).map(|i| i.fresh_until),
+        reopened
+            .object_info(primary_of(&key))
+            .map(|i| i.fresh_until),
         Some(updated.fresh_until())
     );
 
@@ -529,7 +572,7 @@ async fn purge_removes_the_object_and_its_files() {
         .await
         .expect("purge");
     assert_eq!(outcome, PurgeOutcome::NotFound);
-    assert!(cache.object_info(&key).is_some());
+    assert!(cache.object_info(primary_of(&key)).is_some());
 
     let outcome = cache
         .purge(
@@ -541,7 +584,7 @@ async fn purge_removes_the_object_and_its_files() {
         .expect("purge");
     assert_eq!(outcome, PurgeOutcome::Purged(None));
     assert!(lookup(cache, &key).await.is_none());
-    assert_eq!(cache.stats(), CacheStats::default());
+    assert_eq!(cache.stats(), empty_stats());
     wait_for_files(dir.path(), &key.combined(), 0).await;
 
     let outcome = cache
@@ -599,7 +642,7 @@ async fn purge_during_a_fill_wins() {
         lookup(cache, &key).await.is_none(),
         "a purged fill is not published"
     );
-    assert_eq!(cache.stats(), CacheStats::default());
+    assert_eq!(cache.stats(), empty_stats());
     wait_for_files(dir.path(), &key.combined(), 0).await;
 }
 
@@ -618,10 +661,13 @@ async fn purge_primary_removes_every_variant() {
     fill(cache, &other, &meta(), &body(4000, 13), 300).await;
 
     assert_eq!(
-        cache.purge_primary(primary).expect("purge"),
+        cache
+            .purge_objects(primary, false, PurgeAction::Delete)
+            .expect("purge"),
         Removed {
             objects: 2,
             bytes: 3000,
+            fills_stopped: 0,
         }
     );
     assert!(lookup(cache, &plain).await.is_none());
@@ -630,7 +676,9 @@ async fn purge_primary_removes_every_variant() {
     wait_for_files(dir.path(), &plain.combined(), 0).await;
     wait_for_files(dir.path(), &variant.combined(), 0).await;
     assert_eq!(
-        cache.purge_primary(primary).expect("purge"),
+        cache
+            .purge_objects(primary, false, PurgeAction::Delete)
+            .expect("purge"),
         Removed::default()
     );
     assert_eq!(cache.stats().objects, 1);
@@ -658,11 +706,12 @@ async fn purge_prefix_removes_matching_objects_and_fills() {
 
     assert_eq!(
         cache
-            .purge_prefix("15:hewenchina.com/static/")
+            .purge_objects("15:hewenchina.com/static/", true, PurgeAction::Delete)
             .expect("purge"),
         Removed {
             objects: 2,
             bytes: 300,
+            fills_stopped: 1,
         }
     );
     assert!(matches!(
@@ -676,10 +725,13 @@ async fn purge_prefix_removes_matching_objects_and_fills() {
     assert!(lookup(cache, &outside).await.is_some());
     assert!(lookup(cache, &other_host).await.is_some());
     assert_eq!(
-        cache.purge_prefix("").expect("purge all"),
+        cache
+            .purge_objects("", true, PurgeAction::Delete)
+            .expect("purge all"),
         Removed {
             objects: 2,
             bytes: 1200,
+            fills_stopped: 0,
         }
     );
 }
@@ -833,6 +885,75 @@ async fn failed_write_fails_readers_and_leaves_nothing_behind() {
         "readers must see the failure"
     );
     assert!(lookup(cache, &key).await.is_none());
-    assert_eq!(cache.stats(), CacheStats::default());
+    assert_eq!(cache.stats(), empty_stats());
     wait_for_files(dir.path(), &key.combined(), 0).await;
+}
+
+#[tokio::test]
+async fn the_least_recently_used_object_is_evicted_to_stay_within_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Room for three 100 KiB objects and their metas, not four.
+    let limits = CacheLimits {
+        size: 350 * 1024,
+        max_object: 350 * 1024,
+        min_free: 0,
+    };
+    let cache = open_limited(dir.path(), limits);
+    let object = body(100 * 1024, 1);
+    for name in ["a", "b", "c"] {
+        fill(cache, &key(name), &meta(), &object, 64 * 1024).await;
+    }
+    // "a" is used, so "b" is now the least recently used.
+    assert!(read_object(cache, &key("a")).await.is_some());
+    fill(cache, &key("d"), &meta(), &object, 64 * 1024).await;
+
+    assert!(lookup(cache, &key("b")).await.is_none(), "b was evicted");
+    for name in ["a", "c", "d"] {
+        assert!(lookup(cache, &key(name)).await.is_some(), "{name} stays");
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.objects, 3);
+    assert_eq!(stats.evictions, 1);
+    assert!(stats.stored_bytes <= limits.size, "{stats:?}");
+    // Evicted bodies are deleted right away, so the files agree with the books.
+    assert_eq!(bytes_on_disk(dir.path()), stats.stored_bytes);
+}
+
+#[tokio::test]
+async fn the_recency_order_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = body(100 * 1024, 2);
+    {
+        let cache = open(dir.path());
+        for name in ["a", "b", "c"] {
+            fill(cache, &key(name), &meta(), &object, 64 * 1024).await;
+        }
+        assert!(read_object(cache, &key("a")).await.is_some());
+        cache.save_recency().expect("save recency");
+        // Published after the save: ranked by its meta file's age, as the newest.
+        fill(cache, &key("d"), &meta(), &object, 64 * 1024).await;
+    }
+    // A smaller budget at the next start evicts in the saved order: b, then c.
+    let stored_per_object = bytes_on_disk(dir.path()) / 4;
+    let cache = open_limited(
+        dir.path(),
+        CacheLimits {
+            size: stored_per_object * 2,
+            max_object: stored_per_object,
+            min_free: 0,
+        },
+    );
+    assert!(
+        lookup(cache, &key("b")).await.is_none(),
+        "b was least recent"
+    );
+    assert!(lookup(cache, &key("c")).await.is_none(), "c was next");
+    assert!(
+        lookup(cache, &key("a")).await.is_some(),
+        "a was used last before the save"
+    );
+    assert!(
+        lookup(cache, &key("d")).await.is_some(),
+        "d was published last"
+    );
 }

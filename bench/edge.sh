@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The edge benchmark: precache's edge side by side with nginx and Varnish, in one invocation of
+# the shared harness (../shared/bench/edge-bench.sh). See bench/README.md.
+#
+#   bench/edge.sh [harness options...]
+#
+# Environment: PRECACHE_BIN (default target/release/precache), EDGE_BENCH (the harness),
+# PRECACHE_CACHE_SIZE (the edge's disk budget, default 8GiB).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin=${PRECACHE_BIN:-$repo/target/release/precache}
+harness=${EDGE_BENCH:-$repo/../shared/bench/edge-bench.sh}
+api_addr=127.0.0.1:19011
+edge_addr=127.0.0.1:19010
+origin=http://127.0.0.1:19000
+domain=game.example.com
+
+[ -x "$bin" ] || { echo "edge.sh: $bin not found; run cargo build --release first" >&2; exit 2; }
+[ -x "$harness" ] || { echo "edge.sh: harness $harness not found" >&2; exit 2; }
+
+work=$(mktemp -d /var/tmp/precache-edge-bench.XXXXXX)
+password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+PRECACHE_ADMIN_PASSWORD=$password RUST_LOG=${RUST_LOG:-warn} "$bin" serve \
+    --data-dir "$work/data" --api-listen "$api_addr" --edge-listen "$edge_addr" \
+    --cache-size "${PRECACHE_CACHE_SIZE:-8GiB}" >"$work/server.log" 2>&1 &
+server_pid=$!
+
+api=http://$api_addr/cdn_api
+for _ in $(seq 100); do
+    curl -fsS "$api/health" >/dev/null 2>&1 && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+
+token=$(curl -fsS -X POST "$api/auth/tokens" \
+        -d "{\"username\": \"admin\", \"password\": \"$password\"}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["zt_api"]["token"]["id"])')
+curl -fsS -o /dev/null -X POST "$api/users" -H "X-Auth-Token: $token" \
+     -d "{\"name\": \"bench\", \"password\": \"$password\", \"role\": \"user\"}"
+curl -fsS -o /dev/null -X POST "$api/domains" -H "X-Auth-Token: $token" \
+     -d "{\"domain\": \"$domain\", \"origin\": \"$origin\", \"owner\": \"bench\"}"
+
+# The domain table reaches the edge through the edge protocol; wait until the edge routes it
+# (an unknown host is a 404 without any origin contact; a known one is proxied, and the origin
+# is not up yet, so anything but 404 will do).
+for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $domain" "http://$edge_addr/static/1k.bin" || true)
+    [ "$code" != 404 ] && break
+    sleep 0.1
+done
+
+"$harness" nginx=127.0.0.1:19001 varnish=127.0.0.1:19002 precache=$edge_addr "$@"
