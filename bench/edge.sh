@@ -34,7 +34,7 @@ trap cleanup EXIT INT TERM
 
 PRECACHE_ADMIN_PASSWORD=$password RUST_LOG=${RUST_LOG:-warn} "$bin" serve \
     --data-dir "$work/data" --api-listen "$api_addr" --edge-listen "$edge_addr" \
-    --cache-size "${PRECACHE_CACHE_SIZE:-8GiB}" >"$work/server.log" 2>&1 &
+    --cache-size "${PRECACHE_CACHE_SIZE:-8GiB}" --edge-nice 0 >"$work/server.log" 2>&1 &
 server_pid=$!
 
 api=http://$api_addr/cdn_api

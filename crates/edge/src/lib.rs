@@ -189,6 +189,8 @@ async fn run(
         admin_secret,
         timeouts,
         cache_limits,
+        threads,
+        nice,
         ..
     } = config;
     let cache_dir = data_dir.join("cache");
@@ -264,7 +266,18 @@ async fn run(
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
     let (proxy_stop, proxy_stopped) = watch::channel(false);
     let (service_ready, _) = watch::channel(false);
-    let proxy_task = tokio::spawn(async move {
+    // Players' connections run on pingora's no-steal runtime: one single-threaded runtime per
+    // thread, each connection staying on the thread that accepted it. On a hit-heavy load this
+    // spares the cross-thread wake-ups of a work-stealing runtime (measured in bench/RESULTS.md).
+    let data_runtime = pingora_runtime::Runtime::new_no_steal(threads.max(1), "edge-data");
+    if let pingora_runtime::Runtime::NoSteal(pools) = &data_runtime {
+        for thread in 0..threads.max(1) {
+            pools
+                .get_runtime_at(thread)
+                .spawn(async move { set_thread_nice(nice) });
+        }
+    }
+    let proxy_task = data_runtime.get_handle().spawn(async move {
         service
             .start_service(
                 Some(fds),
@@ -333,6 +346,11 @@ async fn run(
     let _ = tokio::time::timeout(STOP_GRACE, async {
         let _ = proxy_task.await;
         let _ = admin_task.await;
+    })
+    .await;
+    // Connections still open after the grace period are cut here.
+    let _ = tokio::task::spawn_blocking(move || {
+        data_runtime.shutdown_timeout(Duration::from_millis(200))
     })
     .await;
     save_recency(cache).await;

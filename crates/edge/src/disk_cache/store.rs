@@ -11,6 +11,7 @@ use super::free_space::FreeSpace;
 use super::index::{Entry, Index};
 use super::layout::Layout;
 use super::meta_file::{self, MetaRecord, SerializedMeta};
+use super::open_files::{OpenFiles, OpenObject};
 use super::sync::{io_error, lock, remove_if_exists, remove_in_background};
 use pingora::cache::CacheMeta;
 use pingora::Result;
@@ -39,6 +40,8 @@ pub(super) struct Store {
     evictions: AtomicU64,
     /// Whether the disk has room for new objects.
     pub(super) free_space: FreeSpace,
+    /// Hot objects' open bodies and parsed metas.
+    open_files: OpenFiles,
 }
 
 /// What `Store::publish` did with a finished fill.
@@ -60,11 +63,11 @@ pub(super) struct KeyRemoval {
 }
 
 /// A published object opened for reading.
-pub(super) struct OpenObject {
-    /// Its serialized `CacheMeta`.
-    pub meta: Arc<SerializedMeta>,
+pub(super) struct OpenedObject {
+    /// Its meta.
+    pub meta: CacheMeta,
     /// Its body file.
-    pub file: File,
+    pub file: Arc<File>,
     /// Its body length.
     pub body_len: u64,
 }
@@ -82,6 +85,7 @@ impl Store {
         let free_space = FreeSpace::new(layout.root().to_path_buf(), min_free);
         Store {
             free_space,
+            open_files: OpenFiles::new(),
             layout,
             index: Mutex::new(index),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -221,6 +225,7 @@ impl Store {
             index.insert(combined.to_owned(), entry)
         };
         drop(stripe);
+        self.open_files.forget(combined);
         if let Some(old) = old.filter(|old| old.generation != fill.id) {
             // Readers still streaming the old body hold its descriptor and are unaffected.
             // A failure only leaves an orphan that the next open() deletes.
@@ -240,29 +245,48 @@ impl Store {
         Ok(Publish::Discarded)
     }
 
-    /// Opens the published object for `combined`.
-    pub(super) fn open_object(&self, combined: &str) -> io::Result<Option<OpenObject>> {
+    /// Opens the published object for `combined` (from the open-files cache when it is hot).
+    pub(super) fn open_object(&self, combined: &str) -> io::Result<Option<OpenedObject>> {
         // A publish or purge may delete the body between reading the index and opening the
         // file; both update the index before deleting, so a retry sees the new state.
         for _ in 0..4 {
-            let Some((generation, body_len, meta)) = lock(&self.index)
+            let Some((generation, body_len, serialized)) = lock(&self.index)
                 .use_entry(combined)
                 .map(|e| (e.generation, e.body_len, e.meta.clone()))
             else {
                 return Ok(None);
             };
+            let parse = |serialized: &SerializedMeta| {
+                CacheMeta::deserialize(&serialized.internal, &serialized.header)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            };
+            if let Some(file) = self.open_files.get(combined, generation) {
+                return Ok(Some(OpenedObject {
+                    meta: parse(&serialized)?,
+                    file,
+                    body_len,
+                }));
+            }
             match File::open(self.layout.body_path(combined, generation)) {
                 Ok(file) => {
-                    if file.metadata()?.len() == body_len {
-                        return Ok(Some(OpenObject {
-                            meta,
-                            file,
-                            body_len,
-                        }));
+                    if file.metadata()?.len() != body_len {
+                        tracing::warn!(combined, "disk cache: body has the wrong length, dropping");
+                        self.drop_broken(combined, generation)?;
+                        return Ok(None);
                     }
-                    tracing::warn!(combined, "disk cache: body has the wrong length, dropping");
-                    self.drop_broken(combined, generation)?;
-                    return Ok(None);
+                    let file = Arc::new(file);
+                    self.open_files.insert(
+                        combined,
+                        OpenObject {
+                            generation,
+                            file: file.clone(),
+                        },
+                    );
+                    return Ok(Some(OpenedObject {
+                        meta: parse(&serialized)?,
+                        file,
+                        body_len,
+                    }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let unchanged = lock(&self.index)
@@ -300,6 +324,7 @@ impl Store {
         if removed.is_none() {
             return Ok(false);
         }
+        self.open_files.forget(combined);
         remove_if_exists(&self.layout.meta_path(combined))?;
         drop(stripe);
         remove_if_exists(&self.layout.body_path(combined, generation))?;
@@ -317,6 +342,7 @@ impl Store {
             }
         };
         if let Some(entry) = &removal.entry {
+            self.open_files.forget(combined);
             // Meta first: a crash in between leaves an orphan body, which open() deletes,
             // rather than a meta without its body.
             remove_if_exists(&self.layout.meta_path(combined))?;
