@@ -193,6 +193,61 @@ async fn a_stale_object_is_revalidated_and_a_304_refreshes_it() -> TestResult {
 }
 
 #[tokio::test]
+async fn stale_copies_stand_in_while_revalidating_and_when_the_origin_fails() -> TestResult {
+    let fixture = setup(Options::default(), Value::Null).await?;
+    let Fixture { api, origin, .. } = &fixture;
+    origin.set(
+        "/swr.txt",
+        Behavior::WithHeaders(
+            Bytes::from_static(b"old\n"),
+            vec![("cache-control", "max-age=1, stale-while-revalidate=60")],
+        ),
+    );
+    origin.set(
+        "/sie.txt",
+        Behavior::WithHeaders(
+            Bytes::from_static(b"kept\n"),
+            vec![("cache-control", "max-age=1, stale-if-error=60")],
+        ),
+    );
+    get(api, "/swr.txt", &[]).await?;
+    get(api, "/sie.txt", &[]).await?;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // Stale-while-revalidate: the stale copy at once, the origin asked in the background.
+    origin.set(
+        "/swr.txt",
+        Behavior::Slow(Duration::from_millis(500), Bytes::from_static(b"newer\n")),
+    );
+    let (status, headers, bytes) = get(api, "/swr.txt", &[]).await?;
+    assert_eq!(
+        (status, x_cache(&headers), &bytes[..]),
+        (200, "HIT", &b"old\n"[..])
+    );
+    let mut refreshed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, _, bytes) = get(api, "/swr.txt", &[]).await?;
+        if &bytes[..] == b"newer\n" {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(
+        refreshed,
+        "the background revalidation stored the new version"
+    );
+    assert_eq!(origin.count("/swr.txt"), 2);
+
+    // Stale-if-error: the origin fails, the stale copy answers.
+    origin.set("/sie.txt", Behavior::Status(503));
+    let (status, _, bytes) = get(api, "/sie.txt", &[]).await?;
+    assert_eq!((status, &bytes[..]), (200, &b"kept\n"[..]));
+    assert_eq!(origin.count("/sie.txt"), 2);
+    Ok(())
+}
+
+#[tokio::test]
 async fn vary_accept_encoding_keeps_one_variant_per_encoding() -> TestResult {
     let fixture = setup(Options::default(), Value::Null).await?;
     let Fixture { api, origin, .. } = &fixture;

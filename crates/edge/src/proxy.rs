@@ -302,7 +302,9 @@ impl ProxyHttp for EdgeProxy {
         error: Option<&Error>,
     ) -> bool {
         // A prefetch must see the origin's answer, never a stale copy standing in for it.
-        !ctx.is_prefetch && error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+        // Otherwise: while revalidating (`None`: within the object's stale-while-revalidate)
+        // and when the origin fails (within its stale-if-error); pingora checks the windows.
+        !ctx.is_prefetch && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
     }
 
     async fn fail_to_proxy(

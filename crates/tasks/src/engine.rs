@@ -7,6 +7,7 @@
 //! the others.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,13 +59,37 @@ impl From<PendingPair> for PairJob {
     }
 }
 
+/// While submissions are being accepted, the engine starts pairs only up to this many in
+/// flight: on a small machine the API's answers come first, and the work it accepted runs at
+/// full speed as soon as the burst is over (the total time to `done` hardly changes, since
+/// the same CPU does the same work).
+const IN_FLIGHT_WHILE_ADMITTING: usize = 2;
+/// How often the engine looks again whether a burst of submissions is over.
+const ADMISSION_RECHECK: Duration = Duration::from_millis(20);
+
 /// Hands work to the engine. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
     queue: mpsc::UnboundedSender<Vec<PairJob>>,
+    admitting: Arc<AtomicUsize>,
+}
+
+/// Held by the API while it accepts a submission; see [`EngineHandle::admitting`].
+pub struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl EngineHandle {
+    /// Tells the engine a submission is being accepted until the guard is dropped.
+    pub fn admitting(&self) -> Admission {
+        self.admitting.fetch_add(1, Ordering::Relaxed);
+        Admission(Arc::clone(&self.admitting))
+    }
+
     /// Queues pairs whose task is committed. The queue is unbounded on purpose: the store already
     /// bounds what can be accepted, and a committed pair must never be dropped.
     pub fn enqueue(&self, jobs: Vec<PairJob>) {
@@ -87,6 +112,7 @@ pub(crate) struct EngineContext {
 pub struct Engine {
     context: Arc<EngineContext>,
     receiver: mpsc::UnboundedReceiver<Vec<PairJob>>,
+    admitting: Arc<AtomicUsize>,
 }
 
 impl Engine {
@@ -104,7 +130,15 @@ impl Engine {
             client,
             config,
         });
-        (Engine { context, receiver }, EngineHandle { queue })
+        let admitting = Arc::new(AtomicUsize::new(0));
+        (
+            Engine {
+                context,
+                receiver,
+                admitting: Arc::clone(&admitting),
+            },
+            EngineHandle { queue, admitting },
+        )
     }
 
     /// Dispatches pairs until `shutdown` turns true, then abandons the pairs in flight: they
@@ -118,8 +152,15 @@ impl Engine {
         let mut in_flight: JoinSet<(String, PairResult)> = JoinSet::new();
         let mut recording: JoinSet<()> = JoinSet::new();
         let config = self.context.config.clone();
+        let mut recheck = tokio::time::interval(ADMISSION_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while in_flight.len() < config.concurrency.max(1) {
+            let limit = if self.admitting.load(Ordering::Relaxed) > 0 {
+                IN_FLIGHT_WHILE_ADMITTING.min(config.concurrency.max(1))
+            } else {
+                config.concurrency.max(1)
+            };
+            while in_flight.len() < limit {
                 let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else {
                     break;
                 };
@@ -141,6 +182,8 @@ impl Engine {
                     Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
                 },
                 Some(_) = recording.join_next() => {}
+                // Pairs may wait for a burst of submissions to end; look again soon.
+                _ = recheck.tick(), if in_flight.len() < config.concurrency.max(1) && !queues.is_empty() => {}
             }
         }
         in_flight.abort_all();
@@ -159,6 +202,10 @@ struct OriginQueues {
 }
 
 impl OriginQueues {
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
     fn push(&mut self, job: PairJob) {
         // Pairs of an unregistered domain have no origin to protect; they fail at once.
         let origin_key = job

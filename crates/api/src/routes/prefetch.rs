@@ -135,7 +135,9 @@ pub(crate) async fn submit(
     // committed must still reach the engine, or it would wait until the next restart.
     let engine = state.inner.engine.clone();
     let store = state.inner.store.clone();
+    let admission = engine.admitting();
     let submitted = tokio::spawn(async move {
+        let _admission = admission;
         // The store checks that the domain is the caller's and charges the quota in the same
         // transaction that creates the task.
         let SubmittedTask { task, origin } = store.submit_task(task).await?;
