@@ -12,4 +12,5 @@ mod isolation;
 mod large_object;
 mod origin_limits;
 mod prefetch_flow;
+mod refresh;
 mod ret_codes;

@@ -1,7 +1,7 @@
 //! How tasks look on the wire: the status answer and the list entries.
 
 use precache_model::time::rfc3339_millis;
-use precache_model::PairStatus;
+use precache_model::{PairStatus, TaskKind};
 use precache_store::{PairRecord, TaskDetail, TaskSummary};
 use serde_json::{json, Map, Value};
 
@@ -52,8 +52,8 @@ pub(crate) fn summary_fields(summary: &TaskSummary) -> Map<String, Value> {
     fields
 }
 
-fn pair_json(pair: &PairRecord) -> Value {
-    json!({
+fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
+    let mut fields = json!({
         "edge": pair.edge_name,
         "status": pair.status.as_str(),
         "attempts": pair.attempts,
@@ -62,14 +62,20 @@ fn pair_json(pair: &PairRecord) -> Value {
         "error": pair.error,
         "started_at": pair.started_at.map(rfc3339_millis),
         "finished_at": pair.finished_at.map(rfc3339_millis),
-    })
+    });
+    if kind == TaskKind::Refresh {
+        // What the purge found on this edge: for a URL, whether it was cached at all.
+        fields["objects"] = json!(pair.objects);
+        fields["was_cached"] = json!(pair.objects.map(|objects| objects > 0));
+    }
+    fields
 }
 
 /// One URL's entry: its state over all edges, and each edge's.
 ///
 /// A URL is `success` only when every edge has it, `failed` when every edge finished and one
 /// did not; `edges_success` says how many have it either way.
-fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
+fn url_json(url: &str, is_dir: bool, kind: TaskKind, pairs: &[&PairRecord]) -> Value {
     let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
     let succeeded = pairs
         .iter()
@@ -102,7 +108,7 @@ fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
         (None, _) if pairs.is_empty() => Some("no edge to run on".to_string()),
         (None, _) => None,
     };
-    json!({
+    let mut fields = json!({
         "url": url,
         "status": status,
         "edges_total": pairs.len(),
@@ -110,8 +116,15 @@ fn url_json(url: &str, pairs: &[&PairRecord]) -> Value {
         "http_status": shown.and_then(|pair| pair.http_status),
         "bytes": shown.and_then(|pair| pair.bytes),
         "error": error,
-        "edges": pairs.iter().map(|pair| pair_json(pair)).collect::<Vec<_>>(),
-    })
+        "edges": pairs.iter().map(|pair| pair_json(pair, kind)).collect::<Vec<_>>(),
+    });
+    if kind == TaskKind::Refresh {
+        // Summed over the edges: what the refresh removed (or marked stale) everywhere.
+        fields["dir"] = json!(is_dir);
+        fields["objects"] = json!(pairs.iter().filter_map(|pair| pair.objects).sum::<i64>());
+        fields["bytes"] = json!(pairs.iter().filter_map(|pair| pair.bytes).sum::<i64>());
+    }
+    fields
 }
 
 /// The full status answer of a task.
@@ -127,10 +140,23 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
                 .iter()
                 .filter(|pair| pair.url_idx == url_idx as i64)
                 .collect();
-            url_json(url, &pairs)
+            let is_dir = detail.is_dir.get(url_idx).copied().unwrap_or(false);
+            url_json(url, is_dir, detail.summary.kind, &pairs)
         })
         .collect();
     fields.insert("urls".into(), Value::Array(urls));
+    if detail.summary.kind == TaskKind::Refresh {
+        fields.insert(
+            "mode".into(),
+            json!(detail.mode.as_deref().unwrap_or("delete")),
+        );
+        // Measured propagation: from acceptance to the last edge's confirmation.
+        let propagation = detail
+            .summary
+            .finished_at
+            .map(|finished| finished - detail.summary.created_at);
+        fields.insert("propagation_ms".into(), json!(propagation));
+    }
     Value::Object(fields)
 }
 

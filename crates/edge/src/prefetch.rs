@@ -175,6 +175,7 @@ impl Prefetcher {
                 success: true,
                 http_status: Some(info.status),
                 bytes: info.body_bytes,
+                objects: None,
                 error: None,
                 retryable: false,
             },

@@ -165,8 +165,11 @@ pub struct PairOutcome {
     pub success: bool,
     /// Status the origin (or the cache) answered, when there was an answer.
     pub http_status: Option<u16>,
-    /// Body bytes fetched or held.
+    /// Body bytes fetched or held (for a purge: removed or marked stale).
     pub bytes: u64,
+    /// For a purge: cached objects it affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<u64>,
     /// Human-readable reason when `success` is false.
     pub error: Option<String>,
     /// Whether another attempt may help (5xx, timeouts, resets), as opposed to 4xx.
@@ -184,6 +187,7 @@ impl PairOutcome {
             success: false,
             http_status,
             bytes: 0,
+            objects: None,
             error: Some(error.into()),
             retryable,
         }

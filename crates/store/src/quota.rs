@@ -17,6 +17,11 @@ pub(crate) struct Balance {
 }
 
 impl Balance {
+    /// Whether `amount` fits under the limit.
+    pub(crate) fn allows(&self, amount: i64) -> bool {
+        self.used + self.taken + amount <= self.limit
+    }
+
     /// Takes `amount` if it fits under the limit.
     pub(crate) fn take(&mut self, amount: i64) -> Result<(), ()> {
         if self.used + self.taken + amount > self.limit {

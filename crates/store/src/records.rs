@@ -80,12 +80,34 @@ pub struct NewTask {
     pub domain: DomainName,
     /// Normalised, de-duplicated URLs.
     pub urls: Vec<String>,
-    /// Edges the work runs on; one pair per (URL, edge).
+    /// Refresh: normalised, de-duplicated directories (URL prefixes); they follow the URLs in
+    /// the task's numbering.
+    pub dirs: Vec<String>,
+    /// Refresh: `delete` or `invalidate`.
+    pub mode: Option<String>,
+    /// Edges the work runs on; one pair per (URL or directory, edge).
     pub edges: Vec<EdgeId>,
     /// Acceptance time, ms since the epoch.
     pub created_at: i64,
-    /// The quota charged in the same transaction.
-    pub charge: QuotaCharge,
+    /// The quotas charged in the same transaction (all or none).
+    pub charges: Vec<QuotaCharge>,
+}
+
+impl NewTask {
+    /// Every target with its index in the task and whether it is a directory.
+    pub fn targets(&self) -> impl Iterator<Item = (i64, &str, bool)> {
+        self.urls
+            .iter()
+            .map(|url| (url.as_str(), false))
+            .chain(self.dirs.iter().map(|dir| (dir.as_str(), true)))
+            .enumerate()
+            .map(|(idx, (target, is_dir))| (idx as i64, target, is_dir))
+    }
+
+    /// How many targets.
+    pub fn target_count(&self) -> usize {
+        self.urls.len() + self.dirs.len()
+    }
 }
 
 /// A committed task, with the origin of its domain (what the engine needs to run it).
@@ -154,8 +176,10 @@ pub struct PairRecord {
     pub attempts: i64,
     /// Last HTTP status seen.
     pub http_status: Option<i64>,
-    /// Body bytes fetched.
+    /// Body bytes fetched (or removed by a refresh).
     pub bytes: Option<i64>,
+    /// Refresh: cached objects affected.
+    pub objects: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
     /// First attempt started, ms.
@@ -169,8 +193,12 @@ pub struct PairRecord {
 pub struct TaskDetail {
     /// The task's row.
     pub summary: TaskSummary,
-    /// URLs by index.
+    /// URLs (and directories) by index.
     pub urls: Vec<String>,
+    /// Whether each of `urls` is a directory.
+    pub is_dir: Vec<bool>,
+    /// Refresh: the purge mode.
+    pub mode: Option<String>,
     /// Every pair, ordered by URL index then edge.
     pub pairs: Vec<PairRecord>,
 }
@@ -208,8 +236,12 @@ pub struct PendingPair {
     pub key: PairKey,
     /// Prefetch or refresh.
     pub kind: TaskKind,
-    /// The URL.
+    /// The URL (or directory).
     pub url: String,
+    /// Whether `url` is a directory (refresh).
+    pub is_dir: bool,
+    /// Refresh: `delete` or `invalidate`.
+    pub mode: Option<String>,
     /// The task's domain.
     pub domain: String,
     /// The domain's origin, `None` when the domain was removed since.
@@ -227,8 +259,10 @@ pub struct PairResult {
     pub attempts: i64,
     /// Last HTTP status seen.
     pub http_status: Option<i64>,
-    /// Body bytes.
+    /// Body bytes (fetched, or removed by a refresh).
     pub bytes: Option<i64>,
+    /// Refresh: cached objects the purge affected on the edge.
+    pub objects: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
     /// When it ended, ms.

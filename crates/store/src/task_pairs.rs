@@ -27,7 +27,7 @@ impl Store {
     /// Every waiting pair, oldest task first, with what is needed to run it.
     pub async fn pending_pairs(&self) -> Result<Vec<PendingPair>> {
         let rows = sqlx::query(
-            "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, u.url, d.origin \
+            "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, u.url, u.is_dir, d.origin \
              FROM task_pairs p \
              JOIN tasks t ON t.id = p.task_id \
              JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
@@ -50,6 +50,8 @@ impl Store {
                     },
                     kind: parse(&kind)?,
                     url: row.try_get("url")?,
+                    is_dir: row.try_get::<i64, _>("is_dir")? != 0,
+                    mode: row.try_get("mode")?,
                     domain: row.try_get("domain")?,
                     origin: origin
                         .map(|text| Origin::parse(&text))
@@ -73,7 +75,7 @@ impl Store {
     }
 }
 
-/// Up to this many pairs per statement (9 parameters each).
+/// Up to this many pairs per statement (10 parameters each).
 const PAIRS_PER_STATEMENT: usize = 400;
 
 /// Marks a batch's started pairs `running`, and their tasks, in two statements per chunk.
@@ -135,9 +137,9 @@ pub(crate) async fn record_finish_many(
     let mut advanced: Vec<(String, i64, i64, i64)> = Vec::new();
     for chunk in results.chunks(PAIRS_PER_STATEMENT) {
         let sql = format!(
-            "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, error, finished_at) AS (VALUES {}) \
+            "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, objects, error, finished_at) AS (VALUES {}) \
              UPDATE task_pairs SET status = v.status, attempts = v.attempts, http_status = v.http_status, \
-                    bytes = v.bytes, error = v.error, finished_at = v.finished_at, \
+                    bytes = v.bytes, objects = v.objects, error = v.error, finished_at = v.finished_at, \
                     started_at = COALESCE(task_pairs.started_at, v.finished_at) \
              FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
              AND task_pairs.edge_id = v.edge_id AND task_pairs.status IN ('waiting', 'running') \
@@ -149,6 +151,7 @@ pub(crate) async fn record_finish_many(
                     Some("BIGINT"),
                     Some("BIGINT"),
                     Some("TEXT"),
+                    Some("BIGINT"),
                     Some("BIGINT"),
                     Some("BIGINT"),
                     Some("BIGINT"),
@@ -172,6 +175,7 @@ pub(crate) async fn record_finish_many(
                 .bind(result.attempts)
                 .bind(result.http_status)
                 .bind(result.bytes)
+                .bind(result.objects)
                 .bind(result.error.clone())
                 .bind(result.finished_at);
         }

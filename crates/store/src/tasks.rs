@@ -132,22 +132,38 @@ pub(crate) async fn submit_many(
                 continue;
             }
         };
-        let key = (task.account_id, task.charge.day.clone(), task.charge.kind);
-        let balance = match charges.entry(key) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                entry.insert(quota::balance(connection, task.account_id, &task.charge).await?)
+        // Every charge of the task must fit, or none is taken.
+        let mut refused = None;
+        for charge in &task.charges {
+            let key = (task.account_id, charge.day.clone(), charge.kind);
+            let balance = match charges.entry(key) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    entry.insert(quota::balance(connection, task.account_id, charge).await?)
+                }
+            };
+            if !balance.allows(charge.amount) {
+                refused = Some(Error::QuotaExceeded {
+                    kind: charge.kind,
+                    limit: balance.limit,
+                    used: balance.used,
+                    requested: charge.amount,
+                });
+                break;
             }
-        };
-        match balance.take(task.charge.amount) {
-            Ok(()) => verdicts.push(Ok(origin)),
-            Err(()) => verdicts.push(Err(Error::QuotaExceeded {
-                kind: task.charge.kind,
-                limit: balance.limit,
-                used: balance.used,
-                requested: task.charge.amount,
-            })),
         }
+        if let Some(error) = refused {
+            verdicts.push(Err(error));
+            continue;
+        }
+        for charge in &task.charges {
+            let key = (task.account_id, charge.day.clone(), charge.kind);
+            if let Some(balance) = charges.get_mut(&key) {
+                // Checked above; cannot fail.
+                let _ = balance.take(charge.amount);
+            }
+        }
+        verdicts.push(Ok(origin));
     }
     for ((account_id, day, kind), balance) in &charges {
         quota::record_use(connection, *account_id, day, *kind, balance).await?;
@@ -207,12 +223,12 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
     let rows: Vec<(&NewTask, &String)> = tasks.iter().copied().zip(&ids).collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO tasks (id, account_id, kind, domain, status, created_at, n_urls, n_pairs) VALUES {}",
-            params.rows(chunk.len(), 8)
+            "INSERT INTO tasks (id, account_id, kind, domain, status, created_at, n_urls, n_pairs, mode) VALUES {}",
+            params.rows(chunk.len(), 9)
         );
         let mut query = sqlx::query(&sql);
         for (task, id) in chunk {
-            let n_pairs = (task.urls.len() * task.edges.len()) as i64;
+            let n_pairs = (task.target_count() * task.edges.len()) as i64;
             // A task with no edge to run on has nothing left to do: it ends at once, failed.
             let status = if n_pairs == 0 {
                 TaskStatus::Failed
@@ -226,35 +242,38 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
                 .bind(task.domain.as_str())
                 .bind(status.as_str())
                 .bind(task.created_at)
-                .bind(task.urls.len() as i64)
-                .bind(n_pairs);
+                .bind(task.target_count() as i64)
+                .bind(n_pairs)
+                .bind(task.mode.clone());
         }
         query.execute(&mut *connection).await?;
     }
-    let urls: Vec<(&str, i64, &str)> = rows
+    let urls: Vec<(&str, i64, &str, bool)> = rows
         .iter()
         .flat_map(|(task, id)| {
-            task.urls
-                .iter()
-                .enumerate()
-                .map(move |(url_idx, url)| (id.as_str(), url_idx as i64, url.as_str()))
+            task.targets()
+                .map(move |(url_idx, url, is_dir)| (id.as_str(), url_idx, url, is_dir))
         })
         .collect();
     for chunk in urls.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO task_urls (task_id, url_idx, url) VALUES {}",
-            params.rows(chunk.len(), 3)
+            "INSERT INTO task_urls (task_id, url_idx, url, is_dir) VALUES {}",
+            params.rows(chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
-        for (id, url_idx, url) in chunk {
-            query = query.bind(*id).bind(*url_idx).bind(*url);
+        for (id, url_idx, url, is_dir) in chunk {
+            query = query
+                .bind(*id)
+                .bind(*url_idx)
+                .bind(*url)
+                .bind(i64::from(*is_dir));
         }
         query.execute(&mut *connection).await?;
     }
     let pairs: Vec<(&str, i64, EdgeId)> = rows
         .iter()
         .flat_map(|(task, id)| {
-            (0..task.urls.len() as i64).flat_map(move |url_idx| {
+            (0..task.target_count() as i64).flat_map(move |url_idx| {
                 task.edges
                     .iter()
                     .map(move |edge_id| (id.as_str(), url_idx, *edge_id))
@@ -297,9 +316,9 @@ impl Store {
     ) -> Result<Option<TaskDetail>> {
         let rows = sqlx::query(
             "SELECT t.id, t.account_id, t.kind, t.domain, t.status, t.created_at, t.started_at, t.finished_at, \
-                    t.n_urls, t.n_pairs, t.n_finished, t.n_success, \
-                    u.url_idx, u.url, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
-                    p.http_status, p.bytes, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
+                    t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.mode, \
+                    u.url_idx, u.url, u.is_dir, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
+                    p.http_status, p.bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
              FROM tasks t \
              JOIN task_urls u ON u.task_id = t.id \
              LEFT JOIN task_pairs p ON p.task_id = u.task_id AND p.url_idx = u.url_idx \
@@ -314,12 +333,15 @@ impl Store {
             return Ok(None);
         };
         let summary = decode_summary(first)?;
+        let mode: Option<String> = first.try_get("mode")?;
         let mut urls: Vec<String> = Vec::with_capacity(summary.n_urls as usize);
+        let mut is_dir: Vec<bool> = Vec::with_capacity(summary.n_urls as usize);
         let mut pairs = Vec::with_capacity(rows.len());
         for row in &rows {
             let url_idx: i64 = row.try_get("url_idx")?;
             if urls.len() as i64 == url_idx {
                 urls.push(row.try_get("url")?);
+                is_dir.push(row.try_get::<i64, _>("is_dir")? != 0);
             }
             let Some(edge_id) = row.try_get::<Option<i64>, _>("edge_id")? else {
                 continue;
@@ -335,6 +357,7 @@ impl Store {
                 attempts: row.try_get("attempts")?,
                 http_status: row.try_get("http_status")?,
                 bytes: row.try_get("bytes")?,
+                objects: row.try_get("objects")?,
                 error: row.try_get("error")?,
                 started_at: row.try_get("pair_started_at")?,
                 finished_at: row.try_get("pair_finished_at")?,
@@ -343,6 +366,8 @@ impl Store {
         Ok(Some(TaskDetail {
             summary,
             urls,
+            is_dir,
+            mode,
             pairs,
         }))
     }

@@ -81,14 +81,16 @@ fn new_task(
         kind: TaskKind::Prefetch,
         domain: DomainName::parse("game.example.com").expect("domain"),
         urls: urls.iter().map(|url| url.to_string()).collect(),
+        dirs: Vec::new(),
+        mode: None,
         edges: edges.iter().map(|edge| edge.id).collect(),
         created_at: precache_model::time::now_millis(),
-        charge: QuotaCharge {
+        charges: vec![QuotaCharge {
             kind: QuotaKind::PrefetchUrls,
             day: "2026-11-28".into(),
             amount: urls.len() as i64,
             default_limit: limit,
-        },
+        }],
     }
 }
 
@@ -228,6 +230,7 @@ async fn pairs_drive_the_task_to_its_final_state_once() {
         attempts: 1,
         http_status: Some(if success { 200 } else { 404 }),
         bytes: Some(5),
+        objects: None,
         error: (!success).then(|| "origin answered 404 Not Found".to_string()),
         finished_at: 20,
     };

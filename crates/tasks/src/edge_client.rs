@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use precache_model::edge_protocol::{
-    DomainTable, EdgeStatus, PairOutcome, PrefetchCommand, PrefetchEvent, DOMAINS_PATH,
-    PREFETCH_PATH, STATUS_PATH,
+    DomainTable, EdgeStatus, PairOutcome, PrefetchCommand, PrefetchEvent, PurgeCommand,
+    PurgeOutcome, DOMAINS_PATH, PREFETCH_PATH, PURGE_PATH, STATUS_PATH,
 };
 use precache_model::EdgeId;
 
@@ -88,6 +88,29 @@ impl EdgeClient {
             .get(Self::url(edge, STATUS_PATH))
             .bearer_auth(&edge.secret)
             .timeout(self.quick_call)
+            .send()
+            .await
+            .map_err(|e| Self::fail(edge, e))?;
+        Self::checked(edge, response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Self::fail(edge, e))
+    }
+
+    /// Purges (or counts) cached objects on the edge.
+    pub async fn purge(
+        &self,
+        edge: &EdgeTarget,
+        command: &PurgeCommand,
+    ) -> Result<PurgeOutcome, EdgeCallError> {
+        let response = self
+            .http
+            .post(Self::url(edge, PURGE_PATH))
+            .bearer_auth(&edge.secret)
+            .json(command)
+            // A prefix purge of a large directory deletes many files.
+            .timeout(self.quick_call * 12)
             .send()
             .await
             .map_err(|e| Self::fail(edge, e))?;

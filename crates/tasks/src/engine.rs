@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use precache_model::edge_protocol::PurgeMode;
 use precache_model::{Origin, TaskKind};
 use precache_store::{PairKey, PairResult, PendingPair, Store};
 use tokio::sync::{mpsc, watch};
@@ -39,8 +40,12 @@ pub struct PairJob {
     pub key: PairKey,
     /// What to do.
     pub kind: TaskKind,
-    /// The URL.
+    /// The URL (or, for a refresh, possibly a directory).
     pub url: String,
+    /// Whether `url` is a directory (a URL prefix).
+    pub is_dir: bool,
+    /// Refresh: what the purge does.
+    pub mode: PurgeMode,
     /// The task's domain.
     pub domain: String,
     /// Where the domain's origin is; `None` when the domain was unregistered since.
@@ -53,6 +58,11 @@ impl From<PendingPair> for PairJob {
             key: pending.key,
             kind: pending.kind,
             url: pending.url,
+            is_dir: pending.is_dir,
+            mode: match pending.mode.as_deref() {
+                Some("invalidate") => PurgeMode::Invalidate,
+                _ => PurgeMode::Delete,
+            },
             domain: pending.domain,
             origin: pending.origin,
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use precache_model::edge_protocol::PairOutcome;
+use precache_model::edge_protocol::{PairOutcome, PurgeCommand, PurgeTarget};
 use precache_model::time::now_millis;
 use precache_model::TaskKind;
 use precache_store::PairResult;
@@ -34,7 +34,27 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
             Err(error) => PairOutcome::failed(None, error.to_string(), true),
         },
         TaskKind::Refresh => {
-            PairOutcome::failed(None, "this control plane cannot run refresh tasks", false)
+            let target = if job.is_dir {
+                PurgeTarget::Prefix(job.url.clone())
+            } else {
+                PurgeTarget::Url(job.url.clone())
+            };
+            let command = PurgeCommand {
+                target,
+                mode: job.mode,
+                dry_run: false,
+            };
+            match context.client.purge(&edge, &command).await {
+                Ok(purged) => PairOutcome {
+                    success: true,
+                    http_status: None,
+                    bytes: purged.bytes,
+                    objects: Some(purged.objects),
+                    error: None,
+                    retryable: false,
+                },
+                Err(error) => PairOutcome::failed(None, error.to_string(), true),
+            }
         }
     }
 }
@@ -65,6 +85,7 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) -> PairResul
         attempts: i64::from(attempts),
         http_status: outcome.http_status.map(i64::from),
         bytes: Some(outcome.bytes as i64),
+        objects: outcome.objects.map(|objects| objects as i64),
         error: outcome.error.map(|error| {
             if attempts > 1 {
                 format!("{error} (after {attempts} attempts)")

@@ -247,12 +247,23 @@ impl Api {
         req_id: &str,
         limit: Duration,
     ) -> Result<Value, Error> {
+        self.wait_final_of("prefetch", token, req_id, limit).await
+    }
+
+    /// Polls a task of `kind` (`prefetch` or `refresh`) until it is `done` or `failed`.
+    pub async fn wait_final_of(
+        &self,
+        kind: &str,
+        token: &str,
+        req_id: &str,
+        limit: Duration,
+    ) -> Result<Value, Error> {
         let started = Instant::now();
         loop {
             let reply = self
                 .call(
                     Method::GET,
-                    &format!("/cdn_api/prefetch/{req_id}"),
+                    &format!("/cdn_api/{kind}/{req_id}"),
                     Some(token),
                     None,
                 )

@@ -5,6 +5,7 @@ mod edges;
 mod health;
 mod prefetch;
 mod quota;
+mod refresh;
 mod tokens;
 mod users;
 
@@ -48,6 +49,8 @@ pub(crate) fn router(state: AppState) -> Router {
             get(prefetch::list).post(prefetch::submit),
         )
         .route("/cdn_api/prefetch/{req_id}", get(prefetch::status))
+        .route("/cdn_api/refresh", get(refresh::list).post(refresh::submit))
+        .route("/cdn_api/refresh/{req_id}", get(refresh::status))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use precache_model::edge_protocol::PurgeMode;
 use precache_model::time::now_millis;
 use precache_model::{DomainName, ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
 use precache_store::{NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
@@ -34,24 +35,31 @@ pub(crate) fn parse_urls(
     value: Option<&Value>,
     max_urls: usize,
 ) -> Result<Vec<ObjectUrl>, ApiError> {
-    let items = match value {
-        Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::new(
-                Ret::BadField,
-                "field \"urls\" must not be empty",
-            ))
-        }
-        Some(other) => {
-            return Err(ApiError::new(
-                Ret::BadField,
-                format!(
-                    "field \"urls\" must be a list of strings, got {}",
-                    kind_of(other)
-                ),
-            ))
-        }
+    let urls = match value {
+        Some(value) => parse_url_list(value, "urls")?,
         None => return Err(ApiError::new(Ret::BadField, "field \"urls\" is required")),
+    };
+    if urls.is_empty() {
+        return Err(ApiError::new(
+            Ret::BadField,
+            "field \"urls\" must not be empty",
+        ));
+    }
+    check_count_and_domain(&urls, max_urls)?;
+    Ok(urls)
+}
+
+/// A list of URL strings in field `field`, validated (`2002`, `2005`) and de-duplicated
+/// (different spellings of one URL, like the case of the host or a fragment, are one object).
+pub(crate) fn parse_url_list(value: &Value, field: &str) -> Result<Vec<ObjectUrl>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::new(
+            Ret::BadField,
+            format!(
+                "field \"{field}\" must be a list of strings, got {}",
+                kind_of(value)
+            ),
+        ));
     };
     let mut texts: Vec<&str> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
@@ -60,47 +68,48 @@ pub(crate) fn parse_urls(
             other => {
                 return Err(ApiError::new(
                     Ret::BadField,
-                    format!("urls[{index}] must be a string, got {}", kind_of(other)),
+                    format!("{field}[{index}] must be a string, got {}", kind_of(other)),
                 ))
             }
         }
     }
     let mut seen = HashSet::with_capacity(texts.len());
-    let mut distinct_texts: Vec<&str> = Vec::with_capacity(texts.len());
+    let mut urls: Vec<ObjectUrl> = Vec::with_capacity(texts.len());
     for text in texts {
-        if seen.insert(text) {
-            distinct_texts.push(text);
+        if !seen.insert(text) {
+            continue;
         }
-    }
-    if distinct_texts.len() > max_urls {
-        return Err(ApiError::new(
-            Ret::TooManyUrls,
-            format!(
-                "{} distinct URLs in one request; at most {max_urls} are allowed",
-                distinct_texts.len()
-            ),
-        ));
-    }
-    let mut urls: Vec<ObjectUrl> = Vec::with_capacity(distinct_texts.len());
-    for text in distinct_texts {
         let url = ObjectUrl::parse(text)
             .map_err(|error| ApiError::new(Ret::BadUrl, error.to_string()))?;
-        // Different spellings of one URL (case of the host, a fragment) are one object.
         if !urls.iter().any(|known| known.as_str() == url.as_str()) {
             urls.push(url);
         }
     }
-    if let Some(other) = urls.iter().find(|url| url.host() != urls[0].host()) {
+    Ok(urls)
+}
+
+/// At most `max` targets (`2003`), all on one domain (`2004`).
+pub(crate) fn check_count_and_domain(targets: &[ObjectUrl], max: usize) -> Result<(), ApiError> {
+    if targets.len() > max {
+        return Err(ApiError::new(
+            Ret::TooManyUrls,
+            format!(
+                "{} distinct URLs in one request; at most {max} are allowed",
+                targets.len()
+            ),
+        ));
+    }
+    if let Some(other) = targets.iter().find(|url| url.host() != targets[0].host()) {
         return Err(ApiError::new(
             Ret::MixedDomains,
             format!(
                 "URLs on more than one domain in one request: {} and {}",
-                urls[0].host(),
+                targets[0].host(),
                 other.host()
             ),
         ));
     }
-    Ok(urls)
+    Ok(())
 }
 
 /// `POST /cdn_api/prefetch`.
@@ -112,23 +121,88 @@ pub(crate) async fn submit(
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
     let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
-    let domain = DomainName::parse(urls[0].host()).map_err(|_| not_yours(urls[0].host()))?;
+    let count = urls.len() as i64;
+    let task_id = accept(
+        &state,
+        &caller,
+        Submission {
+            kind: TaskKind::Prefetch,
+            urls,
+            dirs: Vec::new(),
+            mode: None,
+            charges: vec![(QuotaKind::PrefetchUrls, count)],
+        },
+    )
+    .await?;
+    // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
+    // seed's `success_rate` at submission is 100.
+    Ok(Answer::ok(
+        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
+    ))
+}
+
+/// A validated task submission.
+pub(crate) struct Submission {
+    pub(crate) kind: TaskKind,
+    /// Distinct URLs, all on one domain (the same as the directories').
+    pub(crate) urls: Vec<ObjectUrl>,
+    /// Refresh: distinct directories.
+    pub(crate) dirs: Vec<ObjectUrl>,
+    /// Refresh: the purge mode.
+    pub(crate) mode: Option<PurgeMode>,
+    /// The quotas to charge, each with its amount.
+    pub(crate) charges: Vec<(QuotaKind, i64)>,
+}
+
+/// Commits a task (quota, domain ownership and rows in one transaction) and hands its pairs to
+/// the engine; answers the `reqId`.
+pub(crate) async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    submission: Submission,
+) -> Result<TaskId, ApiError> {
+    let config = &state.inner.config;
+    let host = submission
+        .urls
+        .first()
+        .or(submission.dirs.first())
+        .map(|url| url.host().to_string())
+        .unwrap_or_default();
+    let domain = DomainName::parse(&host).map_err(|_| not_yours(&host))?;
     let edges = state.inner.edges.task_edges();
     let day = quota_day(&config.quota_time_zone, jiff::Timestamp::now());
+    let charges = submission
+        .charges
+        .iter()
+        .filter(|(_, amount)| *amount > 0)
+        .map(|(kind, amount)| QuotaCharge {
+            kind: *kind,
+            day: day.day.clone(),
+            amount: *amount,
+            default_limit: kind.default_daily_limit(),
+        })
+        .collect();
+    let kind = submission.kind;
+    let mode = submission.mode.unwrap_or_default();
     let task = NewTask {
         id: TaskId::new_random(),
         account_id: caller.account_id,
-        kind: TaskKind::Prefetch,
+        kind,
         domain,
-        urls: urls.iter().map(|url| url.as_str().to_string()).collect(),
+        urls: submission
+            .urls
+            .iter()
+            .map(|url| url.as_str().to_string())
+            .collect(),
+        dirs: submission
+            .dirs
+            .iter()
+            .map(|url| url.as_str().to_string())
+            .collect(),
+        mode: submission.mode.map(|mode| mode_name(mode).to_string()),
         edges,
         created_at: now_millis(),
-        charge: QuotaCharge {
-            kind: QuotaKind::PrefetchUrls,
-            day: day.day,
-            amount: urls.len() as i64,
-            default_limit: QuotaKind::PrefetchUrls.default_daily_limit(),
-        },
+        charges,
     };
     // Committing and handing the pairs to the engine run in a task of their own: if the client
     // hangs up mid-request, the handler's future is dropped, but a task that may already be
@@ -142,22 +216,22 @@ pub(crate) async fn submit(
         // transaction that creates the task.
         let SubmittedTask { task, origin } = store.submit_task(task).await?;
         let jobs = task
-            .urls
-            .iter()
-            .enumerate()
-            .flat_map(|(url_idx, url)| {
+            .targets()
+            .flat_map(|(url_idx, url, is_dir)| {
                 task.edges
                     .iter()
-                    .map(move |edge_id| (url_idx, url, *edge_id))
+                    .map(move |edge_id| (url_idx, url, is_dir, *edge_id))
             })
-            .map(|(url_idx, url, edge_id)| PairJob {
+            .map(|(url_idx, url, is_dir, edge_id)| PairJob {
                 key: PairKey {
                     task_id: task.id,
-                    url_idx: url_idx as i64,
+                    url_idx,
                     edge_id,
                 },
-                kind: TaskKind::Prefetch,
-                url: url.clone(),
+                kind,
+                url: url.to_string(),
+                is_dir,
+                mode,
                 domain: task.domain.to_string(),
                 origin: Some(origin.clone()),
             })
@@ -165,7 +239,7 @@ pub(crate) async fn submit(
         engine.enqueue(jobs);
         Ok::<_, precache_store::Error>(task.id)
     });
-    let task_id = submitted
+    submitted
         .await
         .map_err(ApiError::internal)?
         .map_err(|error| {
@@ -174,12 +248,15 @@ pub(crate) async fn submit(
                 api_error.retry_after = Some(day.seconds_left);
             }
             api_error
-        })?;
-    // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
-    // seed's `success_rate` at submission is 100.
-    Ok(Answer::ok(
-        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
-    ))
+        })
+}
+
+/// The wire name of a purge mode.
+pub(crate) fn mode_name(mode: PurgeMode) -> &'static str {
+    match mode {
+        PurgeMode::Delete => "delete",
+        PurgeMode::Invalidate => "invalidate",
+    }
 }
 
 fn parse_req_id(text: &str) -> Result<TaskId, ApiError> {
@@ -197,7 +274,17 @@ pub(crate) async fn status(
     caller: Caller,
     Path(req_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_req_id(&req_id)?;
+    task_status(&state, &caller, &req_id, TaskKind::Prefetch).await
+}
+
+/// The status answer of the caller's task `req_id` of this kind.
+pub(crate) async fn task_status(
+    state: &AppState,
+    caller: &Caller,
+    req_id: &str,
+    kind: TaskKind,
+) -> Result<Response, ApiError> {
+    let id = parse_req_id(req_id)?;
     if let Some(body) = state.inner.final_tasks.get(caller.account_id, id) {
         return Ok(json_response(StatusCode::OK, body));
     }
@@ -208,7 +295,7 @@ pub(crate) async fn status(
         .await
         .map_err(from_store)?;
     match detail {
-        Some(detail) if detail.summary.kind == TaskKind::Prefetch => {
+        Some(detail) if detail.summary.kind == kind => {
             let body = Answer::ok(detail_json(&detail)).body();
             if detail.summary.status.is_final() {
                 state
@@ -220,7 +307,7 @@ pub(crate) async fn status(
         }
         _ => Err(ApiError::new(
             Ret::NoSuchTask,
-            format!("no prefetch task {req_id} for your account"),
+            format!("no {} task {req_id} for your account", kind.as_str()),
         )),
     }
 }
@@ -239,6 +326,16 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<ListParams>,
+) -> Result<Answer, ApiError> {
+    list_tasks(&state, &caller, params, TaskKind::Prefetch).await
+}
+
+/// A page of the caller's tasks of this kind.
+pub(crate) async fn list_tasks(
+    state: &AppState,
+    caller: &Caller,
+    params: ListParams,
+    kind: TaskKind,
 ) -> Result<Answer, ApiError> {
     let status = match params.status.as_deref().filter(|text| !text.is_empty()) {
         Some(text) => Some(
@@ -270,7 +367,7 @@ pub(crate) async fn list(
     };
     let query = TaskQuery {
         account_id: caller.account_id,
-        kind: TaskKind::Prefetch,
+        kind,
         status,
         before,
         limit,

@@ -1,0 +1,102 @@
+//! `/cdn_api/refresh` (刷新): purge URLs and directories from every edge, then report per edge
+//! what was removed. Same limits, rules and envelope as prefetch.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use precache_model::edge_protocol::PurgeMode;
+use precache_model::{QuotaKind, TaskKind};
+use serde_json::{json, Value};
+
+use crate::envelope::{Answer, ApiError, Ret};
+use crate::request_body::json_object;
+use crate::routes::prefetch::{
+    accept, check_count_and_domain, list_tasks, parse_url_list, task_status, ListParams, Submission,
+};
+use crate::state::AppState;
+use crate::token_auth::Caller;
+
+/// `POST /cdn_api/refresh` with `urls` (exact objects, every cached variant) and/or `dirs`
+/// (every cached object under a URL prefix ending in `/`), and `mode` `delete` (default) or
+/// `invalidate` (kept but stale: the next request revalidates with the origin).
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    let config = &state.inner.config;
+    let body = json_object(body, config.max_body_bytes).await?;
+    let urls = match body.get("urls") {
+        Some(value) => parse_url_list(value, "urls")?,
+        None => Vec::new(),
+    };
+    let dirs = match body.get("dirs") {
+        Some(value) => parse_url_list(value, "dirs")?,
+        None => Vec::new(),
+    };
+    if urls.is_empty() && dirs.is_empty() {
+        return Err(ApiError::new(
+            Ret::BadField,
+            "give a non-empty \"urls\" and/or \"dirs\"",
+        ));
+    }
+    if let Some(dir) = dirs.iter().find(|dir| !dir.path_and_query().ends_with('/')) {
+        return Err(ApiError::new(
+            Ret::BadUrl,
+            format!(
+                "dir {} must end with \"/\" (it is a path prefix; refresh a single object in \"urls\")",
+                dir.as_str()
+            ),
+        ));
+    }
+    let mode = match body.get("mode") {
+        None | Some(Value::Null) => PurgeMode::Delete,
+        Some(Value::String(text)) if text == "delete" => PurgeMode::Delete,
+        Some(Value::String(text)) if text == "invalidate" => PurgeMode::Invalidate,
+        Some(other) => {
+            return Err(ApiError::new(
+                Ret::BadField,
+                format!("mode must be \"delete\" or \"invalidate\", got {other}"),
+            ))
+        }
+    };
+    let all: Vec<_> = urls.iter().chain(&dirs).cloned().collect();
+    check_count_and_domain(&all, config.max_urls_per_request)?;
+    let (url_count, dir_count) = (urls.len() as i64, dirs.len() as i64);
+    let task_id = accept(
+        &state,
+        &caller,
+        Submission {
+            kind: TaskKind::Refresh,
+            urls,
+            dirs,
+            mode: Some(mode),
+            charges: vec![
+                (QuotaKind::RefreshUrls, url_count),
+                (QuotaKind::RefreshDirs, dir_count),
+            ],
+        },
+    )
+    .await?;
+    Ok(Answer::ok(
+        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
+    ))
+}
+
+/// `GET /cdn_api/refresh/{reqId}`.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Response, ApiError> {
+    task_status(&state, &caller, &req_id, TaskKind::Refresh).await
+}
+
+/// `GET /cdn_api/refresh?status=&limit=&before=`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Answer, ApiError> {
+    list_tasks(&state, &caller, params, TaskKind::Refresh).await
+}

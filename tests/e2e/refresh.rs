@@ -1,0 +1,212 @@
+//! Refresh (刷新) end to end: submit over HTTP, observe on the edge and in the status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::client::url;
+use crate::support::{Api, Behavior, Origin, Server, TestResult};
+
+const HOST: &str = "game.example.com";
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn x_cache(api: &Api, path: &str) -> Result<String, Error> {
+    let response = api.edge_get(HOST, path).await?;
+    let value = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    response.bytes().await?;
+    Ok(value)
+}
+
+async fn refresh(api: &Api, token: &str, body: Value) -> Result<Value, Error> {
+    let reply = api
+        .call(Method::POST, "/cdn_api/refresh", Some(token), Some(body))
+        .await?;
+    reply.expect(200, 0)?;
+    let req_id = reply.get("reqId").as_str().unwrap_or("").to_string();
+    api.wait_final_of("refresh", token, &req_id, Duration::from_secs(30))
+        .await
+}
+
+#[tokio::test]
+async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    for (path, len) in [
+        ("/a.bin", 1000),
+        ("/keep.bin", 2000),
+        ("/dir/x.bin", 300),
+        ("/dir/sub/y.bin", 400),
+    ] {
+        origin.set(path, Behavior::Body(Bytes::from(vec![1u8; len])));
+        assert_eq!(x_cache(&api, path).await?, "MISS");
+    }
+
+    let task = refresh(
+        &api,
+        &token,
+        json!({"urls": [url(HOST, "/a.bin"), url(HOST, "/never-cached.bin")]}),
+    )
+    .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["type"], "refresh");
+    assert_eq!(task["mode"], "delete");
+    assert!(task["propagation_ms"].as_i64().is_some(), "{task}");
+    assert_eq!(task["urls"][0]["objects"], 1, "{task}");
+    assert_eq!(task["urls"][0]["bytes"], 1000);
+    assert_eq!(task["urls"][0]["edges"][0]["was_cached"], true);
+    assert_eq!(task["urls"][1]["status"], "success");
+    assert_eq!(task["urls"][1]["edges"][0]["was_cached"], false);
+    assert_eq!(x_cache(&api, "/a.bin").await?, "MISS");
+    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+
+    let task = refresh(&api, &token, json!({"dirs": [url(HOST, "/dir/")]})).await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["urls"][0]["dir"], true);
+    assert_eq!(task["urls"][0]["objects"], 2, "{task}");
+    assert_eq!(task["urls"][0]["bytes"], 700);
+    assert_eq!(x_cache(&api, "/dir/x.bin").await?, "MISS");
+    assert_eq!(x_cache(&api, "/dir/sub/y.bin").await?, "MISS");
+    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+
+    // Invalidate: the object stays, the next request revalidates (a 304, no body).
+    let task = refresh(
+        &api,
+        &token,
+        json!({"urls": [url(HOST, "/keep.bin")], "mode": "invalidate"}),
+    )
+    .await?;
+    assert_eq!(
+        (task["status"].clone(), task["mode"].clone()),
+        (json!("done"), json!("invalidate"))
+    );
+    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+    assert_eq!(origin.not_modified("/keep.bin"), 1);
+
+    let listed = api
+        .call(
+            Method::GET,
+            "/cdn_api/refresh?status=done",
+            Some(&token),
+            None,
+        )
+        .await?;
+    listed.expect(200, 0)?;
+    assert_eq!(listed.get("tasks").as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_refresh_requests_get_their_ret_code_and_change_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let admin = api.admin().await?;
+    let other = api.create_user(&admin, "bob").await?;
+    let cases: Vec<(Value, u16, i64, &str)> = vec![
+        (json!({}), 400, 2002, "urls"),
+        (json!({"urls": [], "dirs": []}), 400, 2002, "urls"),
+        (
+            json!({"dirs": [url(HOST, "/static")]}),
+            400,
+            2005,
+            "must end with",
+        ),
+        (
+            json!({"urls": [url(HOST, "/a")], "mode": "shred"}),
+            400,
+            2002,
+            "mode",
+        ),
+        (
+            json!({"urls": (0..6).map(|i| url(HOST, &format!("/{i}"))).collect::<Vec<_>>(),
+                "dirs": (0..5).map(|i| url(HOST, &format!("/d{i}/"))).collect::<Vec<_>>()}),
+            400,
+            2003,
+            "at most 10",
+        ),
+        (
+            json!({"urls": [url(HOST, "/a")], "dirs": [url("other.example.com", "/d/")]}),
+            400,
+            2004,
+            "more than one domain",
+        ),
+    ];
+    for (body, status, ret, text) in cases {
+        let reply = api
+            .call(
+                Method::POST,
+                "/cdn_api/refresh",
+                Some(&token),
+                Some(body.clone()),
+            )
+            .await?;
+        reply
+            .expect(status, ret)
+            .map_err(|e| format!("{body}: {e}"))?;
+        assert!(reply.msg().contains(text), "{body}: {}", reply.msg());
+    }
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&other),
+            Some(json!({"urls": [url(HOST, "/a")]})),
+        )
+        .await?;
+    reply.expect(403, 2006)?;
+
+    // Quotas: refresh dirs are counted on their own.
+    api.call(
+        Method::PUT,
+        "/cdn_api/quota/alice",
+        Some(&admin),
+        Some(json!({"refresh_dirs_per_day": 1})),
+    )
+    .await?
+    .expect(200, 0)?;
+    refresh(&api, &token, json!({"dirs": [url(HOST, "/d1/")]})).await?;
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&token),
+            Some(json!({"urls": [url(HOST, "/u")], "dirs": [url(HOST, "/d2/")]})),
+        )
+        .await?;
+    reply.expect(429, 4001)?;
+    let quota = api
+        .call(Method::GET, "/cdn_api/quota", Some(&token), None)
+        .await?;
+    let body = quota.body.to_string();
+    assert!(body.contains("refresh_urls_per_day"), "{body}");
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["refresh_urls_per_day"]["used"], 0,
+        "a refused request charges nothing: {body}"
+    );
+
+    // A prefetch reqId is not a refresh task.
+    origin.set("/p.bin", Behavior::Body(Bytes::from_static(b"p")));
+    let prefetch_id = api.prefetch_ok(&token, &[url(HOST, "/p.bin")]).await?;
+    api.call(
+        Method::GET,
+        &format!("/cdn_api/refresh/{prefetch_id}"),
+        Some(&token),
+        None,
+    )
+    .await?
+    .expect(404, 3001)?;
+    Ok(())
+}
