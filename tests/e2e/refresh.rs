@@ -70,8 +70,24 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
     assert_eq!(x_cache(&api, "/a.bin").await?, "MISS");
     assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
 
+    // A dry run counts on every edge and removes nothing.
+    let task = refresh(
+        &api,
+        &token,
+        json!({"dirs": [url(HOST, "/dir/")], "dry_run": true}),
+    )
+    .await?;
+    assert_eq!(
+        (task["status"].clone(), task["dry_run"].clone()),
+        (json!("done"), json!(true))
+    );
+    assert_eq!(task["urls"][0]["objects"], 2, "{task}");
+    assert_eq!(task["urls"][0]["bytes"], 700);
+    assert_eq!(x_cache(&api, "/dir/x.bin").await?, "HIT");
+
     let task = refresh(&api, &token, json!({"dirs": [url(HOST, "/dir/")]})).await?;
     assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["dry_run"], false);
     assert_eq!(task["urls"][0]["dir"], true);
     assert_eq!(task["urls"][0]["objects"], 2, "{task}");
     assert_eq!(task["urls"][0]["bytes"], 700);
@@ -102,7 +118,7 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
         )
         .await?;
     listed.expect(200, 0)?;
-    assert_eq!(listed.get("tasks").as_array().map(Vec::len), Some(3));
+    assert_eq!(listed.get("tasks").as_array().map(Vec::len), Some(4));
     Ok(())
 }
 

@@ -146,10 +146,13 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
         .collect();
     fields.insert("urls".into(), Value::Array(urls));
     if detail.summary.kind == TaskKind::Refresh {
-        fields.insert(
-            "mode".into(),
-            json!(detail.mode.as_deref().unwrap_or("delete")),
-        );
+        let dry_run = detail.mode.as_deref() == Some("dry_run");
+        let mode = match detail.mode.as_deref() {
+            Some("invalidate") => "invalidate",
+            _ => "delete",
+        };
+        fields.insert("mode".into(), json!(mode));
+        fields.insert("dry_run".into(), json!(dry_run));
         // Measured propagation: from acceptance to the last edge's confirmation.
         let propagation = detail
             .summary

@@ -33,6 +33,9 @@ pub struct EngineConfig {
     pub backoff: Duration,
 }
 
+/// The stored mode of a refresh that only counts.
+pub const DRY_RUN_MODE: &str = "dry_run";
+
 /// One pair to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairJob {
@@ -46,6 +49,8 @@ pub struct PairJob {
     pub is_dir: bool,
     /// Refresh: what the purge does.
     pub mode: PurgeMode,
+    /// Refresh: only count what the purge would affect.
+    pub dry_run: bool,
     /// The task's domain.
     pub domain: String,
     /// Where the domain's origin is; `None` when the domain was unregistered since.
@@ -63,6 +68,7 @@ impl From<PendingPair> for PairJob {
                 Some("invalidate") => PurgeMode::Invalidate,
                 _ => PurgeMode::Delete,
             },
+            dry_run: pending.mode.as_deref() == Some(DRY_RUN_MODE),
             domain: pending.domain,
             origin: pending.origin,
         }

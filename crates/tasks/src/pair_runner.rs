@@ -42,7 +42,7 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
             let command = PurgeCommand {
                 target,
                 mode: job.mode,
-                dry_run: false,
+                dry_run: job.dry_run,
             };
             match context.client.purge(&edge, &command).await {
                 Ok(purged) => PairOutcome {

@@ -10,7 +10,7 @@ use precache_model::edge_protocol::PurgeMode;
 use precache_model::time::now_millis;
 use precache_model::{DomainName, ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
 use precache_store::{NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
-use precache_tasks::PairJob;
+use precache_tasks::{PairJob, DRY_RUN_MODE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -130,6 +130,7 @@ pub(crate) async fn submit(
             urls,
             dirs: Vec::new(),
             mode: None,
+            dry_run: false,
             charges: vec![(QuotaKind::PrefetchUrls, count)],
         },
     )
@@ -150,6 +151,8 @@ pub(crate) struct Submission {
     pub(crate) dirs: Vec<ObjectUrl>,
     /// Refresh: the purge mode.
     pub(crate) mode: Option<PurgeMode>,
+    /// Refresh: only count what would be purged.
+    pub(crate) dry_run: bool,
     /// The quotas to charge, each with its amount.
     pub(crate) charges: Vec<(QuotaKind, i64)>,
 }
@@ -184,6 +187,7 @@ pub(crate) async fn accept(
         .collect();
     let kind = submission.kind;
     let mode = submission.mode.unwrap_or_default();
+    let dry_run = submission.dry_run;
     let task = NewTask {
         id: TaskId::new_random(),
         account_id: caller.account_id,
@@ -199,7 +203,10 @@ pub(crate) async fn accept(
             .iter()
             .map(|url| url.as_str().to_string())
             .collect(),
-        mode: submission.mode.map(|mode| mode_name(mode).to_string()),
+        mode: match (submission.dry_run, submission.mode) {
+            (true, _) => Some(DRY_RUN_MODE.to_string()),
+            (false, mode) => mode.map(|mode| mode_name(mode).to_string()),
+        },
         edges,
         created_at: now_millis(),
         charges,
@@ -232,6 +239,7 @@ pub(crate) async fn accept(
                 url: url.to_string(),
                 is_dir,
                 mode,
+                dry_run,
                 domain: task.domain.to_string(),
                 origin: Some(origin.clone()),
             })

@@ -18,7 +18,8 @@ use crate::token_auth::Caller;
 
 /// `POST /cdn_api/refresh` with `urls` (exact objects, every cached variant) and/or `dirs`
 /// (every cached object under a URL prefix ending in `/`), and `mode` `delete` (default) or
-/// `invalidate` (kept but stale: the next request revalidates with the origin).
+/// `invalidate` (kept but stale: the next request revalidates with the origin). With
+/// `"dry_run": true` each edge only counts what would be removed.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -60,6 +61,16 @@ pub(crate) async fn submit(
             ))
         }
     };
+    let dry_run = match body.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(dry_run)) => *dry_run,
+        Some(other) => {
+            return Err(ApiError::new(
+                Ret::BadField,
+                format!("dry_run must be true or false, got {other}"),
+            ))
+        }
+    };
     let all: Vec<_> = urls.iter().chain(&dirs).cloned().collect();
     check_count_and_domain(&all, config.max_urls_per_request)?;
     let (url_count, dir_count) = (urls.len() as i64, dirs.len() as i64);
@@ -71,10 +82,16 @@ pub(crate) async fn submit(
             urls,
             dirs,
             mode: Some(mode),
-            charges: vec![
-                (QuotaKind::RefreshUrls, url_count),
-                (QuotaKind::RefreshDirs, dir_count),
-            ],
+            dry_run,
+            // A dry run removes nothing, so it costs no quota.
+            charges: if dry_run {
+                Vec::new()
+            } else {
+                vec![
+                    (QuotaKind::RefreshUrls, url_count),
+                    (QuotaKind::RefreshDirs, dir_count),
+                ]
+            },
         },
     )
     .await?;
