@@ -226,3 +226,88 @@ async fn bad_refresh_requests_get_their_ret_code_and_change_nothing() -> TestRes
     .expect(404, 3001)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn cancelling_a_task_stops_what_has_not_started() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = crate::support::server::Options {
+        args: ["--task-per-origin", "1"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), options)?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let urls: Vec<String> = (0..10)
+        .map(|i| url(HOST, &format!("/slow/{i}.bin")))
+        .collect();
+    for i in 0..10 {
+        origin.set(
+            &format!("/slow/{i}.bin"),
+            Behavior::Slow(Duration::from_millis(800), Bytes::from_static(b"slow")),
+        );
+    }
+    let req_id = api.prefetch_ok(&token, &urls).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = api
+        .call(
+            Method::DELETE,
+            &format!("/cdn_api/prefetch/{req_id}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    reply.expect(200, 0)?;
+    let cancelled = reply.get("cancelled_pairs").as_i64().unwrap_or(0);
+    assert!((8..=9).contains(&cancelled), "{}", reply.text());
+
+    let task = api
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert_eq!(task["pairs_cancelled"], cancelled);
+    assert_eq!(task["progress"], 100.0);
+    let started = 10 - cancelled as usize;
+    let fetched: usize = (0..10)
+        .map(|i| origin.count(&format!("/slow/{i}.bin")))
+        .sum();
+    assert_eq!(fetched, started, "cancelled pairs never reach the origin");
+    let statuses: Vec<&str> = task["urls"]
+        .as_array()
+        .map(|urls| urls.iter().filter_map(|u| u["status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "cancelled").count(),
+        cancelled as usize
+    );
+
+    // Cancelling again, or a finished task, changes nothing; an unknown reqId is 3001.
+    let again = api
+        .call(
+            Method::DELETE,
+            &format!("/cdn_api/prefetch/{req_id}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    again.expect(200, 0)?;
+    assert_eq!(again.get("cancelled_pairs"), &json!(0));
+    assert_eq!(again.get("status"), "cancelled");
+    api.call(
+        Method::DELETE,
+        "/cdn_api/refresh/6f1e1f7e-0000-4000-8000-000000000000",
+        Some(&token),
+        None,
+    )
+    .await?
+    .expect(404, 3001)?;
+    api.call(
+        Method::DELETE,
+        &format!("/cdn_api/refresh/{req_id}"),
+        Some(&token),
+        None,
+    )
+    .await?
+    .expect(404, 3001)?;
+    Ok(())
+}

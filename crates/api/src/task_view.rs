@@ -82,9 +82,14 @@ fn url_json(url: &str, is_dir: bool, kind: TaskKind, pairs: &[&PairRecord]) -> V
         .filter(|pair| pair.status == PairStatus::Success)
         .count();
     let started = pairs.iter().any(|pair| pair.status != PairStatus::Waiting);
+    let cancelled = pairs
+        .iter()
+        .any(|pair| pair.status == PairStatus::Cancelled);
     let status = if !pairs.is_empty() && finished == pairs.len() {
         if succeeded == pairs.len() {
             "success"
+        } else if cancelled {
+            "cancelled"
         } else {
             "failed"
         }
@@ -145,6 +150,12 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
         })
         .collect();
     fields.insert("urls".into(), Value::Array(urls));
+    let cancelled = detail
+        .pairs
+        .iter()
+        .filter(|pair| pair.status == PairStatus::Cancelled)
+        .count();
+    fields.insert("pairs_cancelled".into(), json!(cancelled));
     if detail.summary.kind == TaskKind::Refresh {
         let dry_run = detail.mode.as_deref() == Some("dry_run");
         let mode = match detail.mode.as_deref() {

@@ -12,7 +12,8 @@ pub enum TaskKind {
     Refresh,
 }
 
-/// Where a task is in its life. A task ends `Done` or `Failed`, never stays running.
+/// Where a task is in its life. A task ends `Done`, `Failed` or `Cancelled`, never stays
+/// running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskStatus {
     /// Accepted and persisted; no pair has started.
@@ -23,6 +24,8 @@ pub enum TaskStatus {
     Done,
     /// Every pair finished and none succeeded.
     Failed,
+    /// Cancelled by its owner: pairs not started then were cancelled, the others finished.
+    Cancelled,
 }
 
 /// The state of one (URL, edge) pair of a task.
@@ -36,19 +39,27 @@ pub enum PairStatus {
     Success,
     /// Every attempt failed; the pair carries the reason.
     Failed,
+    /// Its task was cancelled before it started.
+    Cancelled,
 }
 
 impl TaskStatus {
     /// Whether the task can change no more.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Done | TaskStatus::Failed)
+        matches!(
+            self,
+            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 
 impl PairStatus {
     /// Whether the pair can change no more.
     pub fn is_final(self) -> bool {
-        matches!(self, PairStatus::Success | PairStatus::Failed)
+        matches!(
+            self,
+            PairStatus::Success | PairStatus::Failed | PairStatus::Cancelled
+        )
     }
 }
 
@@ -85,8 +96,8 @@ macro_rules! wire_names {
 }
 
 wire_names!(TaskKind { Prefetch => "prefetch", Refresh => "refresh" });
-wire_names!(TaskStatus { Waiting => "waiting", Running => "running", Done => "done", Failed => "failed" });
-wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed" });
+wire_names!(TaskStatus { Waiting => "waiting", Running => "running", Done => "done", Failed => "failed", Cancelled => "cancelled" });
+wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled" });
 
 #[cfg(test)]
 mod tests {
@@ -99,6 +110,7 @@ mod tests {
             TaskStatus::Running,
             TaskStatus::Done,
             TaskStatus::Failed,
+            TaskStatus::Cancelled,
         ] {
             assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
         }

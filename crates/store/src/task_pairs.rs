@@ -62,6 +62,69 @@ impl Store {
             .collect()
     }
 
+    /// Cancels the account's task `id`: its pairs not started yet end `cancelled`, running ones
+    /// finish, and the task ends `cancelled` once they have. Returns the task as it is now and
+    /// how many pairs this call cancelled; `None` for no such task of the account. A task that
+    /// already ended is returned unchanged.
+    pub async fn cancel_task(
+        &self,
+        account_id: precache_model::AccountId,
+        id: precache_model::TaskId,
+        at: i64,
+    ) -> Result<Option<(TaskSummary, i64)>> {
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let id = id.to_string();
+                    let owned = sqlx::query(
+                        "SELECT status FROM tasks WHERE id = $1 AND account_id = $2",
+                    )
+                    .bind(&id)
+                    .bind(account_id.0)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+                    let Some(owned) = owned else {
+                        return Ok(None);
+                    };
+                    let status: String = owned.try_get("status")?;
+                    let mut cancelled = 0;
+                    if !parse::<TaskStatus, _>(&status)?.is_final() {
+                        cancelled = sqlx::query(
+                            "UPDATE task_pairs SET status = 'cancelled', finished_at = $1 \
+                             WHERE task_id = $2 AND status = 'waiting'",
+                        )
+                        .bind(at)
+                        .bind(&id)
+                        .execute(&mut *connection)
+                        .await?
+                        .rows_affected() as i64;
+                        sqlx::query(&format!(
+                            "UPDATE tasks SET n_finished = n_finished + $1, \
+                                    cancelled_at = COALESCE(cancelled_at, $2), \
+                                    status = CASE WHEN n_finished + $1 >= n_pairs THEN '{cancelled}' ELSE status END, \
+                                    finished_at = CASE WHEN n_finished + $1 >= n_pairs THEN $2 ELSE finished_at END \
+                             WHERE id = $3",
+                            cancelled = TaskStatus::Cancelled.as_str(),
+                        ))
+                        .bind(cancelled)
+                        .bind(at)
+                        .bind(&id)
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    let row = sqlx::query(
+                        "SELECT id, account_id, kind, domain, status, created_at, started_at, finished_at, \
+                                n_urls, n_pairs, n_finished, n_success FROM tasks WHERE id = $1",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *connection)
+                    .await?;
+                    Ok(Some((decode_summary(&row)?, cancelled)))
+                })
+            })
+            .await
+    }
+
     /// Marks pairs as running (their first attempt started at `started_at`) and their tasks too.
     /// Not waited for: it is written with the writer's next batch.
     pub fn pairs_started(&self, keys: Vec<PairKey>, started_at: i64) -> Result<()> {
@@ -199,6 +262,7 @@ pub(crate) async fn record_finish_many(
             "UPDATE tasks SET n_finished = n_finished + $1, n_success = n_success + $2, \
                     started_at = COALESCE(started_at, $3), \
                     status = CASE WHEN n_finished + $1 < n_pairs THEN 'running' \
+                                  WHEN cancelled_at IS NOT NULL THEN '{cancelled}' \
                                   WHEN n_success + $2 > 0 THEN '{done}' ELSE '{failed}' END, \
                     finished_at = CASE WHEN n_finished + $1 < n_pairs THEN NULL ELSE $3 END \
              WHERE id = $4 \
@@ -206,6 +270,7 @@ pub(crate) async fn record_finish_many(
                        n_urls, n_pairs, n_finished, n_success",
             done = TaskStatus::Done.as_str(),
             failed = TaskStatus::Failed.as_str(),
+            cancelled = TaskStatus::Cancelled.as_str(),
         ))
         .bind(*finished)
         .bind(*success)

@@ -6,13 +6,13 @@
 //! so one release with thousands of URLs on one origin neither floods that origin nor starves
 //! the others.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use precache_model::edge_protocol::PurgeMode;
-use precache_model::{Origin, TaskKind};
+use precache_model::{Origin, TaskId, TaskKind};
 use precache_store::{PairKey, PairResult, PendingPair, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -88,7 +88,12 @@ const ADMISSION_RECHECK: Duration = Duration::from_millis(20);
 pub struct EngineHandle {
     queue: mpsc::UnboundedSender<Vec<PairJob>>,
     admitting: Arc<AtomicUsize>,
+    cancelled: Cancelled,
 }
+
+/// Tasks cancelled while this process runs: their queued pairs are dropped, not run (the store
+/// has already marked them cancelled).
+type Cancelled = Arc<std::sync::Mutex<HashSet<TaskId>>>;
 
 /// Held by the API while it accepts a submission; see [`EngineHandle::admitting`].
 pub struct Admission(Arc<AtomicUsize>);
@@ -100,6 +105,14 @@ impl Drop for Admission {
 }
 
 impl EngineHandle {
+    /// Stops the engine from starting the task's queued pairs.
+    pub fn cancel(&self, task_id: TaskId) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(task_id);
+    }
+
     /// Tells the engine a submission is being accepted until the guard is dropped.
     pub fn admitting(&self) -> Admission {
         self.admitting.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +142,7 @@ pub struct Engine {
     context: Arc<EngineContext>,
     receiver: mpsc::UnboundedReceiver<Vec<PairJob>>,
     admitting: Arc<AtomicUsize>,
+    cancelled: Cancelled,
 }
 
 impl Engine {
@@ -147,13 +161,19 @@ impl Engine {
             config,
         });
         let admitting = Arc::new(AtomicUsize::new(0));
+        let cancelled = Cancelled::default();
         (
             Engine {
                 context,
                 receiver,
                 admitting: Arc::clone(&admitting),
+                cancelled: Arc::clone(&cancelled),
             },
-            EngineHandle { queue, admitting },
+            EngineHandle {
+                queue,
+                admitting,
+                cancelled,
+            },
         )
     }
 
@@ -180,6 +200,15 @@ impl Engine {
                 let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else {
                     break;
                 };
+                let cancelled = self
+                    .cancelled
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .contains(&job.key.task_id);
+                if cancelled {
+                    queues.finished(&origin_key);
+                    continue;
+                }
                 let context = Arc::clone(&self.context);
                 in_flight.spawn(async move { (origin_key, run_pair(&context, job).await) });
             }

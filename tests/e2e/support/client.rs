@@ -269,7 +269,7 @@ impl Api {
                 )
                 .await?;
             let status = reply.get("status").as_str().unwrap_or("").to_string();
-            if status == "done" || status == "failed" {
+            if matches!(status.as_str(), "done" | "failed" | "cancelled") {
                 return Ok(reply.body["zt_api"].clone());
             }
             if started.elapsed() > limit {

@@ -48,9 +48,15 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/prefetch",
             get(prefetch::list).post(prefetch::submit),
         )
-        .route("/cdn_api/prefetch/{req_id}", get(prefetch::status))
+        .route(
+            "/cdn_api/prefetch/{req_id}",
+            get(prefetch::status).delete(prefetch::cancel),
+        )
         .route("/cdn_api/refresh", get(refresh::list).post(refresh::submit))
-        .route("/cdn_api/refresh/{req_id}", get(refresh::status))
+        .route(
+            "/cdn_api/refresh/{req_id}",
+            get(refresh::status).delete(refresh::cancel),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -320,6 +320,56 @@ pub(crate) async fn task_status(
     }
 }
 
+/// `DELETE /cdn_api/prefetch/{reqId}`.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Answer, ApiError> {
+    cancel_task(&state, &caller, &req_id, TaskKind::Prefetch).await
+}
+
+/// Cancels the caller's task `req_id` of this kind: pairs not started are cancelled, running ones
+/// finish; answers the task's status with `cancelled_pairs`, how many this call cancelled. A
+/// task that already ended is answered as it is.
+pub(crate) async fn cancel_task(
+    state: &AppState,
+    caller: &Caller,
+    req_id: &str,
+    kind: TaskKind,
+) -> Result<Answer, ApiError> {
+    let id = parse_req_id(req_id)?;
+    let no_such = || {
+        ApiError::new(
+            Ret::NoSuchTask,
+            format!("no {} task {req_id} for your account", kind.as_str()),
+        )
+    };
+    let store = &state.inner.store;
+    let known = store
+        .task_detail(caller.account_id, id)
+        .await
+        .map_err(from_store)?;
+    if known.is_none_or(|detail| detail.summary.kind != kind) {
+        return Err(no_such());
+    }
+    // The engine first, so it drops queued pairs rather than start them meanwhile.
+    state.inner.engine.cancel(id);
+    let (_, cancelled) = store
+        .cancel_task(caller.account_id, id, now_millis())
+        .await
+        .map_err(from_store)?
+        .ok_or_else(no_such)?;
+    let detail = store
+        .task_detail(caller.account_id, id)
+        .await
+        .map_err(from_store)?
+        .ok_or_else(no_such)?;
+    let mut answer = detail_json(&detail);
+    answer["cancelled_pairs"] = json!(cancelled);
+    Ok(Answer::ok(answer))
+}
+
 /// Query of the task list.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListParams {

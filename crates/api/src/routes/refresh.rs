@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::json_object;
 use crate::routes::prefetch::{
-    accept, check_count_and_domain, list_tasks, parse_url_list, task_status, ListParams, Submission,
+    accept, cancel_task, check_count_and_domain, list_tasks, parse_url_list, task_status,
+    ListParams, Submission,
 };
 use crate::state::AppState;
 use crate::token_auth::Caller;
@@ -107,6 +108,15 @@ pub(crate) async fn status(
     Path(req_id): Path<String>,
 ) -> Result<Response, ApiError> {
     task_status(&state, &caller, &req_id, TaskKind::Refresh).await
+}
+
+/// `DELETE /cdn_api/refresh/{reqId}`: cancels what has not started.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Answer, ApiError> {
+    cancel_task(&state, &caller, &req_id, TaskKind::Refresh).await
 }
 
 /// `GET /cdn_api/refresh?status=&limit=&before=`.
