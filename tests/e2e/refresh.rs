@@ -311,3 +311,66 @@ async fn cancelling_a_task_stops_what_has_not_started() -> TestResult {
     .expect(404, 3001)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_retried_submission_with_its_idempotency_key_creates_nothing_new() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    origin.set("/i.bin", Behavior::Body(Bytes::from_static(b"idempotent")));
+    let submit = |key: &'static str, body: Value| {
+        let api = api.clone();
+        let token = token.clone();
+        async move {
+            let body = serde_json::to_vec(&body)?;
+            let response = reqwest::Client::new()
+                .post(format!("{}/cdn_api/prefetch", api.base))
+                .header("X-Auth-Token", token)
+                .header("Idempotency-Key", key)
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await?;
+            Ok::<_, Error>((status, body["zt_api"].clone()))
+        }
+    };
+    let first = submit("release-42", json!({"urls": [url(HOST, "/i.bin")]})).await?;
+    assert_eq!(first.0, 200, "{}", first.1);
+    // The same request again: the same task, nothing new.
+    let again = submit("release-42", json!({"urls": [url(HOST, "/i.bin")]})).await?;
+    assert_eq!(
+        (again.0, again.1["reqId"].clone()),
+        (200, first.1["reqId"].clone())
+    );
+    let other = submit("release-42", json!({"urls": [url(HOST, "/other.bin")]})).await?;
+    assert_eq!(
+        (other.0, other.1["ret"].clone()),
+        (409, json!(2007)),
+        "{}",
+        other.1
+    );
+    assert!(other.1["msg"]
+        .as_str()
+        .unwrap_or("")
+        .contains("Idempotency-Key"));
+
+    let req_id = first.1["reqId"].as_str().unwrap_or("").to_string();
+    api.wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    let listed = api
+        .call(Method::GET, "/cdn_api/prefetch", Some(&token), None)
+        .await?;
+    assert_eq!(listed.get("tasks").as_array().map(Vec::len), Some(1));
+    let quota = api
+        .call(Method::GET, "/cdn_api/quota", Some(&token), None)
+        .await?;
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["prefetch_urls_per_day"]["used"],
+        1
+    );
+    assert_eq!(origin.count("/i.bin"), 1);
+    Ok(())
+}

@@ -91,7 +91,21 @@ pub struct NewTask {
     pub created_at: i64,
     /// The quotas charged in the same transaction (all or none).
     pub charges: Vec<QuotaCharge>,
+    /// The client's `Idempotency-Key` and a hash of what it submitted with it.
+    pub idempotency: Option<IdempotencyKey>,
 }
+
+/// An `Idempotency-Key` of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The client's key.
+    pub key: String,
+    /// A hash of the request (kind and body): the same key with another body is refused.
+    pub body_hash: String,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 impl NewTask {
     /// Every target with its index in the task and whether it is a directory.
@@ -117,6 +131,9 @@ pub struct SubmittedTask {
     pub task: NewTask,
     /// Its domain's origin at submission.
     pub origin: Origin,
+    /// The submission repeated an earlier one's idempotency key and body: nothing was created,
+    /// and `task.id` is the earlier task's.
+    pub replayed: bool,
 }
 
 /// Consumption of a daily quota.

@@ -4,12 +4,14 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use precache_model::{AccountId, EdgeId, Origin, PairStatus, QuotaKind, TaskId, TaskStatus};
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::quota;
 use crate::{
-    Error, NewTask, PairRecord, Result, Store, SubmittedTask, TaskDetail, TaskQuery, TaskSummary,
+    Error, IdempotencyKey, NewTask, PairRecord, Result, Store, SubmittedTask, TaskDetail,
+    TaskQuery, TaskSummary, IDEMPOTENCY_WINDOW_MS,
 };
 
 const TASK_COLUMNS: &str =
@@ -124,7 +126,37 @@ pub(crate) async fn submit_many(
     let domains = registered_domains(connection, tasks).await?;
     let mut charges: HashMap<(AccountId, String, QuotaKind), quota::Balance> = HashMap::new();
     let mut verdicts: Vec<Result<Origin>> = Vec::with_capacity(tasks.len());
-    for task in tasks {
+    // Idempotency keys seen in this batch: key -> (body hash, task id).
+    let mut batch_keys: HashMap<(AccountId, String), (String, TaskId)> = HashMap::new();
+    let mut replays: HashMap<usize, TaskId> = HashMap::new();
+    for (position, task) in tasks.iter().enumerate() {
+        if let Some(idempotency) = &task.idempotency {
+            let batch_key = (task.account_id, idempotency.key.clone());
+            let earlier = match batch_keys.get(&batch_key) {
+                Some(earlier) => Some(earlier.clone()),
+                None => earlier_submission(connection, task, idempotency).await?,
+            };
+            match earlier {
+                Some((hash, task_id)) if hash == idempotency.body_hash => {
+                    replays.insert(position, task_id);
+                    verdicts.push(match domains.get(task.domain.as_str()) {
+                        Some((_, origin)) => Ok(origin.clone()),
+                        None => Err(Error::DomainNotOwned(task.domain.to_string())),
+                    });
+                    continue;
+                }
+                Some(_) => {
+                    verdicts.push(Err(Error::Conflict(format!(
+                        "Idempotency-Key {:?} was used within 24 h with a different request",
+                        idempotency.key
+                    ))));
+                    continue;
+                }
+                None => {
+                    batch_keys.insert(batch_key, (idempotency.body_hash.clone(), task.id));
+                }
+            }
+        }
         let origin = match domains.get(task.domain.as_str()) {
             Some((owner, origin)) if *owner == task.account_id => origin.clone(),
             _ => {
@@ -170,21 +202,73 @@ pub(crate) async fn submit_many(
     }
     let accepted: Vec<&NewTask> = tasks
         .iter()
+        .enumerate()
         .zip(&verdicts)
-        .filter(|(_, verdict)| verdict.is_ok())
-        .map(|(task, _)| task)
+        .filter(|((position, _), verdict)| verdict.is_ok() && !replays.contains_key(position))
+        .map(|((_, task), _)| task)
         .collect();
     insert_tasks(connection, &accepted).await?;
+    for task in &accepted {
+        if let Some(idempotency) = &task.idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (account_id, key, body_hash, task_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_id, key) DO UPDATE SET body_hash = excluded.body_hash, \
+                    task_id = excluded.task_id, created_at = excluded.created_at",
+            )
+            .bind(task.account_id.0)
+            .bind(idempotency.key.as_str())
+            .bind(idempotency.body_hash.as_str())
+            .bind(task.id.to_string())
+            .bind(task.created_at)
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
     Ok(tasks
         .iter()
+        .enumerate()
         .zip(verdicts)
-        .map(|(task, verdict)| {
-            verdict.map(|origin| SubmittedTask {
-                task: task.clone(),
-                origin,
+        .map(|((position, task), verdict)| {
+            verdict.map(|origin| {
+                let mut task = task.clone();
+                let replayed = match replays.get(&position) {
+                    Some(earlier) => {
+                        task.id = *earlier;
+                        true
+                    }
+                    None => false,
+                };
+                SubmittedTask {
+                    task,
+                    origin,
+                    replayed,
+                }
             })
         })
         .collect())
+}
+
+/// The body hash and task of an earlier submission with this key, within the window.
+async fn earlier_submission(
+    connection: &mut AnyConnection,
+    task: &NewTask,
+    idempotency: &IdempotencyKey,
+) -> Result<Option<(String, TaskId)>> {
+    let row = sqlx::query(
+        "SELECT body_hash, task_id FROM idempotency_keys \
+         WHERE account_id = $1 AND key = $2 AND created_at > $3",
+    )
+    .bind(task.account_id.0)
+    .bind(idempotency.key.as_str())
+    .bind(task.created_at - IDEMPOTENCY_WINDOW_MS)
+    .fetch_optional(&mut *connection)
+    .await?;
+    row.map(|row| {
+        let task_id: String = row.try_get("task_id")?;
+        Ok((row.try_get("body_hash")?, parse(&task_id)?))
+    })
+    .transpose()
 }
 
 /// Owner and origin of every domain the batch's tasks name.

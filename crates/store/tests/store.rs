@@ -91,6 +91,7 @@ fn new_task(
             amount: urls.len() as i64,
             default_limit: limit,
         }],
+        idempotency: None,
     }
 }
 

@@ -4,15 +4,16 @@ use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use precache_model::edge_protocol::PurgeMode;
 use precache_model::time::now_millis;
 use precache_model::{DomainName, ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
-use precache_store::{NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
+use precache_store::{IdempotencyKey, NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
 use precache_tasks::{PairJob, DRY_RUN_MODE};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::envelope::{json_response, Answer, ApiError, Ret};
 use crate::quota_clock::quota_day;
@@ -116,10 +117,12 @@ pub(crate) fn check_count_and_domain(targets: &[ObjectUrl], max: usize) -> Resul
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
+    let idempotency = idempotency_key(&headers, TaskKind::Prefetch, &body)?;
     let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
     let count = urls.len() as i64;
     let task_id = accept(
@@ -132,6 +135,7 @@ pub(crate) async fn submit(
             mode: None,
             dry_run: false,
             charges: vec![(QuotaKind::PrefetchUrls, count)],
+            idempotency,
         },
     )
     .await?;
@@ -155,6 +159,41 @@ pub(crate) struct Submission {
     pub(crate) dry_run: bool,
     /// The quotas to charge, each with its amount.
     pub(crate) charges: Vec<(QuotaKind, i64)>,
+    /// The client's `Idempotency-Key`, with the hash of the request.
+    pub(crate) idempotency: Option<IdempotencyKey>,
+}
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, if any, with a hash of its kind and body: a retry with the
+/// same key and the same request gets the first task; the same key with another request is
+/// `2007`. The body is hashed as parsed, so whitespace and key order do not matter.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    kind: TaskKind,
+    body: &serde_json::Map<String, Value>,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::new(
+                Ret::BadField,
+                format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )
+        })?;
+    let canonical = format!("{}:{}", kind.as_str(), Value::Object(body.clone()));
+    Ok(Some(IdempotencyKey {
+        key: key.to_string(),
+        body_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
+    }))
 }
 
 /// Commits a task (quota, domain ownership and rows in one transaction) and hands its pairs to
@@ -210,6 +249,7 @@ pub(crate) async fn accept(
         edges,
         created_at: now_millis(),
         charges,
+        idempotency: submission.idempotency,
     };
     // Committing and handing the pairs to the engine run in a task of their own: if the client
     // hangs up mid-request, the handler's future is dropped, but a task that may already be
@@ -221,7 +261,15 @@ pub(crate) async fn accept(
         let _admission = admission;
         // The store checks that the domain is the caller's and charges the quota in the same
         // transaction that creates the task.
-        let SubmittedTask { task, origin } = store.submit_task(task).await?;
+        let SubmittedTask {
+            task,
+            origin,
+            replayed,
+        } = store.submit_task(task).await?;
+        if replayed {
+            // The first submission's pairs are queued (or done) already.
+            return Ok(task.id);
+        }
         let jobs = task
             .targets()
             .flat_map(|(url_idx, url, is_dir)| {

@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use precache_model::edge_protocol::PurgeMode;
 use precache_model::{QuotaKind, TaskKind};
@@ -11,8 +12,8 @@ use serde_json::{json, Value};
 use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::json_object;
 use crate::routes::prefetch::{
-    accept, cancel_task, check_count_and_domain, list_tasks, parse_url_list, task_status,
-    ListParams, Submission,
+    accept, cancel_task, check_count_and_domain, idempotency_key, list_tasks, parse_url_list,
+    task_status, ListParams, Submission,
 };
 use crate::state::AppState;
 use crate::token_auth::Caller;
@@ -24,10 +25,12 @@ use crate::token_auth::Caller;
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
+    let idempotency = idempotency_key(&headers, TaskKind::Refresh, &body)?;
     let urls = match body.get("urls") {
         Some(value) => parse_url_list(value, "urls")?,
         None => Vec::new(),
@@ -93,6 +96,7 @@ pub(crate) async fn submit(
                     (QuotaKind::RefreshDirs, dir_count),
                 ]
             },
+            idempotency,
         },
     )
     .await?;
