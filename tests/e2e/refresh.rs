@@ -374,3 +374,105 @@ async fn a_retried_submission_with_its_idempotency_key_creates_nothing_new() -> 
     assert_eq!(origin.count("/i.bin"), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn task_lists_filter_by_type_status_domain_and_time_and_page_newest_first() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let admin = api.admin().await?;
+    api.register_domain(&admin, "cdn.example.com", &origin.url(), "alice")
+        .await?;
+    origin.set("/l.bin", Behavior::Body(Bytes::from_static(b"l")));
+    let mut ids = Vec::new();
+    for host in [HOST, "cdn.example.com", HOST] {
+        ids.push(api.prefetch_ok(&token, &[url(host, "/l.bin")]).await?);
+    }
+    let refreshed = refresh(&api, &token, json!({"urls": [url(HOST, "/l.bin")]})).await?;
+    let middle = rfc3339_now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let late = refresh(
+        &api,
+        &token,
+        json!({"urls": [url("cdn.example.com", "/l.bin")]}),
+    )
+    .await?;
+    for id in &ids {
+        api.wait_final(&token, id, Duration::from_secs(30)).await?;
+    }
+    let list = |query: String| {
+        let api = api.clone();
+        let token = token.clone();
+        async move {
+            let reply = api
+                .call(
+                    Method::GET,
+                    &format!("/cdn_api/tasks{query}"),
+                    Some(&token),
+                    None,
+                )
+                .await?;
+            reply.expect(200, 0)?;
+            let ids: Vec<String> = reply
+                .get("tasks")
+                .as_array()
+                .map(|tasks| {
+                    tasks
+                        .iter()
+                        .filter_map(|t| t["reqId"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok::<_, Error>((ids, reply.get("next_before").clone()))
+        }
+    };
+    let (all, _) = list("".to_string()).await?;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[0], late["reqId"].as_str().unwrap_or(""), "newest first");
+    let (refreshes, _) = list("?type=refresh".to_string()).await?;
+    assert_eq!(refreshes.len(), 2);
+    let (on_cdn, _) = list("?domain=cdn.example.com".to_string()).await?;
+    assert_eq!(on_cdn.len(), 2);
+    let (prefetches_on_game, _) =
+        list("?type=prefetch&domain=game.example.com&status=done".to_string()).await?;
+    assert_eq!(prefetches_on_game, vec![ids[2].clone(), ids[0].clone()]);
+    let since = format!("?since={middle}");
+    let (recent, _) = list(since).await?;
+    assert_eq!(
+        recent,
+        vec![late["reqId"].as_str().unwrap_or("").to_string()]
+    );
+    let until = format!("?until={middle}&type=refresh");
+    let (older, _) = list(until).await?;
+    assert_eq!(
+        older,
+        vec![refreshed["reqId"].as_str().unwrap_or("").to_string()]
+    );
+    // Cursor pagination: two pages of two, then the last one.
+    let (page1, next) = list("?limit=2".to_string()).await?;
+    assert_eq!(page1, all[..2].to_vec());
+    let cursor = format!("?limit=2&before={}", next.as_str().unwrap_or(""));
+    let (page2, _) = list(cursor).await?;
+    assert_eq!(page2, all[2..4].to_vec());
+    let bad = api
+        .call(
+            Method::GET,
+            "/cdn_api/tasks?since=yesterday",
+            Some(&token),
+            None,
+        )
+        .await?;
+    bad.expect(400, 2002)?;
+    Ok(())
+}
+
+/// Now as RFC 3339 with milliseconds.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    precache_model::time::rfc3339_millis(now)
+}

@@ -225,10 +225,16 @@ pub struct TaskDetail {
 pub struct TaskQuery {
     /// Whose tasks.
     pub account_id: AccountId,
-    /// Which kind.
-    pub kind: TaskKind,
+    /// Only tasks of this kind.
+    pub kind: Option<TaskKind>,
     /// Only tasks in this state.
     pub status: Option<TaskStatus>,
+    /// Only tasks on this domain.
+    pub domain: Option<String>,
+    /// Only tasks accepted at or after this time, ms.
+    pub since: Option<i64>,
+    /// Only tasks accepted before this time, ms.
+    pub until: Option<i64>,
     /// Only tasks older than this one (cursor: the last `reqId` of the previous page).
     pub before: Option<TaskId>,
     /// At most this many.

@@ -458,27 +458,49 @@ impl Store {
 
     /// A page of an account's tasks, newest first.
     pub async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskSummary>> {
-        let mut sql =
-            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE account_id = $1 AND kind = $2");
-        let mut next_param = 3;
-        if query.status.is_some() {
-            sql.push_str(&format!(" AND status = ${next_param}"));
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE account_id = $1");
+        let mut next_param = 2;
+        let mut condition = |sql: &mut String, text: &str| {
+            sql.push_str(&text.replace("$?", &format!("${next_param}")));
             next_param += 1;
+        };
+        if query.kind.is_some() {
+            condition(&mut sql, " AND kind = $?");
+        }
+        if query.status.is_some() {
+            condition(&mut sql, " AND status = $?");
+        }
+        if query.domain.is_some() {
+            condition(&mut sql, " AND domain = $?");
+        }
+        if query.since.is_some() {
+            condition(&mut sql, " AND created_at >= $?");
+        }
+        if query.until.is_some() {
+            condition(&mut sql, " AND created_at < $?");
         }
         if query.before.is_some() {
-            sql.push_str(&format!(
-                " AND (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = ${next_param})"
-            ));
-            next_param += 1;
+            condition(
+                &mut sql,
+                " AND (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = $?)",
+            );
         }
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id DESC LIMIT ${next_param}"
-        ));
-        let mut statement = sqlx::query(&sql)
-            .bind(query.account_id.0)
-            .bind(query.kind.as_str());
+        condition(&mut sql, " ORDER BY created_at DESC, id DESC LIMIT $?");
+        let mut statement = sqlx::query(&sql).bind(query.account_id.0);
+        if let Some(kind) = query.kind {
+            statement = statement.bind(kind.as_str());
+        }
         if let Some(status) = query.status {
             statement = statement.bind(status.as_str());
+        }
+        if let Some(domain) = &query.domain {
+            statement = statement.bind(domain.as_str());
+        }
+        if let Some(since) = query.since {
+            statement = statement.bind(since);
+        }
+        if let Some(until) = query.until {
+            statement = statement.bind(until);
         }
         if let Some(before) = query.before {
             statement = statement.bind(before.to_string());

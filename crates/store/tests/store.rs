@@ -170,8 +170,11 @@ async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
     let page = store
         .list_tasks(&TaskQuery {
             account_id: alice.id,
-            kind: TaskKind::Prefetch,
+            kind: Some(TaskKind::Prefetch),
             status: None,
+            domain: None,
+            since: None,
+            until: None,
             before: None,
             limit: 100,
         })

@@ -424,6 +424,46 @@ pub(crate) struct ListParams {
     status: Option<String>,
     limit: Option<String>,
     before: Option<String>,
+    domain: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// An RFC 3339 time of a list filter, in ms.
+fn filter_time(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+    match value.filter(|text| !text.is_empty()) {
+        Some(text) => text
+            .parse::<jiff::Timestamp>()
+            .map(|at| Some(at.as_millisecond()))
+            .map_err(|_| {
+                ApiError::new(
+                    Ret::BadField,
+                    format!(
+                        "{name} must be an RFC 3339 time like 2026-11-28T08:00:00Z, got {text:?}"
+                    ),
+                )
+            }),
+        None => Ok(None),
+    }
+}
+
+/// `GET /cdn_api/tasks?type=&status=&domain=&since=&until=&limit=&before=`: the caller's tasks of
+/// every kind, newest first.
+pub(crate) async fn list_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Answer, ApiError> {
+    let kind = match params.kind.as_deref().filter(|text| !text.is_empty()) {
+        Some(text) => Some(
+            text.parse::<TaskKind>()
+                .map_err(|reason| ApiError::new(Ret::BadField, reason))?,
+        ),
+        None => None,
+    };
+    list_tasks(&state, &caller, params, kind).await
 }
 
 /// `GET /cdn_api/prefetch?status=&limit=&before=`: newest first; `before` is the last `reqId`
@@ -433,16 +473,24 @@ pub(crate) async fn list(
     caller: Caller,
     Query(params): Query<ListParams>,
 ) -> Result<Answer, ApiError> {
-    list_tasks(&state, &caller, params, TaskKind::Prefetch).await
+    list_tasks(&state, &caller, params, Some(TaskKind::Prefetch)).await
 }
 
-/// A page of the caller's tasks of this kind.
+/// A page of the caller's tasks (of one kind, or all), filtered by the query's `status`,
+/// `domain` and `since`/`until` (acceptance time, RFC 3339).
 pub(crate) async fn list_tasks(
     state: &AppState,
     caller: &Caller,
     params: ListParams,
-    kind: TaskKind,
+    kind: Option<TaskKind>,
 ) -> Result<Answer, ApiError> {
+    let since = filter_time(params.since.as_deref(), "since")?;
+    let until = filter_time(params.until.as_deref(), "until")?;
+    let domain = params
+        .domain
+        .as_deref()
+        .filter(|text| !text.is_empty())
+        .map(str::to_ascii_lowercase);
     let status = match params.status.as_deref().filter(|text| !text.is_empty()) {
         Some(text) => Some(
             text.parse::<TaskStatus>()
@@ -475,6 +523,9 @@ pub(crate) async fn list_tasks(
         account_id: caller.account_id,
         kind,
         status,
+        domain,
+        since,
+        until,
         before,
         limit,
     };

@@ -129,5 +129,5 @@ pub(crate) async fn list(
     caller: Caller,
     Query(params): Query<ListParams>,
 ) -> Result<Answer, ApiError> {
-    list_tasks(&state, &caller, params, TaskKind::Refresh).await
+    list_tasks(&state, &caller, params, Some(TaskKind::Refresh)).await
 }
