@@ -161,6 +161,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             backoff: config.task_backoff,
         },
     );
+    // A warm phase whose refresh ended just before a crash is released now.
+    let released = store
+        .release_all_held()
+        .await
+        .context("release held pairs")?;
+    if released > 0 {
+        tracing::info!(
+            pairs = released,
+            "released warm phases of finished refreshes"
+        );
+    }
     // Queued before the API accepts anything, so no pair is queued twice.
     let pending = store
         .pending_pairs()

@@ -476,3 +476,76 @@ fn rfc3339_now() -> String {
         .unwrap_or(0);
     precache_model::time::rfc3339_millis(now)
 }
+
+#[tokio::test]
+async fn refresh_then_warm_purges_everywhere_first_then_prefetches_the_new_version() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    origin.set(
+        "/patch.pak",
+        Behavior::Body(Bytes::from_static(b"version 1")),
+    );
+    assert_eq!(x_cache(&api, "/patch.pak").await?, "MISS");
+    origin.set(
+        "/patch.pak",
+        Behavior::Body(Bytes::from_static(b"version two")),
+    );
+
+    let task = refresh(
+        &api,
+        &token,
+        json!({"urls": [url(HOST, "/patch.pak")], "prefetch": true}),
+    )
+    .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["phases"]["refresh"]["status"], "done", "{task}");
+    assert_eq!(task["phases"]["warm"]["status"], "done", "{task}");
+    assert_eq!(task["phases"]["warm"]["pairs_success"], 1);
+    let urls = task["urls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(urls.len(), 2, "{task}");
+    assert_eq!(
+        (urls[0]["phase"].clone(), urls[1]["phase"].clone()),
+        (json!("refresh"), json!("warm"))
+    );
+    assert_eq!(urls[1]["bytes"], 11);
+    // The warm started only after the purge was confirmed.
+    let purged_at = urls[0]["edges"][0]["finished_at"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let warm_started = urls[1]["edges"][0]["started_at"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(warm_started >= purged_at, "{purged_at} then {warm_started}");
+
+    let response = api.edge_get(HOST, "/patch.pak").await?;
+    assert_eq!(response.headers()["x-cache"], "HIT");
+    assert_eq!(&response.bytes().await?[..], b"version two");
+    assert_eq!(origin.count("/patch.pak"), 2, "the first miss and the warm");
+    let quota = api
+        .call(Method::GET, "/cdn_api/quota", Some(&token), None)
+        .await?;
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["prefetch_urls_per_day"]["used"],
+        1
+    );
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["refresh_urls_per_day"]["used"],
+        1
+    );
+
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&token),
+            Some(json!({"dirs": [url(HOST, "/d/")], "prefetch": true})),
+        )
+        .await?;
+    reply.expect(400, 2002)?;
+    Ok(())
+}

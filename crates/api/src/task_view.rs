@@ -75,13 +75,15 @@ fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
 ///
 /// A URL is `success` only when every edge has it, `failed` when every edge finished and one
 /// did not; `edges_success` says how many have it either way.
-fn url_json(url: &str, is_dir: bool, kind: TaskKind, pairs: &[&PairRecord]) -> Value {
+fn url_json(url: &str, is_dir: bool, kind: TaskKind, phase: i64, pairs: &[&PairRecord]) -> Value {
     let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
     let succeeded = pairs
         .iter()
         .filter(|pair| pair.status == PairStatus::Success)
         .count();
-    let started = pairs.iter().any(|pair| pair.status != PairStatus::Waiting);
+    let started = pairs
+        .iter()
+        .any(|pair| !matches!(pair.status, PairStatus::Waiting | PairStatus::Held));
     let cancelled = pairs
         .iter()
         .any(|pair| pair.status == PairStatus::Cancelled);
@@ -123,13 +125,51 @@ fn url_json(url: &str, is_dir: bool, kind: TaskKind, pairs: &[&PairRecord]) -> V
         "error": error,
         "edges": pairs.iter().map(|pair| pair_json(pair, kind)).collect::<Vec<_>>(),
     });
+    if kind == TaskKind::Refresh && phase == 1 {
+        // The warm phase after the purge: a prefetch, reported as one.
+        fields["phase"] = json!("warm");
+        return fields;
+    }
     if kind == TaskKind::Refresh {
+        fields["phase"] = json!("refresh");
         // Summed over the edges: what the refresh removed (or marked stale) everywhere.
         fields["dir"] = json!(is_dir);
         fields["objects"] = json!(pairs.iter().filter_map(|pair| pair.objects).sum::<i64>());
         fields["bytes"] = json!(pairs.iter().filter_map(|pair| pair.bytes).sum::<i64>());
     }
     fields
+}
+
+/// Progress of a refresh's two phases: the purge, then the warm.
+fn phases_json(detail: &TaskDetail) -> Value {
+    let phase_of = |pair: &PairRecord| {
+        detail
+            .phase
+            .get(pair.url_idx as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let counts = |phase: i64| {
+        let pairs: Vec<&PairRecord> = detail
+            .pairs
+            .iter()
+            .filter(|pair| phase_of(pair) == phase)
+            .collect();
+        let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
+        let success = pairs
+            .iter()
+            .filter(|pair| pair.status == PairStatus::Success)
+            .count();
+        let state = if finished == pairs.len() {
+            "done"
+        } else if pairs.iter().all(|pair| pair.status == PairStatus::Held) {
+            "held"
+        } else {
+            "running"
+        };
+        json!({"status": state, "pairs_total": pairs.len(), "pairs_finished": finished, "pairs_success": success})
+    };
+    json!({"refresh": counts(0), "warm": counts(1)})
 }
 
 /// The full status answer of a task.
@@ -146,7 +186,8 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
                 .filter(|pair| pair.url_idx == url_idx as i64)
                 .collect();
             let is_dir = detail.is_dir.get(url_idx).copied().unwrap_or(false);
-            url_json(url, is_dir, detail.summary.kind, &pairs)
+            let phase = detail.phase.get(url_idx).copied().unwrap_or(0);
+            url_json(url, is_dir, detail.summary.kind, phase, &pairs)
         })
         .collect();
     fields.insert("urls".into(), Value::Array(urls));
@@ -164,6 +205,9 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
         };
         fields.insert("mode".into(), json!(mode));
         fields.insert("dry_run".into(), json!(dry_run));
+        if detail.phase.contains(&1) {
+            fields.insert("phases".into(), phases_json(detail));
+        }
         // Measured propagation: from acceptance to the last edge's confirmation.
         let propagation = detail
             .summary

@@ -41,6 +41,8 @@ pub enum PairStatus {
     Failed,
     /// Its task was cancelled before it started.
     Cancelled,
+    /// Waits for the task's earlier phase (a warm after a refresh) before it may start.
+    Held,
 }
 
 impl TaskStatus {
@@ -97,7 +99,7 @@ macro_rules! wire_names {
 
 wire_names!(TaskKind { Prefetch => "prefetch", Refresh => "refresh" });
 wire_names!(TaskStatus { Waiting => "waiting", Running => "running", Done => "done", Failed => "failed", Cancelled => "cancelled" });
-wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled" });
+wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled", Held => "held" });
 
 #[cfg(test)]
 mod tests {

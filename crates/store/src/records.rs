@@ -85,6 +85,8 @@ pub struct NewTask {
     pub dirs: Vec<String>,
     /// Refresh: `delete` or `invalidate`.
     pub mode: Option<String>,
+    /// Refresh: prefetch the `urls` once the purge is confirmed on every edge.
+    pub warm: bool,
     /// Edges the work runs on; one pair per (URL or directory, edge).
     pub edges: Vec<EdgeId>,
     /// Acceptance time, ms since the epoch.
@@ -118,9 +120,24 @@ impl NewTask {
             .map(|(idx, (target, is_dir))| (idx as i64, target, is_dir))
     }
 
-    /// How many targets.
+    /// How many targets run first (every target but the warm phase's).
     pub fn target_count(&self) -> usize {
         self.urls.len() + self.dirs.len()
+    }
+
+    /// The warm phase of a refresh: its URLs again, numbered after the other targets.
+    pub fn warm_targets(&self) -> impl Iterator<Item = (i64, &str)> {
+        let first = self.target_count() as i64;
+        self.urls
+            .iter()
+            .filter(move |_| self.warm)
+            .enumerate()
+            .map(move |(idx, url)| (first + idx as i64, url.as_str()))
+    }
+
+    /// Every target of every phase.
+    pub fn all_target_count(&self) -> usize {
+        self.target_count() + if self.warm { self.urls.len() } else { 0 }
     }
 }
 
@@ -214,6 +231,8 @@ pub struct TaskDetail {
     pub urls: Vec<String>,
     /// Whether each of `urls` is a directory.
     pub is_dir: Vec<bool>,
+    /// The phase of each of `urls` (1: the warm after a refresh).
+    pub phase: Vec<i64>,
     /// Refresh: the purge mode.
     pub mode: Option<String>,
     /// Every pair, ordered by URL index then edge.
@@ -265,6 +284,9 @@ pub struct PendingPair {
     pub is_dir: bool,
     /// Refresh: `delete` or `invalidate`.
     pub mode: Option<String>,
+    /// Whether finishing this pair may release held pairs of its task (a purge of a refresh
+    /// that warms afterwards).
+    pub releases: bool,
     /// The task's domain.
     pub domain: String,
     /// The domain's origin, `None` when the domain was removed since.

@@ -26,40 +26,68 @@ impl Store {
 
     /// Every waiting pair, oldest task first, with what is needed to run it.
     pub async fn pending_pairs(&self) -> Result<Vec<PendingPair>> {
-        let rows = sqlx::query(
-            "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, u.url, u.is_dir, d.origin \
-             FROM task_pairs p \
-             JOIN tasks t ON t.id = p.task_id \
-             JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
-             LEFT JOIN domains d ON d.name = t.domain \
-             WHERE p.status = 'waiting' \
-             ORDER BY t.created_at, p.task_id, p.url_idx, p.edge_id",
-        )
+        let rows = sqlx::query(&format!(
+            "{PENDING_SELECT} WHERE p.status = 'waiting' \
+             ORDER BY t.created_at, p.task_id, p.url_idx, p.edge_id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let task_id: String = row.try_get("task_id")?;
-                let kind: String = row.try_get("kind")?;
-                let origin: Option<String> = row.try_get("origin")?;
-                Ok(PendingPair {
-                    key: PairKey {
-                        task_id: parse(&task_id)?,
-                        url_idx: row.try_get("url_idx")?,
-                        edge_id: EdgeId(row.try_get("edge_id")?),
-                    },
-                    kind: parse(&kind)?,
-                    url: row.try_get("url")?,
-                    is_dir: row.try_get::<i64, _>("is_dir")? != 0,
-                    mode: row.try_get("mode")?,
-                    domain: row.try_get("domain")?,
-                    origin: origin
-                        .map(|text| Origin::parse(&text))
-                        .transpose()
-                        .map_err(Error::Corrupt)?,
+        rows.iter().map(decode_pending).collect()
+    }
+
+    /// Releases the held pairs of task `id` (its warm phase) if every pair of its earlier phase
+    /// has finished; returns them, now waiting, for the engine.
+    pub async fn release_held(&self, id: precache_model::TaskId) -> Result<Vec<PendingPair>> {
+        let released = self
+            .writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let id = id.to_string();
+                    let released = sqlx::query(RELEASE_HELD)
+                        .bind(&id)
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(released.rows_affected())
                 })
             })
-            .collect()
+            .await?;
+        if released == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "{PENDING_SELECT} WHERE p.task_id = $1 AND p.status = 'waiting' AND u.phase = 1 \
+             ORDER BY p.url_idx, p.edge_id"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_pending).collect()
+    }
+
+    /// At start: releases the held pairs of every task whose earlier phase finished before a
+    /// crash could release them.
+    pub async fn release_all_held(&self) -> Result<u64> {
+        self.writer
+            .run(|connection| {
+                Box::pin(async move {
+                    let tasks = sqlx::query(
+                        "SELECT DISTINCT task_id FROM task_pairs WHERE status = 'held'",
+                    )
+                    .fetch_all(&mut *connection)
+                    .await?;
+                    let mut released = 0;
+                    for task in tasks {
+                        let id: String = task.try_get("task_id")?;
+                        released += sqlx::query(RELEASE_HELD)
+                            .bind(&id)
+                            .execute(&mut *connection)
+                            .await?
+                            .rows_affected();
+                    }
+                    Ok(released)
+                })
+            })
+            .await
     }
 
     /// Cancels the account's task `id`: its pairs not started yet end `cancelled`, running ones
@@ -91,7 +119,7 @@ impl Store {
                     if !parse::<TaskStatus, _>(&status)?.is_final() {
                         cancelled = sqlx::query(
                             "UPDATE task_pairs SET status = 'cancelled', finished_at = $1 \
-                             WHERE task_id = $2 AND status = 'waiting'",
+                             WHERE task_id = $2 AND status IN ('waiting', 'held')",
                         )
                         .bind(at)
                         .bind(&id)
@@ -136,6 +164,50 @@ impl Store {
     pub async fn pair_finished(&self, result: PairResult) -> Result<Option<TaskSummary>> {
         self.writer.finished(result).await
     }
+}
+
+const PENDING_SELECT: &str =
+    "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, u.url, u.is_dir, u.phase, d.origin, \
+            EXISTS (SELECT 1 FROM task_urls w WHERE w.task_id = p.task_id AND w.phase = 1) AS warms \
+     FROM task_pairs p \
+     JOIN tasks t ON t.id = p.task_id \
+     JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
+     LEFT JOIN domains d ON d.name = t.domain";
+
+/// Held pairs of task `$1` become waiting once no pair of its first phase is unfinished.
+const RELEASE_HELD: &str = "UPDATE task_pairs SET status = 'waiting' \
+     WHERE task_id = $1 AND status = 'held' AND NOT EXISTS ( \
+        SELECT 1 FROM task_pairs p JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
+        WHERE p.task_id = $1 AND u.phase = 0 AND p.status IN ('waiting', 'running'))";
+
+fn decode_pending(row: &sqlx::any::AnyRow) -> Result<PendingPair> {
+    let task_id: String = row.try_get("task_id")?;
+    let kind: String = row.try_get("kind")?;
+    let origin: Option<String> = row.try_get("origin")?;
+    let phase: i64 = row.try_get("phase")?;
+    let warms = row.try_get::<i64, _>("warms")? != 0;
+    Ok(PendingPair {
+        key: PairKey {
+            task_id: parse(&task_id)?,
+            url_idx: row.try_get("url_idx")?,
+            edge_id: EdgeId(row.try_get("edge_id")?),
+        },
+        // The warm phase of a refresh prefetches.
+        kind: if phase == 1 {
+            precache_model::TaskKind::Prefetch
+        } else {
+            parse(&kind)?
+        },
+        url: row.try_get("url")?,
+        is_dir: row.try_get::<i64, _>("is_dir")? != 0,
+        mode: row.try_get("mode")?,
+        releases: phase == 0 && warms,
+        domain: row.try_get("domain")?,
+        origin: origin
+            .map(|text| Origin::parse(&text))
+            .transpose()
+            .map_err(Error::Corrupt)?,
+    })
 }
 
 /// Up to this many pairs per statement (10 parameters each).

@@ -312,7 +312,7 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
         );
         let mut query = sqlx::query(&sql);
         for (task, id) in chunk {
-            let n_pairs = (task.target_count() * task.edges.len()) as i64;
+            let n_pairs = (task.all_target_count() * task.edges.len()) as i64;
             // A task with no edge to run on has nothing left to do: it ends at once, failed.
             let status = if n_pairs == 0 {
                 TaskStatus::Failed
@@ -326,41 +326,54 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
                 .bind(task.domain.as_str())
                 .bind(status.as_str())
                 .bind(task.created_at)
-                .bind(task.target_count() as i64)
+                .bind(task.all_target_count() as i64)
                 .bind(n_pairs)
                 .bind(task.mode.clone());
         }
         query.execute(&mut *connection).await?;
     }
-    let urls: Vec<(&str, i64, &str, bool)> = rows
+    // (task, index, URL, is a directory, phase)
+    let urls: Vec<(&str, i64, &str, bool, i64)> = rows
         .iter()
         .flat_map(|(task, id)| {
             task.targets()
-                .map(move |(url_idx, url, is_dir)| (id.as_str(), url_idx, url, is_dir))
+                .map(move |(url_idx, url, is_dir)| (id.as_str(), url_idx, url, is_dir, 0))
+                .chain(
+                    task.warm_targets()
+                        .map(move |(url_idx, url)| (id.as_str(), url_idx, url, false, 1)),
+                )
         })
         .collect();
     for chunk in urls.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO task_urls (task_id, url_idx, url, is_dir) VALUES {}",
-            params.rows(chunk.len(), 4)
+            "INSERT INTO task_urls (task_id, url_idx, url, is_dir, phase) VALUES {}",
+            params.rows(chunk.len(), 5)
         );
         let mut query = sqlx::query(&sql);
-        for (id, url_idx, url, is_dir) in chunk {
+        for (id, url_idx, url, is_dir, phase) in chunk {
             query = query
                 .bind(*id)
                 .bind(*url_idx)
                 .bind(*url)
-                .bind(i64::from(*is_dir));
+                .bind(i64::from(*is_dir))
+                .bind(*phase);
         }
         query.execute(&mut *connection).await?;
     }
-    let pairs: Vec<(&str, i64, EdgeId)> = rows
+    // Pairs of a later phase are held until the earlier one has finished.
+    let pairs: Vec<(&str, i64, EdgeId, PairStatus)> = rows
         .iter()
         .flat_map(|(task, id)| {
-            (0..task.target_count() as i64).flat_map(move |url_idx| {
+            let first = task.target_count() as i64;
+            (0..task.all_target_count() as i64).flat_map(move |url_idx| {
+                let status = if url_idx < first {
+                    PairStatus::Waiting
+                } else {
+                    PairStatus::Held
+                };
                 task.edges
                     .iter()
-                    .map(move |edge_id| (id.as_str(), url_idx, *edge_id))
+                    .map(move |edge_id| (id.as_str(), url_idx, *edge_id, status))
             })
         })
         .collect();
@@ -370,12 +383,12 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
             params.rows(chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
-        for (id, url_idx, edge_id) in chunk {
+        for (id, url_idx, edge_id, status) in chunk {
             query = query
                 .bind(*id)
                 .bind(*url_idx)
                 .bind(edge_id.0)
-                .bind(PairStatus::Waiting.as_str());
+                .bind(status.as_str());
         }
         query.execute(&mut *connection).await?;
     }
@@ -401,7 +414,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT t.id, t.account_id, t.kind, t.domain, t.status, t.created_at, t.started_at, t.finished_at, \
                     t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.mode, \
-                    u.url_idx, u.url, u.is_dir, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
+                    u.url_idx, u.url, u.is_dir, u.phase, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
                     p.http_status, p.bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
              FROM tasks t \
              JOIN task_urls u ON u.task_id = t.id \
@@ -420,12 +433,14 @@ impl Store {
         let mode: Option<String> = first.try_get("mode")?;
         let mut urls: Vec<String> = Vec::with_capacity(summary.n_urls as usize);
         let mut is_dir: Vec<bool> = Vec::with_capacity(summary.n_urls as usize);
+        let mut phase: Vec<i64> = Vec::with_capacity(summary.n_urls as usize);
         let mut pairs = Vec::with_capacity(rows.len());
         for row in &rows {
             let url_idx: i64 = row.try_get("url_idx")?;
             if urls.len() as i64 == url_idx {
                 urls.push(row.try_get("url")?);
                 is_dir.push(row.try_get::<i64, _>("is_dir")? != 0);
+                phase.push(row.try_get("phase")?);
             }
             let Some(edge_id) = row.try_get::<Option<i64>, _>("edge_id")? else {
                 continue;
@@ -451,6 +466,7 @@ impl Store {
             summary,
             urls,
             is_dir,
+            phase,
             mode,
             pairs,
         }))

@@ -83,6 +83,7 @@ fn new_task(
         urls: urls.iter().map(|url| url.to_string()).collect(),
         dirs: Vec::new(),
         mode: None,
+        warm: false,
         edges: edges.iter().map(|edge| edge.id).collect(),
         created_at: precache_model::time::now_millis(),
         charges: vec![QuotaCharge {

@@ -51,6 +51,8 @@ pub struct PairJob {
     pub mode: PurgeMode,
     /// Refresh: only count what the purge would affect.
     pub dry_run: bool,
+    /// Finishing this pair may release the task's held warm phase.
+    pub releases: bool,
     /// The task's domain.
     pub domain: String,
     /// Where the domain's origin is; `None` when the domain was unregistered since.
@@ -69,6 +71,7 @@ impl From<PendingPair> for PairJob {
                 _ => PurgeMode::Delete,
             },
             dry_run: pending.mode.as_deref() == Some(DRY_RUN_MODE),
+            releases: pending.releases,
             domain: pending.domain,
             origin: pending.origin,
         }
@@ -131,6 +134,8 @@ impl EngineHandle {
 
 /// What every running pair needs.
 pub(crate) struct EngineContext {
+    /// The engine's own queue, for pairs released by the work it does.
+    pub(crate) requeue: mpsc::UnboundedSender<Vec<PairJob>>,
     pub(crate) store: Store,
     pub(crate) edges: Arc<EdgeDirectory>,
     pub(crate) client: EdgeClient,
@@ -155,6 +160,7 @@ impl Engine {
     ) -> (Engine, EngineHandle) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let context = Arc::new(EngineContext {
+            requeue: queue.clone(),
             store,
             edges,
             client,
@@ -185,7 +191,7 @@ impl Engine {
     /// committed: the origin is done with it by then, and the next pair may start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut queues = OriginQueues::default();
-        let mut in_flight: JoinSet<(String, PairResult)> = JoinSet::new();
+        let mut in_flight: JoinSet<(String, PairResult, bool)> = JoinSet::new();
         let mut recording: JoinSet<()> = JoinSet::new();
         let config = self.context.config.clone();
         let mut recheck = tokio::time::interval(ADMISSION_RECHECK);
@@ -210,7 +216,9 @@ impl Engine {
                     continue;
                 }
                 let context = Arc::clone(&self.context);
-                in_flight.spawn(async move { (origin_key, run_pair(&context, job).await) });
+                let releases = job.releases;
+                in_flight
+                    .spawn(async move { (origin_key, run_pair(&context, job).await, releases) });
             }
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -219,10 +227,16 @@ impl Engine {
                     None => break,
                 },
                 Some(finished) = in_flight.join_next() => match finished {
-                    Ok((origin_key, result)) => {
+                    Ok((origin_key, result, releases)) => {
                         queues.finished(&origin_key);
                         let context = Arc::clone(&self.context);
-                        recording.spawn(async move { record_pair(&context, result).await });
+                        recording.spawn(async move {
+                            let task_id = result.key.task_id;
+                            record_pair(&context, result).await;
+                            if releases {
+                                release_held(&context, task_id).await;
+                            }
+                        });
                     }
                     Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
                 },
@@ -234,6 +248,20 @@ impl Engine {
         in_flight.abort_all();
         while in_flight.join_next().await.is_some() {}
         while recording.join_next().await.is_some() {}
+    }
+}
+
+/// Hands the task's warm phase to the engine once its purges have all finished (the store
+/// decides, so only the last purge's outcome releases anything).
+async fn release_held(context: &EngineContext, task_id: TaskId) {
+    match context.store.release_held(task_id).await {
+        Ok(released) if !released.is_empty() => {
+            let jobs = released.into_iter().map(PairJob::from).collect();
+            let _ = context.requeue.send(jobs);
+        }
+        Ok(_) => {}
+        // Left held; `serve` releases held pairs at its next start.
+        Err(error) => tracing::warn!(%error, %task_id, "could not release a task's warm phase"),
     }
 }
 

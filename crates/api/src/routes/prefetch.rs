@@ -134,6 +134,7 @@ pub(crate) async fn submit(
             dirs: Vec::new(),
             mode: None,
             dry_run: false,
+            warm: false,
             charges: vec![(QuotaKind::PrefetchUrls, count)],
             idempotency,
         },
@@ -157,6 +158,8 @@ pub(crate) struct Submission {
     pub(crate) mode: Option<PurgeMode>,
     /// Refresh: only count what would be purged.
     pub(crate) dry_run: bool,
+    /// Refresh: prefetch the URLs once the purge is confirmed on every edge.
+    pub(crate) warm: bool,
     /// The quotas to charge, each with its amount.
     pub(crate) charges: Vec<(QuotaKind, i64)>,
     /// The client's `Idempotency-Key`, with the hash of the request.
@@ -227,6 +230,7 @@ pub(crate) async fn accept(
     let kind = submission.kind;
     let mode = submission.mode.unwrap_or_default();
     let dry_run = submission.dry_run;
+    let releases = submission.warm;
     let task = NewTask {
         id: TaskId::new_random(),
         account_id: caller.account_id,
@@ -246,6 +250,7 @@ pub(crate) async fn accept(
             (true, _) => Some(DRY_RUN_MODE.to_string()),
             (false, mode) => mode.map(|mode| mode_name(mode).to_string()),
         },
+        warm: submission.warm,
         edges,
         created_at: now_millis(),
         charges,
@@ -288,6 +293,7 @@ pub(crate) async fn accept(
                 is_dir,
                 mode,
                 dry_run,
+                releases,
                 domain: task.domain.to_string(),
                 origin: Some(origin.clone()),
             })

@@ -75,6 +75,22 @@ pub(crate) async fn submit(
             ))
         }
     };
+    let warm = match body.get("prefetch") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(warm)) => *warm,
+        Some(other) => {
+            return Err(ApiError::new(
+                Ret::BadField,
+                format!("prefetch must be true or false, got {other}"),
+            ))
+        }
+    };
+    if warm && (urls.is_empty() || dry_run) {
+        return Err(ApiError::new(
+            Ret::BadField,
+            "\"prefetch\": true warms the refreshed \"urls\" (not dirs) and cannot be a dry run",
+        ));
+    }
     let all: Vec<_> = urls.iter().chain(&dirs).cloned().collect();
     check_count_and_domain(&all, config.max_urls_per_request)?;
     let (url_count, dir_count) = (urls.len() as i64, dirs.len() as i64);
@@ -87,6 +103,7 @@ pub(crate) async fn submit(
             dirs,
             mode: Some(mode),
             dry_run,
+            warm,
             // A dry run removes nothing, so it costs no quota.
             charges: if dry_run {
                 Vec::new()
@@ -94,6 +111,8 @@ pub(crate) async fn submit(
                 vec![
                     (QuotaKind::RefreshUrls, url_count),
                     (QuotaKind::RefreshDirs, dir_count),
+                    // The warm phase is a prefetch of the same URLs.
+                    (QuotaKind::PrefetchUrls, if warm { url_count } else { 0 }),
                 ]
             },
             idempotency,
