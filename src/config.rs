@@ -151,6 +151,8 @@ settings! {
         max_urls_per_request: usize, env "PRECACHE_MAX_URLS_PER_REQUEST";
         /// Time zone whose midnight resets daily quotas [env: PRECACHE_QUOTA_TIME_ZONE] [default: Asia/Shanghai]
         quota_time_zone: String, env "PRECACHE_QUOTA_TIME_ZONE";
+        /// API requests per second each (non-admin) account may make, with bursts of twice that; 0 for no limit [env: PRECACHE_RATE_LIMIT_PER_ACCOUNT] [default: 0]
+        rate_limit_per_account: u32, env "PRECACHE_RATE_LIMIT_PER_ACCOUNT";
         /// (URL, edge) pairs run at once [env: PRECACHE_TASK_CONCURRENCY] [default: 64]
         task_concurrency: usize, env "PRECACHE_TASK_CONCURRENCY";
         /// Pairs run at once against one origin [env: PRECACHE_TASK_PER_ORIGIN] [default: 8]
@@ -207,6 +209,8 @@ pub struct ServeConfig {
     pub max_urls_per_request: usize,
     /// Quota time zone and its name.
     pub quota_time_zone: (jiff::tz::TimeZone, String),
+    /// Requests per second per account (0: none).
+    pub rate_limit_per_account: u32,
     /// Pairs at once.
     pub task_concurrency: usize,
     /// Pairs at once per origin.
@@ -315,6 +319,7 @@ impl ServeConfig {
                 "max_urls_per_request",
             )?,
             quota_time_zone: (zone, zone_name),
+            rate_limit_per_account: raw.rate_limit_per_account.unwrap_or(0),
             task_concurrency: positive(raw.task_concurrency.unwrap_or(64), "task_concurrency")?,
             task_per_origin: positive(raw.task_per_origin.unwrap_or(8), "task_per_origin")?,
             task_attempts: raw.task_attempts.unwrap_or(3).max(1),

@@ -206,6 +206,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             max_body_bytes: (config.max_urls_per_request * 4096).max(64 * 1024),
             quota_time_zone: config.quota_time_zone.0.clone(),
             quota_time_zone_name: config.quota_time_zone.1.clone(),
+            rate_limit_per_account: config.rate_limit_per_account,
         },
     );
     api_listener

@@ -549,3 +549,60 @@ async fn refresh_then_warm_purges_everywhere_first_then_prefetches_the_new_versi
     reply.expect(400, 2002)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn over_the_rate_limit_requests_get_4001_with_retry_after_and_consume_nothing() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let options = crate::support::server::Options {
+        args: ["--rate-limit-per-account", "2"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), options)?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    origin.set("/r.bin", Behavior::Body(Bytes::from_static(b"r")));
+    let mut accepted = 0;
+    let mut limited = 0;
+    for i in 0..12 {
+        let reply = api
+            .prefetch(&token, &[url(HOST, &format!("/r.bin?{i}"))])
+            .await?;
+        match reply.status {
+            200 => accepted += 1,
+            429 => {
+                reply.expect(429, 4001)?;
+                assert!(
+                    reply.headers.contains_key("retry-after"),
+                    "{}",
+                    reply.text()
+                );
+                assert!(reply.msg().contains("rate limit"), "{}", reply.msg());
+                limited += 1;
+            }
+            other => return Err(format!("unexpected HTTP {other}: {}", reply.text()).into()),
+        }
+    }
+    assert!(
+        limited > 0 && accepted >= 3,
+        "accepted {accepted}, limited {limited}"
+    );
+    // Admins are never limited.
+    let admin = api.admin().await?;
+    for _ in 0..10 {
+        api.call(Method::GET, "/cdn_api/edges", Some(&admin), None)
+            .await?
+            .expect(200, 0)?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let quota = api
+        .call(Method::GET, "/cdn_api/quota", Some(&token), None)
+        .await?;
+    quota.expect(200, 0)?;
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["prefetch_urls_per_day"]["used"], accepted,
+        "refused requests consume nothing"
+    );
+    Ok(())
+}

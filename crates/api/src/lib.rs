@@ -10,6 +10,7 @@ mod final_tasks;
 mod lenient_json;
 mod passwords;
 mod quota_clock;
+mod rate_limit;
 mod request_body;
 mod routes;
 mod state;

@@ -1,6 +1,8 @@
 //! What every handler shares, and the API's settings.
 
 use std::sync::Arc;
+
+use crate::rate_limit::RateLimits;
 use std::time::Duration;
 
 use precache_store::Store;
@@ -23,6 +25,8 @@ pub struct ApiConfig {
     pub quota_time_zone: jiff::tz::TimeZone,
     /// Its name, as shown to clients.
     pub quota_time_zone_name: String,
+    /// Requests per second each non-admin account may make; 0 for no limit.
+    pub rate_limit_per_account: u32,
 }
 
 /// Shared state of the API handlers.
@@ -39,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenCache,
     pub(crate) final_tasks: FinalTasks,
     pub(crate) hasher: PasswordHasher,
+    pub(crate) rate_limits: RateLimits,
 }
 
 impl AppState {
@@ -54,10 +59,11 @@ impl AppState {
                 store,
                 engine,
                 edges,
-                config,
                 tokens: TokenCache::default(),
                 final_tasks: FinalTasks::default(),
                 hasher: PasswordHasher::new(),
+                rate_limits: RateLimits::new(config.rate_limit_per_account),
+                config,
             }),
         }
     }

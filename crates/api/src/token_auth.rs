@@ -142,7 +142,7 @@ impl FromRequestParts<AppState> for Caller {
             .map_err(|_| ApiError::new(Ret::BadToken, "token unknown, expired or revoked"))?;
         let hash = token_hash(token.trim());
         if let Some(caller) = state.inner.tokens.get(&hash) {
-            return Ok(caller);
+            return within_rate_limit(state, caller);
         }
         let grant = state
             .inner
@@ -165,6 +165,28 @@ impl FromRequestParts<AppState> for Caller {
             expires_at: grant.expires_at,
         };
         state.inner.tokens.put(caller.clone());
-        Ok(caller)
+        within_rate_limit(state, caller)
+    }
+}
+
+/// Refuses the request (`4001`, `Retry-After`) when the account is over its rate; admins are not
+/// limited, so a tenant's limit can never lock out the people who manage it.
+fn within_rate_limit(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
+    if caller.role == Role::Admin {
+        return Ok(caller);
+    }
+    match state.inner.rate_limits.take(caller.account_id) {
+        Ok(()) => Ok(caller),
+        Err(wait) => {
+            let mut error = ApiError::new(
+                Ret::Limited,
+                format!(
+                    "account {} is over its rate limit of {} requests per second; retry in {wait} s",
+                    caller.name, state.inner.config.rate_limit_per_account
+                ),
+            );
+            error.retry_after = Some(wait);
+            Err(error)
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! The per-account request rate limit: a token bucket per account, refilled at the configured
+//! rate, holding at most two seconds' worth so a short burst passes. Over the limit a request is
+//! `4001` (HTTP 429) with `Retry-After`, before it does anything.
+//!
+//! The buckets live in this process: with several control-plane processes each enforces the
+//! limit on the requests it serves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use precache_model::AccountId;
+
+/// Seconds of requests a full bucket holds.
+const BURST_SECONDS: f64 = 2.0;
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// Buckets of every account that made requests.
+pub(crate) struct RateLimits {
+    per_second: f64,
+    buckets: Mutex<HashMap<AccountId, Bucket>>,
+}
+
+impl RateLimits {
+    /// `per_second` requests per account and second; 0 turns the limit off.
+    pub(crate) fn new(per_second: u32) -> RateLimits {
+        RateLimits {
+            per_second: f64::from(per_second),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from the account's bucket; `Err(seconds)` to wait when it is empty.
+    pub(crate) fn take(&self, account: AccountId) -> Result<(), u64> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let capacity = (self.per_second * BURST_SECONDS).max(1.0);
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.entry(account).or_insert(Bucket {
+            tokens: capacity,
+            refilled: now,
+        });
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(capacity);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.per_second;
+            Err(wait.ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_requests_wait() {
+        let limits = RateLimits::new(5);
+        let alice = AccountId(1);
+        for _ in 0..10 {
+            assert_eq!(limits.take(alice), Ok(()));
+        }
+        assert_eq!(limits.take(alice), Err(1));
+        assert_eq!(
+            limits.take(AccountId(2)),
+            Ok(()),
+            "accounts have their own buckets"
+        );
+        assert_eq!(RateLimits::new(0).take(alice), Ok(()));
+    }
+}
