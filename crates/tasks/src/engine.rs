@@ -331,7 +331,7 @@ impl OriginQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use precache_model::{EdgeId, TaskId};
+    use precache_model::EdgeId;
 
     fn job(origin: &str, url_idx: i64) -> PairJob {
         PairJob {
@@ -342,6 +342,10 @@ mod tests {
             },
             kind: TaskKind::Prefetch,
             url: format!("http://a.com/{url_idx}"),
+            is_dir: false,
+            mode: PurgeMode::Delete,
+            dry_run: false,
+            releases: false,
             domain: "a.com".into(),
             origin: Some(Origin::parse(origin).expect("origin")),
         }
