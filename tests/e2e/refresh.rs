@@ -604,5 +604,26 @@ async fn over_the_rate_limit_requests_get_4001_with_retry_after_and_consume_noth
         quota.body["zt_api"]["quota"]["prefetch_urls_per_day"]["used"], accepted,
         "refused requests consume nothing"
     );
+    assert_eq!(
+        quota.body["zt_api"]["quota"]["requests_per_second"]["limit"],
+        2
+    );
+
+    // An admin can give an account its own rate: 0 is no limit. (A token picks a change up at
+    // its next grant lookup: bob's first request here; a token in use within 5 s.)
+    let bob = api.create_user(&admin, "bob").await?;
+    api.call(
+        Method::PUT,
+        "/cdn_api/quota/bob",
+        Some(&admin),
+        Some(json!({"requests_per_second": 0})),
+    )
+    .await?
+    .expect(200, 0)?;
+    for _ in 0..20 {
+        api.call(Method::GET, "/cdn_api/quota", Some(&bob), None)
+            .await?
+            .expect(200, 0)?;
+    }
     Ok(())
 }

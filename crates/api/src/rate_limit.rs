@@ -20,26 +20,20 @@ struct Bucket {
 }
 
 /// Buckets of every account that made requests.
+#[derive(Default)]
 pub(crate) struct RateLimits {
-    per_second: f64,
     buckets: Mutex<HashMap<AccountId, Bucket>>,
 }
 
 impl RateLimits {
-    /// `per_second` requests per account and second; 0 turns the limit off.
-    pub(crate) fn new(per_second: u32) -> RateLimits {
-        RateLimits {
-            per_second: f64::from(per_second),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one request from the account's bucket; `Err(seconds)` to wait when it is empty.
-    pub(crate) fn take(&self, account: AccountId) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
+    /// Takes one request from the account's bucket, which refills at `per_second` (0: no
+    /// limit); `Err(seconds)` to wait when it is empty.
+    pub(crate) fn take(&self, account: AccountId, per_second: u32) -> Result<(), u64> {
+        if per_second == 0 {
             return Ok(());
         }
-        let capacity = (self.per_second * BURST_SECONDS).max(1.0);
+        let per_second = f64::from(per_second);
+        let capacity = (per_second * BURST_SECONDS).max(1.0);
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -50,13 +44,13 @@ impl RateLimits {
             refilled: now,
         });
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(capacity);
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
         bucket.refilled = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / self.per_second;
+            let wait = (1.0 - bucket.tokens) / per_second;
             Err(wait.ceil().max(1.0) as u64)
         }
     }
@@ -68,17 +62,17 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_requests_wait() {
-        let limits = RateLimits::new(5);
+        let limits = RateLimits::default();
         let alice = AccountId(1);
         for _ in 0..10 {
-            assert_eq!(limits.take(alice), Ok(()));
+            assert_eq!(limits.take(alice, 5), Ok(()));
         }
-        assert_eq!(limits.take(alice), Err(1));
+        assert_eq!(limits.take(alice, 5), Err(1));
         assert_eq!(
-            limits.take(AccountId(2)),
+            limits.take(AccountId(2), 5),
             Ok(()),
             "accounts have their own buckets"
         );
-        assert_eq!(RateLimits::new(0).take(alice), Ok(()));
+        assert_eq!(limits.take(alice, 0), Ok(()), "0 is no limit");
     }
 }

@@ -25,7 +25,8 @@ pub struct ApiConfig {
     pub quota_time_zone: jiff::tz::TimeZone,
     /// Its name, as shown to clients.
     pub quota_time_zone_name: String,
-    /// Requests per second each non-admin account may make; 0 for no limit.
+    /// Requests per second each non-admin account may make unless an admin set its own; 0 for
+    /// no limit.
     pub rate_limit_per_account: u32,
 }
 
@@ -62,7 +63,7 @@ impl AppState {
                 tokens: TokenCache::default(),
                 final_tasks: FinalTasks::default(),
                 hasher: PasswordHasher::new(),
-                rate_limits: RateLimits::new(config.rate_limit_per_account),
+                rate_limits: RateLimits::default(),
                 config,
             }),
         }

@@ -55,6 +55,8 @@ pub struct Caller {
     pub token_hash: String,
     /// Token expiry, ms since the epoch.
     pub expires_at: i64,
+    /// The account's own request rate limit, when an admin set one (per second; 0: none).
+    pub rate_limit: Option<u32>,
 }
 
 impl Caller {
@@ -163,6 +165,9 @@ impl FromRequestParts<AppState> for Caller {
             role: grant.account.role,
             token_hash: hash,
             expires_at: grant.expires_at,
+            rate_limit: grant
+                .rate_limit
+                .map(|limit| u32::try_from(limit.max(0)).unwrap_or(u32::MAX)),
         };
         state.inner.tokens.put(caller.clone());
         within_rate_limit(state, caller)
@@ -175,14 +180,17 @@ fn within_rate_limit(state: &AppState, caller: Caller) -> Result<Caller, ApiErro
     if caller.role == Role::Admin {
         return Ok(caller);
     }
-    match state.inner.rate_limits.take(caller.account_id) {
+    let per_second = caller
+        .rate_limit
+        .unwrap_or(state.inner.config.rate_limit_per_account);
+    match state.inner.rate_limits.take(caller.account_id, per_second) {
         Ok(()) => Ok(caller),
         Err(wait) => {
             let mut error = ApiError::new(
                 Ret::Limited,
                 format!(
-                    "account {} is over its rate limit of {} requests per second; retry in {wait} s",
-                    caller.name, state.inner.config.rate_limit_per_account
+                    "account {} is over its rate limit of {per_second} requests per second; retry in {wait} s",
+                    caller.name
                 ),
             );
             error.retry_after = Some(wait);

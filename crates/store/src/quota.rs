@@ -143,6 +143,38 @@ impl Store {
             .collect()
     }
 
+    /// Sets an account's own request rate limit (per second; 0: none), overriding the default.
+    /// Kept beside the daily limits, under a kind of its own.
+    pub async fn set_rate_limit(&self, account_id: AccountId, per_second: i64) -> Result<()> {
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO quota_limits (account_id, kind, daily_limit) VALUES ($1, 'requests_per_second', $2) \
+                         ON CONFLICT (account_id, kind) DO UPDATE SET daily_limit = $2",
+                    )
+                    .bind(account_id.0)
+                    .bind(per_second)
+                    .execute(&mut *connection)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// An account's own request rate limit, if an admin set one.
+    pub async fn rate_limit(&self, account_id: AccountId) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT daily_limit FROM quota_limits WHERE account_id = $1 AND kind = 'requests_per_second'",
+        )
+        .bind(account_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| row.try_get("daily_limit").map_err(Into::into))
+            .transpose()
+    }
+
     /// Sets an account's daily limit for one kind.
     pub async fn set_quota_limit(
         &self,

@@ -29,6 +29,8 @@ pub struct TokenGrant {
     pub expires_at: i64,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// The account's own request rate limit (per second; 0: none), when an admin set one.
+    pub rate_limit: Option<i64>,
 }
 
 /// A registered domain.

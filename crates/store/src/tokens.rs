@@ -34,8 +34,11 @@ impl Store {
     /// The grant behind a token hash, whatever its state (the caller checks expiry and revocation).
     pub async fn token_grant(&self, hash: &str) -> Result<Option<TokenGrant>> {
         let row = sqlx::query(
-            "SELECT a.id, a.name, a.role, a.password_hash, a.created_at, t.expires_at, t.revoked_at \
-             FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.hash = $1",
+            "SELECT a.id, a.name, a.role, a.password_hash, a.created_at, t.expires_at, t.revoked_at, \
+                    r.daily_limit AS rate_limit \
+             FROM tokens t JOIN accounts a ON a.id = t.account_id \
+             LEFT JOIN quota_limits r ON r.account_id = a.id AND r.kind = 'requests_per_second' \
+             WHERE t.hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -45,6 +48,7 @@ impl Store {
             account: decode_account(&row)?,
             expires_at: row.try_get("expires_at")?,
             revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            rate_limit: row.try_get("rate_limit")?,
         }))
     }
 

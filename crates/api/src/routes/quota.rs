@@ -38,8 +38,20 @@ async fn quota_answer(
             json!({"limit": status.limit, "used": status.used, "remaining": (status.limit - status.used).max(0)}),
         );
     }
+    let own_rate = state
+        .inner
+        .store
+        .rate_limit(account_id)
+        .await
+        .map_err(from_store)?;
+    let per_second = own_rate.unwrap_or(i64::from(state.inner.config.rate_limit_per_account));
+    // 0 is no limit.
+    quota.insert(RATE_FIELD.into(), json!({"limit": per_second}));
     Ok(Answer::ok(json!({"quota": quota})))
 }
+
+/// The request rate limit's field in quota answers and updates.
+const RATE_FIELD: &str = "requests_per_second";
 
 /// `GET /cdn_api/quota`: the caller's own.
 pub(crate) async fn mine(
@@ -83,9 +95,8 @@ pub(crate) async fn set(
     caller.require_admin()?;
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let mut limits = Vec::new();
+    let mut rate_limit = None;
     for (field, value) in &body {
-        let kind = QuotaKind::from_api_name(field)
-            .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
         let limit = match value {
             Value::Number(number) => number.as_i64().filter(|limit| *limit >= 0),
             _ => None,
@@ -99,15 +110,29 @@ pub(crate) async fn set(
                 ),
             ));
         };
+        if field == RATE_FIELD {
+            rate_limit = Some(limit);
+            continue;
+        }
+        let kind = QuotaKind::from_api_name(field)
+            .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
         limits.push((kind, limit));
     }
-    if limits.is_empty() {
+    if limits.is_empty() && rate_limit.is_none() {
         return Err(ApiError::new(
             Ret::BadField,
-            "give at least one of prefetch_urls_per_day, refresh_urls_per_day, refresh_dirs_per_day",
+            "give at least one of prefetch_urls_per_day, refresh_urls_per_day, refresh_dirs_per_day, requests_per_second",
         ));
     }
     let account_id = account_id_of(&state, &user).await?;
+    if let Some(per_second) = rate_limit {
+        state
+            .inner
+            .store
+            .set_rate_limit(account_id, per_second)
+            .await
+            .map_err(from_store)?;
+    }
     for (kind, limit) in limits {
         state
             .inner
