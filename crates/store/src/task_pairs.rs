@@ -168,7 +168,8 @@ impl Store {
 
 const PENDING_SELECT: &str =
     "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, u.url, u.is_dir, u.phase, d.origin, \
-            EXISTS (SELECT 1 FROM task_urls w WHERE w.task_id = p.task_id AND w.phase = 1) AS warms \
+            CASE WHEN EXISTS (SELECT 1 FROM task_urls w WHERE w.task_id = p.task_id AND w.phase = 1) \
+                 THEN 1 ELSE 0 END AS warms \
      FROM task_pairs p \
      JOIN tasks t ON t.id = p.task_id \
      JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
