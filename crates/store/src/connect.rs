@@ -26,10 +26,7 @@ pub(crate) async fn connect(database_url: &str) -> Result<(AnyPool, AnyConnectio
     let backend = if database_url.starts_with("sqlite:") {
         Backend::Sqlite
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        return Err(Error::Unavailable(
-            "PostgreSQL is the scale-out mode, which this build does not offer yet; use SQLite"
-                .into(),
-        ));
+        return connect_postgres(database_url).await;
     } else {
         return Err(Error::Unavailable(format!(
             "database URL must start with sqlite: or postgres:, got {database_url:?}"
@@ -70,6 +67,23 @@ pub(crate) async fn connect(database_url: &str) -> Result<(AnyPool, AnyConnectio
         .connect_with(options)
         .await?;
     Ok((pool, writer, backend))
+}
+
+/// PostgreSQL: a pool for reads, the writer's own connection, and the schema migrated under an
+/// advisory lock (sqlx takes one), so several processes may start at once.
+async fn connect_postgres(database_url: &str) -> Result<(AnyPool, AnyConnection, Backend)> {
+    let options = AnyConnectOptions::from_str(database_url)?;
+    let mut writer = AnyConnection::connect_with(&options).await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&mut writer)
+        .await
+        .map_err(|e| Error::Unavailable(format!("migrate the database schema: {e}")))?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(READ_CONNECTIONS)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?;
+    Ok((pool, writer, Backend::Postgres))
 }
 
 /// SQLite only creates a missing database file when asked to (`mode=rwc`).

@@ -18,10 +18,7 @@ async fn register_domain(store: &Store, owner: &str) {
         .expect("domain");
 }
 
-#[tokio::test]
-async fn submissions_for_a_domain_of_another_account_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
+async fn submissions_for_a_domain_of_another_account_are_refused(store: Store) {
     let alice = store
         .create_account("alice", "h", Role::User)
         .await
@@ -64,9 +61,47 @@ async fn submissions_for_a_domain_of_another_account_are_refused() {
     );
 }
 
-async fn open_store(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}/precache.db", dir.path().display());
-    Store::open(&url).await.expect("open store")
+#[path = "support/pg_cluster.rs"]
+mod pg_cluster;
+
+/// A database for one test: an SQLite file, or a database on a throwaway PostgreSQL cluster.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(pg_cluster::PgCluster),
+}
+
+impl Db {
+    async fn store(&self) -> Store {
+        let url = match self {
+            Db::Sqlite(dir) => format!("sqlite://{}/precache.db", dir.path().display()),
+            Db::Postgres(cluster) => cluster.url(),
+        };
+        Store::open(&url).await.expect("open store")
+    }
+}
+
+/// Every test runs against SQLite and, when PostgreSQL is installed, against PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let db = super::Db::Sqlite(tempfile::tempdir().expect("tempdir"));
+                    super::$name(db.store().await).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(cluster) = super::pg_cluster::PgCluster::start() else {
+                        return;
+                    };
+                    let db = super::Db::Postgres(cluster);
+                    super::$name(db.store().await).await
+                }
+            }
+        )+
+    };
 }
 
 fn new_task(
@@ -96,10 +131,7 @@ fn new_task(
     }
 }
 
-#[tokio::test]
-async fn bootstrap_admin_only_on_an_empty_database() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
+async fn bootstrap_admin_only_on_an_empty_database(store: Store) {
     assert!(store
         .create_bootstrap_admin("hash-1")
         .await
@@ -123,10 +155,7 @@ async fn bootstrap_admin_only_on_an_empty_database() {
     ));
 }
 
-#[tokio::test]
-async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
+async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess(store: Store) {
     let alice = store
         .create_account("alice", "h", Role::User)
         .await
@@ -185,10 +214,7 @@ async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess() {
     assert_eq!(store.pending_pairs().await.expect("pending").len(), 50);
 }
 
-#[tokio::test]
-async fn pairs_drive_the_task_to_its_final_state_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
+async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
     let alice = store
         .create_account("alice", "h", Role::User)
         .await
@@ -283,3 +309,10 @@ async fn pairs_drive_the_task_to_its_final_state_once() {
         .expect("lookup")
         .is_none());
 }
+
+on_both_backends!(
+    submissions_for_a_domain_of_another_account_are_refused,
+    bootstrap_admin_only_on_an_empty_database,
+    concurrent_submissions_commit_and_quota_rejects_only_the_excess,
+    pairs_drive_the_task_to_its_final_state_once,
+);
