@@ -11,6 +11,7 @@ mod edge_cache;
 mod isolation;
 mod large_object;
 mod origin_limits;
+mod postgres;
 mod prefetch_flow;
 mod refresh;
 mod ret_codes;

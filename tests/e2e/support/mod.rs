@@ -2,6 +2,8 @@
 
 pub mod client;
 pub mod origin;
+#[path = "../../../crates/store/tests/support/pg_cluster.rs"]
+pub mod pg_cluster;
 pub mod server;
 
 pub use client::Api;

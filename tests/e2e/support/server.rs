@@ -32,6 +32,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Do not set `PRECACHE_ADMIN_PASSWORD`.
     pub no_admin_password: bool,
+    /// A database other than the data dir's SQLite file.
+    pub database_url: Option<String>,
 }
 
 impl Server {
@@ -73,6 +75,9 @@ impl Server {
             command.env("PRECACHE_ADMIN_PASSWORD", ADMIN_PASSWORD);
         }
         command.env("PRECACHE_EDGE_ADMIN_SECRET", EDGE_ADMIN_SECRET);
+        if let Some(url) = &options.database_url {
+            command.env("PRECACHE_DATABASE_URL", url);
+        }
         for (name, value) in &options.env {
             command.env(name, value);
         }
