@@ -11,6 +11,27 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// The secret of every test server's embedded edge admin protocol.
 pub const EDGE_ADMIN_SECRET: &str = "edge-admin-secret-for-tests";
 
+/// With `PRECACHE_TEST_BACKEND=postgres`, the URL of a throwaway PostgreSQL cluster for the server
+/// of `data_dir`: the same one every time that data dir starts (restart tests), kept for the life
+/// of the test process and stopped when it exits.
+fn postgres_for(data_dir: &Path) -> Option<String> {
+    if !std::env::var("PRECACHE_TEST_BACKEND").is_ok_and(|backend| backend == "postgres") {
+        return None;
+    }
+    static CLUSTERS: Mutex<Vec<(std::path::PathBuf, super::pg_cluster::PgCluster)>> =
+        Mutex::new(Vec::new());
+    let mut clusters = CLUSTERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, cluster)) = clusters.iter().find(|(dir, _)| dir == data_dir) {
+        return Some(cluster.url());
+    }
+    let cluster = super::pg_cluster::PgCluster::start()?;
+    let url = cluster.url();
+    clusters.push((data_dir.to_path_buf(), cluster));
+    Some(url)
+}
+
 /// A running server. Killed (SIGKILL) when dropped.
 pub struct Server {
     child: Child,
@@ -76,6 +97,8 @@ impl Server {
         }
         command.env("PRECACHE_EDGE_ADMIN_SECRET", EDGE_ADMIN_SECRET);
         if let Some(url) = &options.database_url {
+            command.env("PRECACHE_DATABASE_URL", url);
+        } else if let Some(url) = postgres_for(data_dir) {
             command.env("PRECACHE_DATABASE_URL", url);
         }
         for (name, value) in &options.env {

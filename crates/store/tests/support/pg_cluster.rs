@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// A running cluster; stopped on drop.
+/// A running cluster; stopped on drop, and in any case when the test process exits.
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The write end of a pipe a small shell waits on: when this process exits (even killed),
+    /// the shell reads end-of-file and stops the cluster, so no server outlives the tests.
+    _reaper: Option<std::process::ChildStdin>,
 }
 
 /// Socket "ports" only name the socket file; distinct ones keep parallel clusters apart.
@@ -71,11 +74,12 @@ impl PgCluster {
         let port = 20_000
             + (std::process::id() % 20_000) as u16
             + NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             dir,
             bin,
             port,
             as_postgres,
+            _reaper: None,
         };
         let data = cluster.data_dir();
         cluster.run(
@@ -107,6 +111,27 @@ impl PgCluster {
                 "start",
             ],
         );
+        let stop = format!(
+            "{}'{}' -D '{}' -m immediate -w stop; rm -rf '{}'",
+            if cluster.as_postgres {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            cluster.bin.join("pg_ctl").display(),
+            data.display(),
+            cluster.dir.path().display()
+        );
+        // In a session of its own, so that whatever ends the test process's group spares it.
+        cluster._reaper = Command::new("setsid")
+            .args(["sh", "-c"])
+            .arg(format!("read _; {stop}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .and_then(|mut child| child.stdin.take());
         Some(cluster)
     }
 
