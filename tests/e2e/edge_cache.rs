@@ -518,7 +518,16 @@ async fn on_a_full_disk_responses_are_proxied_without_caching() -> TestResult {
     }
     assert_eq!(origin.count("/f.bin"), 2);
     assert_eq!(cache_files_bytes(dir.path()), 0, "nothing written");
-    assert!(server.log().contains("disk is full"), "{}", server.log());
+    // The server's log reaches us through a pipe a thread reads: give it a moment.
+    let mut logged = false;
+    for _ in 0..50 {
+        if server.log().contains("disk is full") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "{}", server.log());
     Ok(())
 }
 
