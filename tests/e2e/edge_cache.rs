@@ -408,7 +408,15 @@ async fn the_cache_stays_within_its_budget_by_evicting_the_least_recently_used()
 
     let (_, headers, _) = get(&api, "/a.bin", &[]).await?;
     assert_eq!(x_cache(&headers), "HIT");
-    let status = api.edge_status().await?;
+    // A fill is published (and evicts) just after its last byte went out: wait for it.
+    let mut status = api.edge_status().await?;
+    for _ in 0..50 {
+        if status["evictions"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = api.edge_status().await?;
+    }
     assert_eq!(status["evictions"], 1, "{status}");
     let stored = status["stored_bytes"].as_u64().unwrap_or(u64::MAX);
     assert!(stored <= 1024 * 1024, "{status}");
