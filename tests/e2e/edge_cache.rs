@@ -61,6 +61,18 @@ async fn get(
     Ok((status, headers, response.bytes().await?))
 }
 
+/// Waits until the edge holds `count` objects: a fill is published just after its last byte
+/// went out to the client.
+async fn wait_for_objects(api: &Api, count: u64) -> Result<(), Error> {
+    for _ in 0..100 {
+        if api.edge_status().await?["objects"].as_u64() == Some(count) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("the edge never held {count} objects").into())
+}
+
 fn x_cache(headers: &reqwest::header::HeaderMap) -> &str {
     headers
         .get("x-cache")
@@ -330,6 +342,7 @@ async fn purges_delete_invalidate_and_count_by_url_and_prefix() -> TestResult {
         origin.set(path, Behavior::Body(Bytes::from(vec![7u8; len])));
         get(api, path, &[]).await?;
     }
+    wait_for_objects(api, 3).await?;
     let (status, answer) = api
         .edge_purge(json!({"prefix": url(HOST, "/dir/"), "dry_run": true}))
         .await?;
