@@ -1,5 +1,6 @@
 //! How tasks look on the wire: the status answer and the list entries.
 
+use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
 use precache_model::time::rfc3339_millis;
 use precache_model::{PairStatus, TaskKind};
 use precache_store::{PairRecord, TaskDetail, TaskSummary};
@@ -198,12 +199,13 @@ pub(crate) fn detail_json(detail: &TaskDetail) -> Value {
         .count();
     fields.insert("pairs_cancelled".into(), json!(cancelled));
     if detail.summary.kind == TaskKind::Refresh {
-        let dry_run = detail.mode.as_deref() == Some("dry_run");
-        let mode = match detail.mode.as_deref() {
-            Some("invalidate") => "invalidate",
-            _ => "delete",
-        };
-        fields.insert("mode".into(), json!(mode));
+        let dry_run = detail.mode.as_deref() == Some(DRY_RUN_MODE);
+        let mode = detail
+            .mode
+            .as_deref()
+            .and_then(PurgeMode::from_name)
+            .unwrap_or_default();
+        fields.insert("mode".into(), json!(mode.as_str()));
         fields.insert("dry_run".into(), json!(dry_run));
         if detail.phase.contains(&1) {
             fields.insert("phases".into(), phases_json(detail));

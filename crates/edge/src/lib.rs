@@ -1,9 +1,10 @@
 //! The caching edge: a Pingora reverse proxy with a disk cache, driven by the edge protocol.
 //!
-//! An edge runs two listeners on its own Tokio runtime: the data plane (players' `GET`/`HEAD`,
+//! An edge runs two listeners on runtimes of its own: the data plane (players' `GET`/`HEAD`,
 //! routed by `Host` to registered domains, served from [`disk_cache`] or filled from the domain's
-//! origin) and the admin listener (the edge protocol of `precache_model::edge_protocol`: domain
-//! table pushes, prefetch commands, status), which requires the edge's admin secret.
+//! origin) on pingora's no-steal runtime, and, on a Tokio runtime, the admin listener (the edge
+//! protocol of `precache_model::edge_protocol`: domain table pushes, prefetch commands, purges,
+//! status), which requires the edge's admin secret.
 
 mod admin;
 pub mod cache_key;

@@ -124,6 +124,29 @@ pub enum PurgeMode {
     Invalidate,
 }
 
+impl PurgeMode {
+    /// The mode's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeMode::Delete => "delete",
+            PurgeMode::Invalidate => "invalidate",
+        }
+    }
+
+    /// The mode named `text`.
+    pub fn from_name(text: &str) -> Option<PurgeMode> {
+        match text {
+            "delete" => Some(PurgeMode::Delete),
+            "invalidate" => Some(PurgeMode::Invalidate),
+            _ => None,
+        }
+    }
+}
+
+/// The stored mode of a refresh task that only counts (a dry run); otherwise a [`PurgeMode`]'s
+/// name is stored.
+pub const DRY_RUN_MODE: &str = "dry_run";
+
 /// What a purge affected on one edge (or, for a dry run, would have).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeOutcome {

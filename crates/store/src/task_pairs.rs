@@ -90,25 +90,27 @@ impl Store {
             .await
     }
 
-    /// Cancels the account's task `id`: its pairs not started yet end `cancelled`, running ones
-    /// finish, and the task ends `cancelled` once they have. Returns the task as it is now and
-    /// how many pairs this call cancelled; `None` for no such task of the account. A task that
-    /// already ended is returned unchanged.
+    /// Cancels the account's task `id` of this kind: its pairs not started yet end `cancelled`,
+    /// running ones finish, and the task ends `cancelled` once they have. Returns how many pairs
+    /// this call cancelled; `None` for no such task of the account. A task that already ended is
+    /// left unchanged.
     pub async fn cancel_task(
         &self,
         account_id: precache_model::AccountId,
         id: precache_model::TaskId,
+        kind: precache_model::TaskKind,
         at: i64,
-    ) -> Result<Option<(TaskSummary, i64)>> {
+    ) -> Result<Option<i64>> {
         self.writer
             .run(move |connection| {
                 Box::pin(async move {
                     let id = id.to_string();
                     let owned = sqlx::query(
-                        "SELECT status FROM tasks WHERE id = $1 AND account_id = $2",
+                        "SELECT status FROM tasks WHERE id = $1 AND account_id = $2 AND kind = $3",
                     )
                     .bind(&id)
                     .bind(account_id.0)
+                    .bind(kind.as_str())
                     .fetch_optional(&mut *connection)
                     .await?;
                     let Some(owned) = owned else {
@@ -140,14 +142,7 @@ impl Store {
                         .execute(&mut *connection)
                         .await?;
                     }
-                    let row = sqlx::query(
-                        "SELECT id, account_id, kind, domain, status, created_at, started_at, finished_at, \
-                                n_urls, n_pairs, n_finished, n_success FROM tasks WHERE id = $1",
-                    )
-                    .bind(&id)
-                    .fetch_one(&mut *connection)
-                    .await?;
-                    Ok(Some((decode_summary(&row)?, cancelled)))
+                    Ok(Some(cancelled))
                 })
             })
             .await

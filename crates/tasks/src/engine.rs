@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use precache_model::edge_protocol::PurgeMode;
+use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
 use precache_model::{Origin, TaskId, TaskKind};
 use precache_store::{PairKey, PairResult, PendingPair, Store};
 use tokio::sync::{mpsc, watch};
@@ -32,9 +32,6 @@ pub struct EngineConfig {
     /// Wait before the second attempt; doubled before each further one.
     pub backoff: Duration,
 }
-
-/// The stored mode of a refresh that only counts.
-pub const DRY_RUN_MODE: &str = "dry_run";
 
 /// One pair to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +63,11 @@ impl From<PendingPair> for PairJob {
             kind: pending.kind,
             url: pending.url,
             is_dir: pending.is_dir,
-            mode: match pending.mode.as_deref() {
-                Some("invalidate") => PurgeMode::Invalidate,
-                _ => PurgeMode::Delete,
-            },
+            mode: pending
+                .mode
+                .as_deref()
+                .and_then(PurgeMode::from_name)
+                .unwrap_or_default(),
             dry_run: pending.mode.as_deref() == Some(DRY_RUN_MODE),
             releases: pending.releases,
             domain: pending.domain,

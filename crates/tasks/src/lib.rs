@@ -14,4 +14,4 @@ mod pair_runner;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
 pub use edge_directory::{EdgeDirectory, EdgeHealth};
-pub use engine::{Admission, Engine, EngineConfig, EngineHandle, PairJob, DRY_RUN_MODE};
+pub use engine::{Admission, Engine, EngineConfig, EngineHandle, PairJob};

@@ -6,6 +6,7 @@ mod health;
 mod prefetch;
 mod quota;
 mod refresh;
+mod tasks;
 mod tokens;
 mod users;
 
@@ -52,7 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/prefetch/{req_id}",
             get(prefetch::status).delete(prefetch::cancel),
         )
-        .route("/cdn_api/tasks", get(prefetch::list_all))
+        .route("/cdn_api/tasks", get(tasks::list_all))
         .route("/cdn_api/refresh", get(refresh::list).post(refresh::submit))
         .route(
             "/cdn_api/refresh/{req_id}",

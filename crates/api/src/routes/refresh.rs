@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::json_object;
-use crate::routes::prefetch::{
+use crate::routes::tasks::{
     accept, cancel_task, check_count_and_domain, idempotency_key, list_tasks, parse_url_list,
     task_status, ListParams, Submission,
 };
@@ -56,14 +56,15 @@ pub(crate) async fn submit(
     }
     let mode = match body.get("mode") {
         None | Some(Value::Null) => PurgeMode::Delete,
-        Some(Value::String(text)) if text == "delete" => PurgeMode::Delete,
-        Some(Value::String(text)) if text == "invalidate" => PurgeMode::Invalidate,
-        Some(other) => {
-            return Err(ApiError::new(
-                Ret::BadField,
-                format!("mode must be \"delete\" or \"invalidate\", got {other}"),
-            ))
-        }
+        Some(value) => value
+            .as_str()
+            .and_then(PurgeMode::from_name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Ret::BadField,
+                    format!("mode must be \"delete\" or \"invalidate\", got {value}"),
+                )
+            })?,
     };
     let dry_run = match body.get("dry_run") {
         None | Some(Value::Null) => false,
