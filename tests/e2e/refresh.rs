@@ -7,11 +7,38 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::client::url;
+use crate::support::server::Options;
 use crate::support::{Api, Behavior, Origin, Server, TestResult};
 
 const HOST: &str = "game.example.com";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A server with `HOST` registered to alice against a test origin; alice's token.
+struct Alice {
+    _dir: tempfile::TempDir,
+    _server: Server,
+    api: Api,
+    origin: Origin,
+    token: String,
+}
+
+impl Alice {
+    async fn start(options: Options) -> Result<Alice, Error> {
+        let dir = tempfile::tempdir()?;
+        let server = Server::start_with(dir.path(), options)?;
+        let api = Api::new(&server);
+        let origin = Origin::start().await?;
+        let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+        Ok(Alice {
+            _dir: dir,
+            _server: server,
+            api,
+            origin,
+            token,
+        })
+    }
+}
 
 async fn x_cache(api: &Api, path: &str) -> Result<String, Error> {
     let response = api.edge_get(HOST, path).await?;
@@ -37,11 +64,8 @@ async fn refresh(api: &Api, token: &str, body: Value) -> Result<Value, Error> {
 
 #[tokio::test]
 async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     for (path, len) in [
         ("/a.bin", 1000),
         ("/keep.bin", 2000),
@@ -49,11 +73,11 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
         ("/dir/sub/y.bin", 400),
     ] {
         origin.set(path, Behavior::Body(Bytes::from(vec![1u8; len])));
-        assert_eq!(x_cache(&api, path).await?, "MISS");
+        assert_eq!(x_cache(api, path).await?, "MISS");
     }
 
     let task = refresh(
-        &api,
+        api,
         &token,
         json!({"urls": [url(HOST, "/a.bin"), url(HOST, "/never-cached.bin")]}),
     )
@@ -67,12 +91,12 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
     assert_eq!(task["urls"][0]["edges"][0]["was_cached"], true);
     assert_eq!(task["urls"][1]["status"], "success");
     assert_eq!(task["urls"][1]["edges"][0]["was_cached"], false);
-    assert_eq!(x_cache(&api, "/a.bin").await?, "MISS");
-    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+    assert_eq!(x_cache(api, "/a.bin").await?, "MISS");
+    assert_eq!(x_cache(api, "/keep.bin").await?, "HIT");
 
     // A dry run counts on every edge and removes nothing.
     let task = refresh(
-        &api,
+        api,
         &token,
         json!({"dirs": [url(HOST, "/dir/")], "dry_run": true}),
     )
@@ -83,21 +107,21 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
     );
     assert_eq!(task["urls"][0]["objects"], 2, "{task}");
     assert_eq!(task["urls"][0]["bytes"], 700);
-    assert_eq!(x_cache(&api, "/dir/x.bin").await?, "HIT");
+    assert_eq!(x_cache(api, "/dir/x.bin").await?, "HIT");
 
-    let task = refresh(&api, &token, json!({"dirs": [url(HOST, "/dir/")]})).await?;
+    let task = refresh(api, &token, json!({"dirs": [url(HOST, "/dir/")]})).await?;
     assert_eq!(task["status"], "done", "{task}");
     assert_eq!(task["dry_run"], false);
     assert_eq!(task["urls"][0]["dir"], true);
     assert_eq!(task["urls"][0]["objects"], 2, "{task}");
     assert_eq!(task["urls"][0]["bytes"], 700);
-    assert_eq!(x_cache(&api, "/dir/x.bin").await?, "MISS");
-    assert_eq!(x_cache(&api, "/dir/sub/y.bin").await?, "MISS");
-    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+    assert_eq!(x_cache(api, "/dir/x.bin").await?, "MISS");
+    assert_eq!(x_cache(api, "/dir/sub/y.bin").await?, "MISS");
+    assert_eq!(x_cache(api, "/keep.bin").await?, "HIT");
 
     // Invalidate: the object stays, the next request revalidates (a 304, no body).
     let task = refresh(
-        &api,
+        api,
         &token,
         json!({"urls": [url(HOST, "/keep.bin")], "mode": "invalidate"}),
     )
@@ -106,7 +130,7 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
         (task["status"].clone(), task["mode"].clone()),
         (json!("done"), json!("invalidate"))
     );
-    assert_eq!(x_cache(&api, "/keep.bin").await?, "HIT");
+    assert_eq!(x_cache(api, "/keep.bin").await?, "HIT");
     assert_eq!(origin.not_modified("/keep.bin"), 1);
 
     let listed = api
@@ -124,11 +148,8 @@ async fn refreshed_urls_and_dirs_are_gone_from_the_edge_and_reported() -> TestRe
 
 #[tokio::test]
 async fn bad_refresh_requests_get_their_ret_code_and_change_nothing() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     let admin = api.admin().await?;
     let other = api.create_user(&admin, "bob").await?;
     let cases: Vec<(Value, u16, i64, &str)> = vec![
@@ -193,7 +214,7 @@ async fn bad_refresh_requests_get_their_ret_code_and_change_nothing() -> TestRes
     )
     .await?
     .expect(200, 0)?;
-    refresh(&api, &token, json!({"dirs": [url(HOST, "/d1/")]})).await?;
+    refresh(api, &token, json!({"dirs": [url(HOST, "/d1/")]})).await?;
     let reply = api
         .call(
             Method::POST,
@@ -229,15 +250,12 @@ async fn bad_refresh_requests_get_their_ret_code_and_change_nothing() -> TestRes
 
 #[tokio::test]
 async fn cancelling_a_task_stops_what_has_not_started() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let options = crate::support::server::Options {
+    let alice = Alice::start(Options {
         args: ["--task-per-origin", "1"].map(String::from).to_vec(),
         ..Default::default()
-    };
-    let server = Server::start_with(dir.path(), options)?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    })
+    .await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     let urls: Vec<String> = (0..10)
         .map(|i| url(HOST, &format!("/slow/{i}.bin")))
         .collect();
@@ -314,11 +332,8 @@ async fn cancelling_a_task_stops_what_has_not_started() -> TestResult {
 
 #[tokio::test]
 async fn a_retried_submission_with_its_idempotency_key_creates_nothing_new() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     origin.set("/i.bin", Behavior::Body(Bytes::from_static(b"idempotent")));
     let submit = |key: &'static str, body: Value| {
         let api = api.clone();
@@ -377,11 +392,8 @@ async fn a_retried_submission_with_its_idempotency_key_creates_nothing_new() -> 
 
 #[tokio::test]
 async fn task_lists_filter_by_type_status_domain_and_time_and_page_newest_first() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     let admin = api.admin().await?;
     api.register_domain(&admin, "cdn.example.com", &origin.url(), "alice")
         .await?;
@@ -390,11 +402,11 @@ async fn task_lists_filter_by_type_status_domain_and_time_and_page_newest_first(
     for host in [HOST, "cdn.example.com", HOST] {
         ids.push(api.prefetch_ok(&token, &[url(host, "/l.bin")]).await?);
     }
-    let refreshed = refresh(&api, &token, json!({"urls": [url(HOST, "/l.bin")]})).await?;
+    let refreshed = refresh(api, &token, json!({"urls": [url(HOST, "/l.bin")]})).await?;
     let middle = rfc3339_now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let late = refresh(
-        &api,
+        api,
         &token,
         json!({"urls": [url("cdn.example.com", "/l.bin")]}),
     )
@@ -479,23 +491,20 @@ fn rfc3339_now() -> String {
 
 #[tokio::test]
 async fn refresh_then_warm_purges_everywhere_first_then_prefetches_the_new_version() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     origin.set(
         "/patch.pak",
         Behavior::Body(Bytes::from_static(b"version 1")),
     );
-    assert_eq!(x_cache(&api, "/patch.pak").await?, "MISS");
+    assert_eq!(x_cache(api, "/patch.pak").await?, "MISS");
     origin.set(
         "/patch.pak",
         Behavior::Body(Bytes::from_static(b"version two")),
     );
 
     let task = refresh(
-        &api,
+        api,
         &token,
         json!({"urls": [url(HOST, "/patch.pak")], "prefetch": true}),
     )
@@ -553,15 +562,12 @@ async fn refresh_then_warm_purges_everywhere_first_then_prefetches_the_new_versi
 #[tokio::test]
 async fn over_the_rate_limit_requests_get_4001_with_retry_after_and_consume_nothing() -> TestResult
 {
-    let dir = tempfile::tempdir()?;
-    let options = crate::support::server::Options {
+    let alice = Alice::start(Options {
         args: ["--rate-limit-per-account", "2"].map(String::from).to_vec(),
         ..Default::default()
-    };
-    let server = Server::start_with(dir.path(), options)?;
-    let api = Api::new(&server);
-    let origin = Origin::start().await?;
-    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    })
+    .await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
     origin.set("/r.bin", Behavior::Body(Bytes::from_static(b"r")));
     let mut accepted = 0;
     let mut limited = 0;
