@@ -1,4 +1,4 @@
-//! Configuration of `precache serve`: flags, `PRECACHE_*` variables, a TOML file, defaults.
+//! Configuration of `precache serve`, `api` and `edge`: flags, `PRECACHE_*` variables, a TOML file, defaults.
 //!
 //! Every setting can come from four places; the first that has it wins: the command-line flag,
 //! the environment variable, the `--config` file (keys are the flag names with `_`), the default.
@@ -167,10 +167,27 @@ settings! {
         origin_first_byte_timeout: HumanDuration, env "PRECACHE_ORIGIN_FIRST_BYTE_TIMEOUT";
         /// Origin idle (between reads) timeout [env: PRECACHE_ORIGIN_IDLE_TIMEOUT] [default: 30s]
         origin_idle_timeout: HumanDuration, env "PRECACHE_ORIGIN_IDLE_TIMEOUT";
+        /// How long a pair waits for its edge to come back before it fails as "edge unreachable" [env: PRECACHE_EDGE_DEADLINE] [default: 10m]
+        edge_deadline: HumanDuration, env "PRECACHE_EDGE_DEADLINE";
+        /// Control plane: an engine silent this long is dead and its pairs are taken over [env: PRECACHE_ENGINE_LEASE] [default: 30s]
+        engine_lease: HumanDuration, env "PRECACHE_ENGINE_LEASE";
+        /// `precache edge`: base URL of the control plane's API [env: PRECACHE_CONTROL]
+        control: String, env "PRECACHE_CONTROL";
+        /// `precache edge`: one-time join token from `POST /cdn_api/edges` (needed until the edge has joined) [env: PRECACHE_JOIN_TOKEN]
+        join_token: String, env "PRECACHE_JOIN_TOKEN";
+        /// `precache edge`: the edge's name, as an admin created it [env: PRECACHE_NAME]
+        name: String, env "PRECACHE_NAME";
+        /// `precache edge`: base URL the control plane reaches the admin listener at [env: PRECACHE_EDGE_ADMIN_URL] [default: http:// and the admin listener's address]
+        edge_admin_url: String, env "PRECACHE_EDGE_ADMIN_URL";
+        /// `precache edge`: base URL players and child edges reach the data plane at [env: PRECACHE_EDGE_DATA_URL] [default: http:// and the edge listener's address]
+        edge_data_url: String, env "PRECACHE_EDGE_DATA_URL";
+        /// `precache edge`: without word from the control plane this long, serve past the cache until caught up [env: PRECACHE_OFFLINE_AFTER] [default: 10s]
+        offline_after: HumanDuration, env "PRECACHE_OFFLINE_AFTER";
     }
 }
 
-/// `precache serve` on the command line.
+/// `precache serve`, `api` or `edge` on the command line: one set of settings, of which each
+/// role reads those that concern it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (keys as the flags, with `_`) [env: PRECACHE_CONFIG]
@@ -223,6 +240,20 @@ pub struct ServeConfig {
     pub origin_timeouts: precache_edge::OriginTimeouts,
     /// Bootstrap admin password from `PRECACHE_ADMIN_PASSWORD`.
     pub admin_password: Option<String>,
+    /// How long a pair waits for an unreachable edge.
+    pub edge_deadline: Duration,
+    /// The engine lease.
+    pub engine_lease: Duration,
+    /// `precache edge`: the control plane's URL.
+    pub control: Option<String>,
+    /// `precache edge`: the join token.
+    pub join_token: Option<String>,
+    /// `precache edge`: advertised admin URL.
+    pub edge_admin_url: Option<String>,
+    /// `precache edge`: advertised data URL.
+    pub edge_data_url: Option<String>,
+    /// `precache edge`: cut-off detection.
+    pub offline_after: Duration,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
@@ -303,7 +334,10 @@ impl ServeConfig {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             data_dir,
             database_url,
-            edge_name: raw.edge_name.unwrap_or_else(|| "local".to_string()),
+            edge_name: raw
+                .name
+                .or(raw.edge_name)
+                .unwrap_or_else(|| "local".to_string()),
             edge_admin_secret: match raw.edge_admin_secret {
                 Some(secret) if secret.len() < 16 => {
                     return Err(anyhow!("edge_admin_secret must be at least 16 characters"))
@@ -330,6 +364,13 @@ impl ServeConfig {
                 idle: seconds(raw.origin_idle_timeout, 30),
             },
             admin_password: env.get("PRECACHE_ADMIN_PASSWORD"),
+            edge_deadline: seconds(raw.edge_deadline, 600),
+            engine_lease: seconds(raw.engine_lease, 30).max(Duration::from_secs(1)),
+            control: raw.control,
+            join_token: raw.join_token,
+            edge_admin_url: raw.edge_admin_url,
+            edge_data_url: raw.edge_data_url,
+            offline_after: seconds(raw.offline_after, 10),
         })
     }
 }

@@ -1,6 +1,9 @@
-//! `precache`: one binary for every role. `precache serve` runs the all-in-one server.
+//! `precache`: one binary for every role: `serve` (all-in-one), `api` (control plane), `edge`.
 
+mod api;
 mod config;
+mod control_plane;
+mod edge;
 mod env;
 mod serve;
 
@@ -24,6 +27,10 @@ struct Cli {
 enum Command {
     /// Control plane, task engine and one embedded edge in one process, state in SQLite.
     Serve(config::ServeArgs),
+    /// Control plane and task engine only; several may share one PostgreSQL.
+    Api(config::ServeArgs),
+    /// One caching edge, joined to a control plane (`--control`, `--join-token`, `--name`).
+    Edge(config::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +38,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run)
+        }
+        Command::Api(args) => config::ServeConfig::load(args, &env::ProcessEnv).and_then(api::run),
+        Command::Edge(args) => {
+            config::ServeConfig::load(args, &env::ProcessEnv).and_then(edge::run)
         }
     };
     match result {

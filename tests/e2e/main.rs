@@ -15,3 +15,4 @@ mod postgres;
 mod prefetch_flow;
 mod refresh;
 mod ret_codes;
+mod scale_out;

@@ -129,45 +129,62 @@ async fn purge(
     State(state): State<Arc<AdminState>>,
     Json(command): Json<PurgeCommand>,
 ) -> Response {
+    match apply_purge(&state.routes, state.cache, &command).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(PurgeFailure::BadUrl(reason)) => {
+            (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+        }
+        Err(PurgeFailure::Cache(reason)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("purge failed: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Why a purge could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PurgeFailure {
+    /// The target is not a valid URL.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The cache could not carry it out.
+    #[error("purge failed: {0}")]
+    Cache(String),
+}
+
+/// Applies a purge to the cache: the admin listener's purges and the catch-up's.
+pub(crate) async fn apply_purge(
+    routes: &DomainRoutes,
+    cache: &'static DiskCache,
+    command: &PurgeCommand,
+) -> Result<PurgeOutcome, PurgeFailure> {
     let (text, prefix) = match &command.target {
         PurgeTarget::Url(url) => (url, false),
         PurgeTarget::Prefix(url) => (url, true),
     };
-    let url = match ObjectUrl::parse(text) {
-        Ok(url) => url,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
-    };
-    let primary = state.routes.primary_key(url.host(), url.path_and_query());
+    let url = ObjectUrl::parse(text).map_err(|error| PurgeFailure::BadUrl(error.to_string()))?;
+    let primary = routes.primary_key(url.host(), url.path_and_query());
     let action = match (command.dry_run, command.mode) {
         (true, _) => PurgeAction::Count,
         (false, PurgeMode::Delete) => PurgeAction::Delete,
         (false, PurgeMode::Invalidate) => PurgeAction::Invalidate,
     };
-    let cache = state.cache;
     let purged =
         tokio::task::spawn_blocking(move || cache.purge_objects(&primary, prefix, action)).await;
     match purged {
         Ok(Ok(done)) => {
             tracing::info!(url = %text, prefix, ?action, objects = done.objects, bytes = done.bytes, "purged");
-            Json(PurgeOutcome {
+            Ok(PurgeOutcome {
                 objects: done.objects,
                 bytes: done.bytes,
                 fills_stopped: done.fills_stopped,
             })
-            .into_response()
         }
         Ok(Err(error)) => {
             tracing::error!(%error, url = %text, "purge failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("purge failed: {error}\n"),
-            )
-                .into_response()
+            Err(PurgeFailure::Cache(error.to_string()))
         }
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("purge failed: {error}\n"),
-        )
-            .into_response(),
+        Err(error) => Err(PurgeFailure::Cache(error.to_string())),
     }
 }

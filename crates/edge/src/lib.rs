@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod cache_key;
+pub mod control_link;
 pub mod disk_cache;
 mod domain_routes;
 mod freshness;
@@ -31,6 +32,7 @@ use rand::RngCore;
 use tokio::sync::{oneshot, watch};
 
 use crate::admin::AdminState;
+pub use crate::control_link::{ControlConfig, LinkState};
 pub use crate::disk_cache::CacheLimits;
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
@@ -69,6 +71,8 @@ pub struct EdgeConfig {
     pub timeouts: OriginTimeouts,
     /// Disk budget and largest cached object.
     pub cache_limits: CacheLimits,
+    /// A standalone edge's link to its control plane; `None` for the embedded edge of `serve`.
+    pub control: Option<ControlConfig>,
 }
 
 /// Why an edge could not start.
@@ -192,7 +196,7 @@ async fn run(
         cache_limits,
         threads,
         nice,
-        ..
+        control,
     } = config;
     let cache_dir = data_dir.join("cache");
     let opened =
@@ -249,12 +253,17 @@ async fn run(
     // With streaming partial writes the lock is released as soon as the fill starts, so waiters
     // only wait for the origin's response headers: bounded by the origin timeouts.
     let cache_lock = Box::leak(CacheLock::new_boxed(timeouts.connect + timeouts.first_byte));
+    let link_state = match control {
+        Some(_) => control_link::closed_state(&data_dir),
+        None => Arc::new(LinkState::always_open()),
+    };
     let proxy = EdgeProxy {
         routes: Arc::clone(&routes),
         cache,
         cache_lock,
         prefetch_secret: Arc::clone(&prefetch_secret),
         timeouts,
+        link: Arc::clone(&link_state),
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
@@ -304,6 +313,16 @@ async fn run(
             return;
         }
     };
+    let link_task = control.map(|config| {
+        let link = control_link::Link {
+            name: name.clone(),
+            config,
+            state: link_state,
+            routes: Arc::clone(&routes),
+            cache,
+        };
+        tokio::spawn(link.run(stopped.clone()))
+    });
     let admin_state = Arc::new(AdminState {
         name,
         secret: Arc::from(admin_secret),
@@ -347,6 +366,9 @@ async fn run(
     let _ = tokio::time::timeout(STOP_GRACE, async {
         let _ = proxy_task.await;
         let _ = admin_task.await;
+        if let Some(link_task) = link_task {
+            let _ = link_task.await;
+        }
     })
     .await;
     // Connections still open after the grace period are cut here.

@@ -1,6 +1,7 @@
 //! The data plane: Pingora's proxy and cache, routed by `Host` to registered domains only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache_key::{cache_key, keyed_path};
+use crate::control_link::LinkState;
 use crate::disk_cache::{self, DiskCache};
 use crate::domain_routes::{DomainRoutes, Route};
 use crate::freshness;
@@ -31,6 +33,9 @@ pub(crate) const NO_CACHE_HEADER: &str = "x-precache-no-cache";
 /// On answers the proxy generated because the origin could not be used: what went wrong.
 pub(crate) const UPSTREAM_ERROR_HEADER: &str = "x-precache-upstream-error";
 
+/// A prefetch does not revalidate a cached copy fetched from the origin more recently than this.
+const JUST_FETCHED: Duration = Duration::from_secs(5);
+
 /// The proxy application.
 pub struct EdgeProxy {
     pub(crate) routes: Arc<DomainRoutes>,
@@ -38,6 +43,7 @@ pub struct EdgeProxy {
     pub(crate) cache_lock: &'static CacheKeyLockImpl,
     pub(crate) prefetch_secret: Arc<str>,
     pub(crate) timeouts: OriginTimeouts,
+    pub(crate) link: Arc<LinkState>,
 }
 
 /// Per-request state.
@@ -47,6 +53,10 @@ pub struct RequestContext {
     is_prefetch: bool,
     served_complete_hit: bool,
     no_cache_reason: Option<&'static str>,
+    /// The miss goes to the parent edge (the origin shield) rather than the origin.
+    via_parent: bool,
+    /// The parent could not be reached for this request; the origin is used instead.
+    parent_failed: bool,
 }
 
 fn request_host(request: &RequestHeader) -> String {
@@ -119,6 +129,8 @@ impl ProxyHttp for EdgeProxy {
             is_prefetch: false,
             served_complete_hit: false,
             no_cache_reason: None,
+            via_parent: false,
+            parent_failed: false,
         }
     }
 
@@ -149,7 +161,12 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut RequestContext) -> Result<()> {
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
+        // Until the edge has applied every purge it may have missed, players are proxied past
+        // the cache. A prefetch still fills it: it revalidates what it finds, so it is current.
+        if !self.link.cache_open() && !ctx.is_prefetch {
+            return Ok(());
+        }
         session
             .cache
             .enable(self.cache, None, None, Some(self.cache_lock), None);
@@ -176,18 +193,24 @@ impl ProxyHttp for EdgeProxy {
     async fn cache_hit_filter(
         &self,
         _session: &mut Session,
-        _meta: &CacheMeta,
+        meta: &CacheMeta,
         hit_handler: &mut HitHandler,
-        _is_fresh: bool,
+        is_fresh: bool,
         ctx: &mut RequestContext,
     ) -> Result<Option<ForcedFreshness>> {
         if !ctx.is_prefetch || disk_cache::is_partial_hit(hit_handler) {
             // A fill in progress is simply followed, prefetch or not: one origin fetch per object.
             return Ok(None);
         }
-        // A prefetch of a cached object makes sure it is the origin's current version: a
-        // conditional request, answered by a bodiless 304 when nothing changed.
         ctx.served_complete_hit = true;
+        // A copy the origin sent moments ago is as current as a revalidation would make it:
+        // when a shield's children fetched it first, its own prefetch costs the origin nothing.
+        let age = meta.updated().elapsed().unwrap_or(Duration::MAX);
+        if is_fresh && age < JUST_FETCHED {
+            return Ok(None);
+        }
+        // Otherwise a prefetch of a cached object makes sure it is the origin's current
+        // version: a conditional request, answered by a bodiless 304 when nothing changed.
         Ok(Some(ForcedFreshness::ForceExpired))
     }
 
@@ -199,7 +222,13 @@ impl ProxyHttp for EdgeProxy {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route for the request");
         };
-        let Some(origin_addr) = route.origin_addr else {
+        let parent = if ctx.parent_failed {
+            None
+        } else {
+            self.link.parent()
+        };
+        ctx.via_parent = parent.is_some();
+        let Some(origin_addr) = parent.or(route.origin_addr) else {
             return Error::e_explain(
                 ErrorType::ConnectNoRoute,
                 format!("origin {} does not resolve", route.origin),
@@ -214,13 +243,32 @@ impl ProxyHttp for EdgeProxy {
         Ok(Box::new(peer))
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.via_parent {
+            // A parent that is down must not take its children's domains down with it.
+            tracing::warn!(host = %ctx.host, %error, "parent edge unreachable; fetching from the origin");
+            ctx.parent_failed = true;
+            error.set_retry(true);
+        }
+        error
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        if let Some(route) = ctx.route.as_ref() {
+        if ctx.via_parent {
+            // The parent routes by the domain, like any edge.
+            upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        } else if let Some(route) = ctx.route.as_ref() {
             upstream_request.insert_header(http::header::HOST, route.origin_host.as_str())?;
         }
         upstream_request.remove_header(PREFETCH_HEADER);
@@ -277,8 +325,11 @@ impl ProxyHttp for EdgeProxy {
         );
         response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
         if ctx.is_prefetch {
-            let complete_hit =
-                ctx.served_complete_hit && matches!(session.cache.phase(), CachePhase::Revalidated);
+            let complete_hit = ctx.served_complete_hit
+                && matches!(
+                    session.cache.phase(),
+                    CachePhase::Revalidated | CachePhase::Hit
+                );
             response.insert_header(
                 PREFETCH_SOURCE_HEADER,
                 if complete_hit { "hit" } else { "fill" },

@@ -217,6 +217,97 @@ impl PairOutcome {
     }
 }
 
+/// The edge's side of the protocol: calls an edge makes to the control plane's API listener,
+/// answered in the `zt_api` envelope. All but the join carry `Authorization: Bearer <credential>`.
+///
+/// `POST` a [`JoinRequest`]: trade a one-time join token for the edge's credential.
+pub const JOIN_PATH: &str = "/cdn_api/edge_protocol/join";
+/// `POST` a [`Hello`] (every couple of seconds): the edge is alive at these addresses; the
+/// answer is a [`HelloAnswer`].
+pub const HELLO_PATH: &str = "/cdn_api/edge_protocol/hello";
+/// `POST` a [`CaughtUp`]: purges the edge applied on its own after a catch-up.
+pub const CAUGHT_UP_PATH: &str = "/cdn_api/edge_protocol/caught_up";
+
+/// An edge's first call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The name an admin created the edge with.
+    pub name: String,
+    /// The one-time token the admin got for it.
+    pub join_token: String,
+    /// Where the edge's admin listener (the edge protocol) is reached.
+    pub admin_url: String,
+    /// Where the edge's data plane is reached (by players, and by its children).
+    pub data_url: String,
+}
+
+/// The answer to a [`JoinRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    /// The edge's credential: the bearer secret of its calls, and of the control plane's calls
+    /// to its admin listener.
+    pub credential: String,
+}
+
+/// An edge's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The edge's name.
+    pub name: String,
+    /// Where its admin listener is reached.
+    pub admin_url: String,
+    /// Where its data plane is reached.
+    pub data_url: String,
+    /// The edge is not serving from its cache (it just started, or lost touch with the control
+    /// plane): the answer lists every purge it may have missed.
+    pub catch_up: bool,
+}
+
+/// The answer to a [`Hello`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAnswer {
+    /// The data plane of the edge's parent (its origin shield), when it has one and the parent
+    /// has said where it is.
+    pub parent_data_url: Option<String>,
+    /// With `catch_up`: the purges the edge may not have applied, oldest first.
+    #[serde(default)]
+    pub owed: Vec<OwedPurge>,
+    /// More purges are owed than one answer lists: apply these, confirm them and ask again.
+    #[serde(default)]
+    pub more: bool,
+}
+
+/// A purge an edge may have missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwedPurge {
+    /// The refresh task (its `reqId`).
+    pub task_id: String,
+    /// The target's index in the task.
+    pub url_idx: i64,
+    /// What to purge.
+    pub command: PurgeCommand,
+}
+
+/// Purges an edge applied during a catch-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtUp {
+    /// The edge's name.
+    pub name: String,
+    /// What each purge did.
+    pub applied: Vec<AppliedPurge>,
+}
+
+/// One purge applied during a catch-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPurge {
+    /// The refresh task.
+    pub task_id: String,
+    /// The target's index in the task.
+    pub url_idx: i64,
+    /// What it affected.
+    pub outcome: PurgeOutcome,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,9 @@
 //! - Every write goes through the group-commit [`writer`]: it is committed (SQLite WAL with
 //!   `synchronous=FULL`, or a PostgreSQL commit) before the call returns. A task and all its URL
 //!   and pair rows are one commit, so an answered `reqId` survives a crash.
-//! - Pair progress (started, finished) is written the same way; a pair left `running` by a crash
-//!   is handed back to the engine at the next start ([`Store::reset_running_pairs`]).
+//! - Pair progress (started, finished) is written the same way. Every unfinished pair belongs to
+//!   one engine (a control-plane process, [`Store::worker_id`]) that heartbeats in
+//!   `engine_workers`; when one dies, another takes its pairs over ([`Store::take_over_pairs`]).
 //! - Reads go to a pool of connections and see only committed state.
 
 mod accounts;
@@ -20,12 +21,17 @@ mod records;
 mod task_pairs;
 mod tasks;
 mod tokens;
+mod workers;
 mod writer;
 
 pub use connect::Backend;
+pub use edges::EdgeAddresses;
 pub use error::{Error, Result};
 pub use precache_model::{AccountId, EdgeId, TaskId};
 pub use records::*;
+pub use workers::TakenOver;
+
+use std::sync::Arc;
 
 use sqlx::AnyPool;
 
@@ -37,6 +43,7 @@ pub struct Store {
     pool: AnyPool,
     writer: Writer,
     backend: Backend,
+    worker: Arc<str>,
 }
 
 impl Store {
@@ -44,11 +51,21 @@ impl Store {
     /// if needed, and brings the schema up to date.
     pub async fn open(database_url: &str) -> Result<Store> {
         let (pool, writer_connection, backend) = connect::connect(database_url).await?;
+        // Unique per process and start: a restarted process is a new engine, and the old one's
+        // pairs are taken over like any dead engine's.
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let worker: Arc<str> = Arc::from(format!("{}-{}", std::process::id(), &uuid[..12]));
         Ok(Store {
             pool,
-            writer: Writer::start(writer_connection, backend),
+            writer: Writer::start(writer_connection, backend, Arc::clone(&worker)),
             backend,
+            worker,
         })
+    }
+
+    /// This process's engine: the owner of the pairs it accepts and takes over.
+    pub fn worker_id(&self) -> &str {
+        &self.worker
     }
 
     /// Which database this store runs on.

@@ -67,6 +67,14 @@ pub struct Edge {
     pub created_at: i64,
     /// When the control plane last heard from the edge, ms since the epoch.
     pub last_seen_at: Option<i64>,
+    /// The edge it fetches through instead of the origin (its shield).
+    pub parent_id: Option<EdgeId>,
+    /// Base URL of its data plane, as it announced it (what its children fetch from).
+    pub data_url: Option<String>,
+    /// When an admin revoked its credential; it must join again with a new token.
+    pub revoked_at: Option<i64>,
+    /// Whether a join token was issued and not used yet.
+    pub join_pending: bool,
 }
 
 /// A task to create, with everything needed to commit it at once.
@@ -293,6 +301,23 @@ pub struct PendingPair {
     pub domain: String,
     /// The domain's origin, `None` when the domain was removed since.
     pub origin: Option<Origin>,
+    /// When the task was accepted, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A purge an edge may not have applied (see [`crate::Store::owed_purges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedPurge {
+    /// The purge pair.
+    pub key: PairKey,
+    /// The URL or directory.
+    pub url: String,
+    /// Whether `url` is a directory (a URL prefix).
+    pub is_dir: bool,
+    /// The task's stored mode (`delete`, `invalidate`).
+    pub mode: Option<String>,
+    /// Whether the pair has not ended yet (otherwise it failed, and the edge still owes it).
+    pub unfinished: bool,
 }
 
 /// How a pair ended.
@@ -314,6 +339,22 @@ pub struct PairResult {
     pub error: Option<String>,
     /// When it ended, ms.
     pub finished_at: i64,
+}
+
+impl PairResult {
+    /// A failure after `attempts` attempts, ending now.
+    pub fn failed(key: PairKey, attempts: i64, error: String) -> PairResult {
+        PairResult {
+            key,
+            success: false,
+            attempts,
+            http_status: None,
+            bytes: None,
+            objects: None,
+            error: Some(error),
+            finished_at: precache_model::time::now_millis(),
+        }
+    }
 }
 
 /// An account's quota for one kind, today.

@@ -4,40 +4,109 @@ use precache_model::{EdgeId, Origin, PairStatus, TaskStatus};
 use sqlx::{AnyConnection, Row};
 
 use crate::tasks::{decode_summary, parse, Params};
-use crate::{Error, PairKey, PairResult, PendingPair, Result, Store, TaskSummary};
+use crate::{Error, OwedPurge, PairKey, PairResult, PendingPair, Result, Store, TaskSummary};
 
 impl Store {
-    /// Hands every `running` pair back as `waiting`. Only for a single process that owns the
-    /// database (SQLite): at start nothing can be running, so these were cut off by a crash.
-    pub async fn reset_running_pairs(&self) -> Result<u64> {
-        self.writer
-            .run(|connection| {
-                Box::pin(async move {
-                    let reset = sqlx::query(
-                        "UPDATE task_pairs SET status = 'waiting' WHERE status = 'running'",
-                    )
-                    .execute(&mut *connection)
-                    .await?;
-                    Ok(reset.rows_affected())
-                })
-            })
-            .await
-    }
-
-    /// Every waiting pair, oldest task first, with what is needed to run it.
+    /// Every waiting pair this engine owns, oldest task first, with what is needed to run it.
     pub async fn pending_pairs(&self) -> Result<Vec<PendingPair>> {
         let rows = sqlx::query(&format!(
-            "{PENDING_SELECT} WHERE p.status = 'waiting' \
+            "{PENDING_SELECT} WHERE p.owner = $1 AND p.status = 'waiting' \
              ORDER BY t.created_at, p.task_id, p.url_idx, p.edge_id"
         ))
+        .bind(self.worker_id())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(decode_pending).collect()
     }
 
+    /// The waiting pairs this engine owns of some tasks (those it just took over).
+    pub async fn pending_pairs_of(
+        &self,
+        tasks: &[precache_model::TaskId],
+    ) -> Result<Vec<PendingPair>> {
+        let mut pending = Vec::new();
+        for task in tasks {
+            let rows = sqlx::query(&format!(
+                "{PENDING_SELECT} WHERE p.task_id = $1 AND p.owner = $2 AND p.status = 'waiting' \
+                 ORDER BY p.url_idx, p.edge_id"
+            ))
+            .bind(task.to_string())
+            .bind(self.worker_id())
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                pending.push(decode_pending(row)?);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The purges edge `edge` may not have applied (oldest first, at most `limit`): pairs of
+    /// refreshes still to run on it, and those that failed on it (it was down, cut off, or
+    /// answered an error). An edge applies them before it serves from its cache again.
+    pub async fn owed_purges(&self, edge: EdgeId, limit: i64) -> Result<Vec<OwedPurge>> {
+        let rows = sqlx::query(
+            "SELECT p.task_id, p.url_idx, p.status, u.url, u.is_dir, t.mode \
+             FROM task_pairs p \
+             JOIN tasks t ON t.id = p.task_id \
+             JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
+             WHERE p.edge_id = $1 AND p.owed = 1 \
+             ORDER BY t.created_at, p.task_id, p.url_idx LIMIT $2",
+        )
+        .bind(edge.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let task_id: String = row.try_get("task_id")?;
+                let status: String = row.try_get("status")?;
+                Ok(OwedPurge {
+                    key: PairKey {
+                        task_id: parse(&task_id)?,
+                        url_idx: row.try_get("url_idx")?,
+                        edge_id: edge,
+                    },
+                    url: row.try_get("url")?,
+                    is_dir: row.try_get::<i64, _>("is_dir")? != 0,
+                    mode: row.try_get("mode")?,
+                    unfinished: !parse::<PairStatus, _>(&status)?.is_final(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records purges an edge confirmed on its own (its catch-up): pairs still unfinished end
+    /// with these outcomes, and none of them is owed any more.
+    pub async fn purges_confirmed(&self, confirmed: Vec<PairResult>) -> Result<()> {
+        for result in &confirmed {
+            self.pair_finished(result.clone()).await?;
+        }
+        let keys: Vec<PairKey> = confirmed.into_iter().map(|result| result.key).collect();
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    for key in keys {
+                        sqlx::query(
+                            "UPDATE task_pairs SET owed = 0 \
+                             WHERE task_id = $1 AND url_idx = $2 AND edge_id = $3",
+                        )
+                        .bind(key.task_id.to_string())
+                        .bind(key.url_idx)
+                        .bind(key.edge_id.0)
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     /// Releases the held pairs of task `id` (its warm phase) if every pair of its earlier phase
     /// has finished; returns them, now waiting, for the engine.
     pub async fn release_held(&self, id: precache_model::TaskId) -> Result<Vec<PendingPair>> {
+        let worker = self.worker_id().to_string();
         let released = self
             .writer
             .run(move |connection| {
@@ -45,6 +114,7 @@ impl Store {
                     let id = id.to_string();
                     let released = sqlx::query(RELEASE_HELD)
                         .bind(&id)
+                        .bind(&worker)
                         .execute(&mut *connection)
                         .await?;
                     Ok(released.rows_affected())
@@ -64,15 +134,17 @@ impl Store {
         rows.iter().map(decode_pending).collect()
     }
 
-    /// At start: releases the held pairs of every task whose earlier phase finished before a
-    /// crash could release them.
+    /// Releases the held pairs this engine owns of every task whose earlier phase finished
+    /// before a crash (of this engine or of the one it took them from) could release them.
     pub async fn release_all_held(&self) -> Result<u64> {
+        let worker = self.worker_id().to_string();
         self.writer
-            .run(|connection| {
+            .run(move |connection| {
                 Box::pin(async move {
                     let tasks = sqlx::query(
-                        "SELECT DISTINCT task_id FROM task_pairs WHERE status = 'held'",
+                        "SELECT DISTINCT task_id FROM task_pairs WHERE owner = $1 AND status = 'held'",
                     )
+                    .bind(&worker)
                     .fetch_all(&mut *connection)
                     .await?;
                     let mut released = 0;
@@ -80,6 +152,7 @@ impl Store {
                         let id: String = task.try_get("task_id")?;
                         released += sqlx::query(RELEASE_HELD)
                             .bind(&id)
+                            .bind(&worker)
                             .execute(&mut *connection)
                             .await?
                             .rows_affected();
@@ -120,7 +193,7 @@ impl Store {
                     let mut cancelled = 0;
                     if !parse::<TaskStatus, _>(&status)?.is_final() {
                         cancelled = sqlx::query(
-                            "UPDATE task_pairs SET status = 'cancelled', finished_at = $1 \
+                            "UPDATE task_pairs SET status = 'cancelled', owed = 0, finished_at = $1 \
                              WHERE task_id = $2 AND status IN ('waiting', 'held')",
                         )
                         .bind(at)
@@ -162,7 +235,7 @@ impl Store {
 }
 
 const PENDING_SELECT: &str =
-    "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, u.url, u.is_dir, u.phase, d.origin, \
+    "SELECT p.task_id, p.url_idx, p.edge_id, t.kind, t.domain, t.mode, t.created_at, u.url, u.is_dir, u.phase, d.origin, \
             CASE WHEN EXISTS (SELECT 1 FROM task_urls w WHERE w.task_id = p.task_id AND w.phase = 1) \
                  THEN 1 ELSE 0 END AS warms \
      FROM task_pairs p \
@@ -171,7 +244,8 @@ const PENDING_SELECT: &str =
      LEFT JOIN domains d ON d.name = t.domain";
 
 /// Held pairs of task `$1` become waiting once no pair of its first phase is unfinished.
-const RELEASE_HELD: &str = "UPDATE task_pairs SET status = 'waiting' \
+/// They become `$2`'s, the engine that runs them.
+const RELEASE_HELD: &str = "UPDATE task_pairs SET status = 'waiting', owner = $2 \
      WHERE task_id = $1 AND status = 'held' AND NOT EXISTS ( \
         SELECT 1 FROM task_pairs p JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
         WHERE p.task_id = $1 AND u.phase = 0 AND p.status IN ('waiting', 'running'))";
@@ -199,6 +273,7 @@ fn decode_pending(row: &sqlx::any::AnyRow) -> Result<PendingPair> {
         mode: row.try_get("mode")?,
         releases: phase == 0 && warms,
         domain: row.try_get("domain")?,
+        created_at: row.try_get("created_at")?,
         origin: origin
             .map(|text| Origin::parse(&text))
             .transpose()
@@ -271,6 +346,7 @@ pub(crate) async fn record_finish_many(
             "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, objects, error, finished_at) AS (VALUES {}) \
              UPDATE task_pairs SET status = v.status, attempts = v.attempts, http_status = v.http_status, \
                     bytes = v.bytes, objects = v.objects, error = v.error, finished_at = v.finished_at, \
+                    owed = CASE WHEN v.status = 'success' THEN 0 ELSE task_pairs.owed END, \
                     started_at = COALESCE(task_pairs.started_at, v.finished_at) \
              FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
              AND task_pairs.edge_id = v.edge_id AND task_pairs.status IN ('waiting', 'running') \

@@ -3,7 +3,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use precache_model::{AccountId, EdgeId, Origin, PairStatus, QuotaKind, TaskId, TaskStatus};
+use precache_model::{
+    AccountId, EdgeId, Origin, PairStatus, QuotaKind, TaskId, TaskKind, TaskStatus,
+};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -122,6 +124,7 @@ impl Params {
 pub(crate) async fn submit_many(
     connection: &mut AnyConnection,
     tasks: &[NewTask],
+    owner: &str,
 ) -> Result<Vec<Result<SubmittedTask>>> {
     let domains = registered_domains(connection, tasks).await?;
     let mut charges: HashMap<(AccountId, String, QuotaKind), quota::Balance> = HashMap::new();
@@ -207,7 +210,7 @@ pub(crate) async fn submit_many(
         .filter(|((position, _), verdict)| verdict.is_ok() && !replays.contains_key(position))
         .map(|((_, task), _)| task)
         .collect();
-    insert_tasks(connection, &accepted).await?;
+    insert_tasks(connection, &accepted, owner).await?;
     for task in &accepted {
         if let Some(idempotency) = &task.idempotency {
             sqlx::query(
@@ -301,7 +304,11 @@ async fn registered_domains(
     Ok(domains)
 }
 
-async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Result<()> {
+async fn insert_tasks(
+    connection: &mut AnyConnection,
+    tasks: &[&NewTask],
+    owner: &str,
+) -> Result<()> {
     let params = Params::of(connection);
     let ids: Vec<String> = tasks.iter().map(|task| task.id.to_string()).collect();
     let rows: Vec<(&NewTask, &String)> = tasks.iter().copied().zip(&ids).collect();
@@ -360,35 +367,40 @@ async fn insert_tasks(connection: &mut AnyConnection, tasks: &[&NewTask]) -> Res
         }
         query.execute(&mut *connection).await?;
     }
-    // Pairs of a later phase are held until the earlier one has finished.
-    let pairs: Vec<(&str, i64, EdgeId, PairStatus)> = rows
+    // Pairs of a later phase are held until the earlier one has finished. A purge is owed to
+    // its edge until the edge confirms it (see `owed_purges`).
+    let pairs: Vec<(&str, i64, EdgeId, PairStatus, i64)> = rows
         .iter()
         .flat_map(|(task, id)| {
             let first = task.target_count() as i64;
+            let purges = task.kind == TaskKind::Refresh
+                && task.mode.as_deref() != Some(precache_model::edge_protocol::DRY_RUN_MODE);
             (0..task.all_target_count() as i64).flat_map(move |url_idx| {
-                let status = if url_idx < first {
-                    PairStatus::Waiting
+                let (status, owed) = if url_idx < first {
+                    (PairStatus::Waiting, i64::from(purges))
                 } else {
-                    PairStatus::Held
+                    (PairStatus::Held, 0)
                 };
                 task.edges
                     .iter()
-                    .map(move |edge_id| (id.as_str(), url_idx, *edge_id, status))
+                    .map(move |edge_id| (id.as_str(), url_idx, *edge_id, status, owed))
             })
         })
         .collect();
     for chunk in pairs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO task_pairs (task_id, url_idx, edge_id, status) VALUES {}",
-            params.rows(chunk.len(), 4)
+            "INSERT INTO task_pairs (task_id, url_idx, edge_id, status, owed, owner) VALUES {}",
+            params.rows(chunk.len(), 6)
         );
         let mut query = sqlx::query(&sql);
-        for (id, url_idx, edge_id, status) in chunk {
+        for (id, url_idx, edge_id, status, owed) in chunk {
             query = query
                 .bind(*id)
                 .bind(*url_idx)
                 .bind(edge_id.0)
-                .bind(status.as_str());
+                .bind(status.as_str())
+                .bind(*owed)
+                .bind(owner);
         }
         query.execute(&mut *connection).await?;
     }

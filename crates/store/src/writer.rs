@@ -117,9 +117,10 @@ fn writer_gone<T>(_: T) -> Error {
 
 impl Writer {
     /// Starts the writer task on `connection`.
-    pub(crate) fn start(connection: AnyConnection, backend: Backend) -> Writer {
+    /// Pairs it commits belong to the engine `worker` (this process's).
+    pub(crate) fn start(connection: AnyConnection, backend: Backend, worker: Arc<str>) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run_writer(connection, backend, receiver));
+        tokio::spawn(run_writer(connection, backend, worker, receiver));
         Writer { queue }
     }
 
@@ -194,6 +195,7 @@ impl Writer {
 async fn run_writer(
     mut connection: AnyConnection,
     backend: Backend,
+    worker: Arc<str>,
     mut receiver: mpsc::Receiver<Message>,
 ) {
     while let Some(first) = receiver.recv().await {
@@ -212,7 +214,7 @@ async fn run_writer(
         let bookkeeping = batch.split_bookkeeping();
         for batch in [batch, bookkeeping] {
             if batch.len() > 0 {
-                commit_batch(&mut connection, backend, batch).await;
+                commit_batch(&mut connection, backend, &worker, batch).await;
             }
         }
         for reply in flushes {
@@ -232,7 +234,12 @@ struct Answers {
     outcomes: Vec<Answer<Option<TaskSummary>>>,
 }
 
-async fn commit_batch(connection: &mut AnyConnection, backend: Backend, batch: Batch) {
+async fn commit_batch(
+    connection: &mut AnyConnection,
+    backend: Backend,
+    worker: &str,
+    batch: Batch,
+) {
     let Batch {
         jobs,
         submissions,
@@ -255,7 +262,7 @@ async fn commit_batch(connection: &mut AnyConnection, backend: Backend, batch: B
                 .map(|submission| (submission.task, submission.reply))
                 .unzip();
             execute(connection, "SAVEPOINT step").await?;
-            let results = submit_many(connection, &tasks).await;
+            let results = submit_many(connection, &tasks, worker).await;
             end_step(connection, results.is_err()).await?;
             let results = match results {
                 Ok(results) => results,

@@ -21,14 +21,17 @@ pub struct EdgeTarget {
     pub secret: String,
 }
 
-/// A call to an edge that did not get an answer from it.
+/// A call to an edge that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("edge {edge} unreachable: {reason}")]
+#[error("edge {edge} {}: {reason}", if *.unreachable { "unreachable" } else { "failed" })]
 pub struct EdgeCallError {
     /// The edge's name.
     pub edge: String,
     /// What went wrong.
     pub reason: String,
+    /// No answer came from the edge at all (refused, timed out, reset before an answer): the
+    /// edge is down or cut off, rather than failing the work.
+    pub unreachable: bool,
 }
 
 /// An HTTP client for edges' admin listeners.
@@ -59,6 +62,15 @@ impl EdgeClient {
         EdgeCallError {
             edge: edge.name.clone(),
             reason: reason.to_string(),
+            unreachable: false,
+        }
+    }
+
+    fn unreachable(edge: &EdgeTarget, error: reqwest::Error) -> EdgeCallError {
+        EdgeCallError {
+            edge: edge.name.clone(),
+            reason: error.to_string(),
+            unreachable: true,
         }
     }
 
@@ -90,7 +102,7 @@ impl EdgeClient {
             .timeout(self.quick_call)
             .send()
             .await
-            .map_err(|e| Self::fail(edge, e))?;
+            .map_err(|e| Self::unreachable(edge, e))?;
         Self::checked(edge, response)
             .await?
             .json()
@@ -113,7 +125,7 @@ impl EdgeClient {
             .timeout(self.quick_call * 12)
             .send()
             .await
-            .map_err(|e| Self::fail(edge, e))?;
+            .map_err(|e| Self::unreachable(edge, e))?;
         Self::checked(edge, response)
             .await?
             .json()
@@ -135,7 +147,7 @@ impl EdgeClient {
             .timeout(self.quick_call)
             .send()
             .await
-            .map_err(|e| Self::fail(edge, e))?;
+            .map_err(|e| Self::unreachable(edge, e))?;
         Self::checked(edge, response).await.map(|_| ())
     }
 
@@ -155,7 +167,7 @@ impl EdgeClient {
             })
             .send()
             .await
-            .map_err(|e| Self::fail(edge, e))?;
+            .map_err(|e| Self::unreachable(edge, e))?;
         let mut response = Self::checked(edge, response).await?;
         let mut pending: Vec<u8> = Vec::new();
         loop {

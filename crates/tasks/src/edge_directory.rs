@@ -80,6 +80,26 @@ impl EdgeDirectory {
         ids
     }
 
+    /// Whether the edge answered its last call.
+    pub fn is_up(&self, id: EdgeId) -> bool {
+        self.read().get(&id).is_some_and(|known| known.health.up)
+    }
+
+    /// Records that a call to the edge got no answer; the next round checks it again.
+    pub fn mark_down(&self, id: EdgeId, reason: String) {
+        let mut known = self
+            .known
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = known.get_mut(&id) {
+            if entry.health.up {
+                tracing::warn!(edge = id.0, %reason, "edge is down");
+            }
+            entry.health.up = false;
+            entry.health.last_error = Some(reason);
+        }
+    }
+
     /// What is known about each edge's health.
     pub fn health(&self) -> HashMap<EdgeId, EdgeHealth> {
         self.read()

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
+use precache_model::time::now_millis;
 use precache_model::{Origin, TaskId, TaskKind};
 use precache_store::{PairKey, PairResult, PendingPair, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::pair_runner::{record_pair, run_pair};
+use crate::pair_runner::{record_pair, run_pair, Ran};
 use crate::{EdgeClient, EdgeDirectory};
 
 /// Limits and retry policy of the engine.
@@ -31,6 +32,9 @@ pub struct EngineConfig {
     pub attempts: u32,
     /// Wait before the second attempt; doubled before each further one.
     pub backoff: Duration,
+    /// How long after its task was accepted a pair may wait for its edge to come back; then it
+    /// fails with "edge unreachable", so the task still ends.
+    pub edge_deadline: Duration,
 }
 
 /// One pair to run.
@@ -54,6 +58,8 @@ pub struct PairJob {
     pub domain: String,
     /// Where the domain's origin is; `None` when the domain was unregistered since.
     pub origin: Option<Origin>,
+    /// When the task was accepted, ms since the epoch.
+    pub created_at: i64,
 }
 
 impl From<PendingPair> for PairJob {
@@ -72,6 +78,7 @@ impl From<PendingPair> for PairJob {
             releases: pending.releases,
             domain: pending.domain,
             origin: pending.origin,
+            created_at: pending.created_at,
         }
     }
 }
@@ -83,6 +90,8 @@ impl From<PendingPair> for PairJob {
 const IN_FLIGHT_WHILE_ADMITTING: usize = 2;
 /// How often the engine looks again whether a burst of submissions is over.
 const ADMISSION_RECHECK: Duration = Duration::from_millis(20);
+/// How often parked pairs (their edge was down) look whether their edge is back.
+const PARKED_RECHECK: Duration = Duration::from_millis(500);
 
 /// Hands work to the engine. Cheap to clone.
 #[derive(Clone)]
@@ -182,70 +191,164 @@ impl Engine {
     }
 
     /// Dispatches pairs until `shutdown` turns true, then abandons the pairs in flight: they
-    /// stay `running` in the store and are handed back at the next start. Outcomes already
-    /// known are still recorded.
+    /// stay `running` in the store and are handed back at the next start (or taken over by
+    /// another engine). Outcomes already known are still recorded.
     ///
     /// A pair holds its origin's slot while its edge works on it, not while its outcome is
-    /// committed: the origin is done with it by then, and the next pair may start.
+    /// committed: the origin is done with it by then, and the next pair may start. Purges take
+    /// no origin slot (they never reach the origin); they queue per edge and start first, even
+    /// while submissions are being admitted, since a refresh's latency is all they are about.
+    /// A pair whose edge is down waits aside ("parked") until the edge is back or its deadline.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut queues = OriginQueues::default();
-        let mut in_flight: JoinSet<(String, PairResult, bool)> = JoinSet::new();
+        let mut purges = OriginQueues::default();
+        let mut fetches = OriginQueues::default();
+        let mut parked: Vec<PairJob> = Vec::new();
+        let mut known: HashSet<PairKey> = HashSet::new();
+        let mut in_flight: JoinSet<(String, Ran, PairJob)> = JoinSet::new();
         let mut recording: JoinSet<()> = JoinSet::new();
         let config = self.context.config.clone();
         let mut recheck = tokio::time::interval(ADMISSION_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut parked_check = tokio::time::interval(PARKED_RECHECK);
+        parked_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let concurrency = config.concurrency.max(1);
         loop {
-            let limit = if self.admitting.load(Ordering::Relaxed) > 0 {
-                IN_FLIGHT_WHILE_ADMITTING.min(config.concurrency.max(1))
+            let fetch_limit = if self.admitting.load(Ordering::Relaxed) > 0 {
+                IN_FLIGHT_WHILE_ADMITTING.min(concurrency)
             } else {
-                config.concurrency.max(1)
+                concurrency
             };
-            while in_flight.len() < limit {
-                let Some((origin_key, job)) = queues.next(config.per_origin.max(1)) else {
-                    break;
-                };
-                let cancelled = self
-                    .cancelled
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .contains(&job.key.task_id);
-                if cancelled {
-                    queues.finished(&origin_key);
-                    continue;
+            for (queues, limit) in [(&mut purges, concurrency), (&mut fetches, fetch_limit)] {
+                while in_flight.len() < limit {
+                    let Some((queue_key, job)) = queues.next(config.per_origin.max(1)) else {
+                        break;
+                    };
+                    if self.is_cancelled(&job) {
+                        queues.finished(&queue_key);
+                        known.remove(&job.key);
+                        continue;
+                    }
+                    if !self.context.edges.is_up(job.key.edge_id) {
+                        queues.finished(&queue_key);
+                        parked.push(job);
+                        continue;
+                    }
+                    let context = Arc::clone(&self.context);
+                    in_flight.spawn(async move {
+                        let ran = run_pair(&context, &job).await;
+                        (queue_key, ran, job)
+                    });
                 }
-                let context = Arc::clone(&self.context);
-                let releases = job.releases;
-                in_flight
-                    .spawn(async move { (origin_key, run_pair(&context, job).await, releases) });
             }
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 jobs = self.receiver.recv() => match jobs {
-                    Some(jobs) => jobs.into_iter().for_each(|job| queues.push(job)),
+                    Some(jobs) => {
+                        for job in jobs {
+                            // Taken over or released twice: the pair is queued already.
+                            if !known.insert(job.key) {
+                                continue;
+                            }
+                            if job.kind == TaskKind::Refresh {
+                                purges.push(job);
+                            } else {
+                                fetches.push(job);
+                            }
+                        }
+                    }
                     None => break,
                 },
                 Some(finished) = in_flight.join_next() => match finished {
-                    Ok((origin_key, result, releases)) => {
-                        queues.finished(&origin_key);
-                        let context = Arc::clone(&self.context);
-                        recording.spawn(async move {
-                            let task_id = result.key.task_id;
-                            record_pair(&context, result).await;
-                            if releases {
-                                release_held(&context, task_id).await;
-                            }
-                        });
+                    Ok((queue_key, ran, job)) => {
+                        if job.kind == TaskKind::Refresh {
+                            purges.finished(&queue_key);
+                        } else {
+                            fetches.finished(&queue_key);
+                        }
+                        if ran.edge_unreachable && !self.past_deadline(&job) {
+                            parked.push(job);
+                            continue;
+                        }
+                        known.remove(&job.key);
+                        self.record(&mut recording, ran.result, job.releases);
                     }
                     Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
                 },
                 Some(_) = recording.join_next() => {}
+                _ = parked_check.tick(), if !parked.is_empty() => {
+                    for job in std::mem::take(&mut parked) {
+                        if self.is_cancelled(&job) {
+                            known.remove(&job.key);
+                        } else if self.context.edges.is_up(job.key.edge_id) {
+                            if job.kind == TaskKind::Refresh {
+                                purges.push(job);
+                            } else {
+                                fetches.push(job);
+                            }
+                        } else if self.past_deadline(&job) {
+                            known.remove(&job.key);
+                            let result = self.unreachable_result(&job);
+                            self.record(&mut recording, result, job.releases);
+                        } else {
+                            parked.push(job);
+                        }
+                    }
+                }
                 // Pairs may wait for a burst of submissions to end; look again soon.
-                _ = recheck.tick(), if in_flight.len() < config.concurrency.max(1) && !queues.is_empty() => {}
+                _ = recheck.tick(), if in_flight.len() < concurrency && !fetches.is_empty() => {}
             }
         }
         in_flight.abort_all();
         while in_flight.join_next().await.is_some() {}
         while recording.join_next().await.is_some() {}
+    }
+
+    fn is_cancelled(&self, job: &PairJob) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&job.key.task_id)
+    }
+
+    fn past_deadline(&self, job: &PairJob) -> bool {
+        let deadline =
+            i64::try_from(self.context.config.edge_deadline.as_millis()).unwrap_or(i64::MAX);
+        now_millis().saturating_sub(job.created_at) >= deadline
+    }
+
+    fn unreachable_result(&self, job: &PairJob) -> PairResult {
+        let edge = self
+            .context
+            .edges
+            .target(job.key.edge_id)
+            .map_or_else(|| job.key.edge_id.to_string(), |target| target.name);
+        let deadline = humanize(self.context.config.edge_deadline);
+        PairResult::failed(
+            job.key,
+            0,
+            format!("edge {edge} unreachable for {deadline} after the task was accepted"),
+        )
+    }
+
+    fn record(&self, recording: &mut JoinSet<()>, result: PairResult, releases: bool) {
+        let context = Arc::clone(&self.context);
+        recording.spawn(async move {
+            let task_id = result.key.task_id;
+            record_pair(&context, result).await;
+            if releases {
+                release_held(&context, task_id).await;
+            }
+        });
+    }
+}
+
+/// "10m", "90s": a deadline as operators configure it.
+fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
     }
 }
 
@@ -278,11 +381,15 @@ impl OriginQueues {
     }
 
     fn push(&mut self, job: PairJob) {
-        // Pairs of an unregistered domain have no origin to protect; they fail at once.
-        let origin_key = job
-            .origin
-            .as_ref()
-            .map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority);
+        // Purges queue per edge; fetches per origin. Pairs of an unregistered domain have no
+        // origin to protect; they fail at once.
+        let origin_key = if job.kind == TaskKind::Refresh {
+            format!("edge:{}", job.key.edge_id)
+        } else {
+            job.origin
+                .as_ref()
+                .map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority)
+        };
         let queue = self.waiting.entry(origin_key.clone()).or_default();
         if queue.is_empty() {
             self.turns.push_back(origin_key);
@@ -346,6 +453,7 @@ mod tests {
             releases: false,
             domain: "a.com".into(),
             origin: Some(Origin::parse(origin).expect("origin")),
+            created_at: 0,
         }
     }
 

@@ -6,12 +6,15 @@
 //! - [`engine`] queues pairs per origin, runs them with bounded concurrency (global and per
 //!   origin, so a release cannot flood an origin), retries what may succeed on a retry, and
 //!   records every outcome in the store.
+//! - [`lease`] keeps this engine's lease and takes over the pairs of engines that died.
 
 pub mod edge_client;
 pub mod edge_directory;
 pub mod engine;
+pub mod lease;
 mod pair_runner;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
 pub use edge_directory::{EdgeDirectory, EdgeHealth};
 pub use engine::{Admission, Engine, EngineConfig, EngineHandle, PairJob};
+pub use lease::{keep_lease, LeaseLost};

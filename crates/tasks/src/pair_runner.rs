@@ -7,31 +7,53 @@ use precache_model::time::now_millis;
 use precache_model::TaskKind;
 use precache_store::PairResult;
 
+use crate::edge_client::EdgeCallError;
 use crate::engine::EngineContext;
 use crate::PairJob;
 
 /// How often recording an outcome is retried while the store is unavailable.
 const RECORD_ATTEMPTS: u32 = 5;
 
-async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
+/// A pair's run: its outcome, unless its edge could not be reached at all.
+pub(crate) struct Ran {
+    /// The outcome to record.
+    pub(crate) result: PairResult,
+    /// The edge did not answer: the engine parks the pair until the edge is back (or its
+    /// deadline) instead of recording `result`.
+    pub(crate) edge_unreachable: bool,
+}
+
+/// One attempt; `Err` when the edge did not answer.
+async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, EdgeCallError> {
     if job.origin.is_none() {
-        return PairOutcome::failed(
+        return Ok(PairOutcome::failed(
             None,
             format!("domain {} is no longer registered", job.domain),
             false,
-        );
+        ));
     }
     let Some(edge) = context.edges.target(job.key.edge_id) else {
-        return PairOutcome::failed(
+        return Ok(PairOutcome::failed(
             None,
-            format!("edge {} is no longer registered", job.key.edge_id),
+            format!(
+                "edge {} is no longer registered or was revoked",
+                job.key.edge_id
+            ),
             false,
-        );
+        ));
+    };
+    let answered = |error: EdgeCallError| {
+        if error.unreachable {
+            context.edges.mark_down(job.key.edge_id, error.to_string());
+            Err(error)
+        } else {
+            Ok(PairOutcome::failed(None, error.to_string(), true))
+        }
     };
     match job.kind {
         TaskKind::Prefetch => match context.client.prefetch(&edge, &job.url).await {
-            Ok(outcome) => outcome,
-            Err(error) => PairOutcome::failed(None, error.to_string(), true),
+            Ok(outcome) => Ok(outcome),
+            Err(error) => answered(error),
         },
         TaskKind::Refresh => {
             let target = if job.is_dir {
@@ -45,15 +67,15 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
                 dry_run: job.dry_run,
             };
             match context.client.purge(&edge, &command).await {
-                Ok(purged) => PairOutcome {
+                Ok(purged) => Ok(PairOutcome {
                     success: true,
                     http_status: None,
                     bytes: purged.bytes,
                     objects: Some(purged.objects),
                     error: None,
                     retryable: false,
-                },
-                Err(error) => PairOutcome::failed(None, error.to_string(), true),
+                }),
+                Err(error) => answered(error),
             }
         }
     }
@@ -61,14 +83,23 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> PairOutcome {
 
 /// Runs a pair's attempts; the outcome still has to be recorded ([`record_pair`]).
 #[must_use = "the outcome must be recorded"]
-pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) -> PairResult {
+pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
     let mut attempts: u32 = 0;
     let outcome = loop {
         attempts += 1;
-        let outcome = attempt(context, &job).await;
+        let outcome = match attempt(context, job).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::debug!(url = %job.url, %error, "edge unreachable; the pair waits for it");
+                return Ran {
+                    result: PairResult::failed(job.key, i64::from(attempts), error.to_string()),
+                    edge_unreachable: true,
+                };
+            }
+        };
         if outcome.success || !outcome.retryable || attempts >= context.config.attempts.max(1) {
             break outcome;
         }
@@ -79,7 +110,7 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) -> PairResul
         tracing::debug!(url = %job.url, attempts, error = ?outcome.error, ?backoff, "retrying a pair");
         tokio::time::sleep(backoff).await;
     };
-    PairResult {
+    let result = PairResult {
         key: job.key,
         success: outcome.success,
         attempts: i64::from(attempts),
@@ -94,6 +125,10 @@ pub(crate) async fn run_pair(context: &EngineContext, job: PairJob) -> PairResul
             }
         }),
         finished_at: now_millis(),
+    };
+    Ran {
+        result,
+        edge_unreachable: false,
     }
 }
 

@@ -95,6 +95,14 @@ impl Api {
         }
     }
 
+    /// The same client aimed at another edge's data plane (`host:port`).
+    pub fn at_edge(&self, edge: &str) -> Api {
+        Api {
+            edge: edge.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// Sends a raw body.
     pub async fn send(
         &self,

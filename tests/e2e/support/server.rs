@@ -1,4 +1,5 @@
-//! The real `precache serve` process, on free loopback ports, with its own data dir.
+//! The real `precache serve` (or `api`, or `edge`) process, on free loopback ports, with its own
+//! data dir.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -55,6 +56,8 @@ pub struct Options {
     pub no_admin_password: bool,
     /// A database other than the data dir's SQLite file.
     pub database_url: Option<String>,
+    /// The subcommand: `serve` when empty, or `api`, `edge`.
+    pub role: &'static str,
 }
 
 impl Server {
@@ -66,8 +69,13 @@ impl Server {
     /// Starts a server and waits until it prints its addresses (it is ready then).
     pub fn start_with(data_dir: &Path, options: Options) -> std::io::Result<Server> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_precache"));
+        let role = if options.role.is_empty() {
+            "serve"
+        } else {
+            options.role
+        };
         command
-            .arg("serve")
+            .arg(role)
             .arg("--data-dir")
             .arg(data_dir)
             .args([
@@ -98,6 +106,8 @@ impl Server {
         command.env("PRECACHE_EDGE_ADMIN_SECRET", EDGE_ADMIN_SECRET);
         if let Some(url) = &options.database_url {
             command.env("PRECACHE_DATABASE_URL", url);
+        } else if role == "edge" {
+            // Edges have no database.
         } else if let Some(url) = postgres_for(data_dir) {
             command.env("PRECACHE_DATABASE_URL", url);
         }

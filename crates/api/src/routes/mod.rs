@@ -1,6 +1,7 @@
 //! The route table of the control plane.
 
 mod domains;
+mod edge_protocol;
 mod edges;
 mod health;
 mod prefetch;
@@ -12,8 +13,9 @@ mod users;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use precache_model::edge_protocol::{CAUGHT_UP_PATH, HELLO_PATH, JOIN_PATH};
 
 use crate::envelope::{ApiError, Ret};
 use crate::state::AppState;
@@ -42,7 +44,12 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/domains/{domain}/cache",
             axum::routing::put(domains::set_cache),
         )
-        .route("/cdn_api/edges", get(edges::list))
+        .route("/cdn_api/edges", get(edges::list).post(edges::create))
+        .route("/cdn_api/edges/{name}/join_token", post(edges::renew_token))
+        .route("/cdn_api/edges/{name}/revoke", post(edges::revoke))
+        .route(JOIN_PATH, post(edge_protocol::join))
+        .route(HELLO_PATH, post(edge_protocol::hello))
+        .route(CAUGHT_UP_PATH, post(edge_protocol::caught_up))
         .route("/cdn_api/quota", get(quota::mine))
         .route("/cdn_api/quota/{user}", get(quota::of_user).put(quota::set))
         .route(

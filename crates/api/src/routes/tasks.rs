@@ -242,6 +242,7 @@ pub(crate) async fn accept(
                 releases,
                 domain: task.domain.to_string(),
                 origin: Some(origin.clone()),
+                created_at: task.created_at,
             })
             .collect();
         engine.enqueue(jobs);

@@ -1,0 +1,164 @@
+//! `precache edge`: one caching edge on its own host, joined to a control plane.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use precache_model::edge_protocol::JoinRequest;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ServeConfig;
+use crate::serve::{bind, lock_data_dir, run_role, wait_for_signal};
+
+/// What an edge keeps of its join, in `edge-credential.json` (mode 0600) in its data dir.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedCredential {
+    name: String,
+    credential: String,
+    /// SHA-256 of the join token it was obtained with: a different token means join again.
+    join_token_sha256: String,
+}
+
+const CREDENTIAL_FILE: &str = "edge-credential.json";
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn read_credential(path: &Path) -> Option<SavedCredential> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_credential(path: &Path, saved: &SavedCredential) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension("json.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("write {}", temp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(saved)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+fn advertised(explicit: Option<&String>, bound: SocketAddr, flag: &str) -> anyhow::Result<String> {
+    match explicit {
+        Some(url) => Ok(url.trim_end_matches('/').to_string()),
+        None if bound.ip().is_unspecified() => Err(anyhow!(
+            "listening on {bound}: set --{flag} to the URL others reach it at"
+        )),
+        None => Ok(format!("http://{bound}")),
+    }
+}
+
+/// Runs the edge until SIGTERM or SIGINT.
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    run_role(edge(config))
+}
+
+async fn edge(config: ServeConfig) -> anyhow::Result<()> {
+    let control = config
+        .control
+        .clone()
+        .ok_or_else(|| anyhow!("--control (the control plane's URL) is required"))?;
+    let name = config.edge_name.clone();
+    let data_dir: PathBuf = config.data_dir.clone();
+    let _lock = lock_data_dir(&data_dir)?;
+    let data_listener = bind(config.edge_listen, "the edge")?;
+    let admin_listener = bind(config.edge_admin_listen, "the edge admin protocol")?;
+    let admin_url = advertised(
+        config.edge_admin_url.as_ref(),
+        admin_listener.local_addr()?,
+        "edge-admin-url",
+    )?;
+    let data_url = advertised(
+        config.edge_data_url.as_ref(),
+        data_listener.local_addr()?,
+        "edge-data-url",
+    )?;
+
+    let credential_path = data_dir.join(CREDENTIAL_FILE);
+    let saved = read_credential(&credential_path).filter(|saved| saved.name == name);
+    let fresh_token = config.join_token.as_ref().filter(|token| {
+        saved
+            .as_ref()
+            .is_none_or(|s| s.join_token_sha256 != sha256(token))
+    });
+    let credential = match (fresh_token, saved) {
+        (Some(token), _) => {
+            let credential = precache_edge::control_link::join(
+                &control,
+                &JoinRequest {
+                    name: name.clone(),
+                    join_token: token.clone(),
+                    admin_url: admin_url.clone(),
+                    data_url: data_url.clone(),
+                },
+            )
+            .await
+            .with_context(|| format!("join the control plane at {control} as {name}"))?;
+            // The control plane cannot tell a newly joined edge what it missed before, so
+            // whatever this data dir cached under another identity goes.
+            let cache_dir = data_dir.join("cache");
+            if cache_dir.exists() {
+                tracing::warn!(dir = %cache_dir.display(), "joined anew: dropping the cache this data dir held");
+                std::fs::remove_dir_all(&cache_dir)
+                    .with_context(|| format!("remove {}", cache_dir.display()))?;
+            }
+            write_credential(
+                &credential_path,
+                &SavedCredential {
+                    name: name.clone(),
+                    credential: credential.clone(),
+                    join_token_sha256: sha256(token),
+                },
+            )?;
+            tracing::info!(%name, %control, "joined the control plane");
+            credential
+        }
+        (None, Some(saved)) => saved.credential,
+        (None, None) => {
+            return Err(anyhow!(
+                "edge {name} has not joined yet: pass --join-token (from POST /cdn_api/edges)"
+            ))
+        }
+    };
+
+    let edge = precache_edge::start(precache_edge::EdgeConfig {
+        name: name.clone(),
+        data_listener,
+        admin_listener,
+        data_dir,
+        admin_secret: credential.clone(),
+        threads: config.edge_threads,
+        nice: 0,
+        cache_limits: config.cache_limits,
+        timeouts: config.origin_timeouts,
+        control: Some(precache_edge::ControlConfig {
+            control_url: control,
+            credential,
+            admin_url,
+            data_url,
+            offline_after: config.offline_after,
+        }),
+    })
+    .await
+    .context("start the edge")?;
+    eprintln!(
+        "precache: serving edge=http://{} edge_admin=http://{}",
+        edge.data_addr(),
+        edge.admin_addr()
+    );
+    tracing::info!(%name, edge = %edge.data_addr(), edge_admin = %edge.admin_addr(), "edge ready");
+    let result = wait_for_signal().await;
+    edge.stop().await;
+    tracing::info!("stopped");
+    result
+}

@@ -1,0 +1,286 @@
+//! Scale-out: two `precache api` processes on one PostgreSQL, one parent edge (origin shield)
+//! and three child edges, each a `precache edge` process joined with a one-time token.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::client::url;
+use crate::support::pg_cluster::PgCluster;
+use crate::support::server::Options;
+use crate::support::{Api, Behavior, Origin, Server, TestResult};
+
+const HOST: &str = "patch.example.com";
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn api_process(dir: &std::path::Path, database_url: &str) -> std::io::Result<Server> {
+    Server::start_with(
+        dir,
+        Options {
+            role: "api",
+            database_url: Some(database_url.to_string()),
+            // A dead engine's pairs are taken over after 3 s instead of 30.
+            args: vec!["--engine-lease".into(), "3s".into()],
+            ..Options::default()
+        },
+    )
+}
+
+fn edge_process(
+    dir: &std::path::Path,
+    control: &str,
+    name: &str,
+    join_token: &str,
+) -> std::io::Result<Server> {
+    Server::start_with(
+        dir,
+        Options {
+            role: "edge",
+            args: vec![
+                "--control".into(),
+                control.into(),
+                "--name".into(),
+                name.into(),
+                "--join-token".into(),
+                join_token.into(),
+            ],
+            ..Options::default()
+        },
+    )
+}
+
+/// An API client aimed at `edge`'s data plane.
+fn via(api: &Api, edge: &Server) -> Api {
+    api.at_edge(&edge.edge)
+}
+
+async fn create_edge(api: &Api, admin: &str, name: &str, parent: Value) -> Result<String, Error> {
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/edges",
+            Some(admin),
+            Some(json!({"name": name, "parent": parent})),
+        )
+        .await?;
+    reply.expect(201, 0)?;
+    Ok(reply.get("join_token").as_str().unwrap_or("").to_string())
+}
+
+/// Waits until `api` sees every edge in `names` up.
+async fn wait_edges_up(api: &Api, admin: &str, names: &[&str]) -> Result<Value, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = api
+            .call(Method::GET, "/cdn_api/edges", Some(admin), None)
+            .await?;
+        let edges = reply.get("edges").clone();
+        let up = |name: &str| {
+            edges.as_array().is_some_and(|list| {
+                list.iter()
+                    .any(|edge| edge["name"] == name && edge["state"] == "up")
+            })
+        };
+        if names.iter().all(|name| up(name)) {
+            return Ok(edges);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("edges not all up: {edges}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_control_planes_a_shield_and_three_edges() -> TestResult {
+    let Some(cluster) = PgCluster::start() else {
+        return Ok(());
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..6)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let api_a = api_process(dirs[0].path(), &cluster.url())?;
+    let api_b = api_process(dirs[1].path(), &cluster.url())?;
+    let a = Api::new(&api_a);
+    let b = Api::new(&api_b);
+    let admin = a.admin().await?;
+
+    // Edges are created by an admin and join with one-time tokens.
+    let shield_token = create_edge(&a, &admin, "shield", Value::Null).await?;
+    let mut child_tokens = Vec::new();
+    for name in ["child-1", "child-2", "child-3"] {
+        child_tokens.push(create_edge(&b, &admin, name, json!("shield")).await?);
+    }
+    let unknown_parent = a
+        .call(
+            Method::POST,
+            "/cdn_api/edges",
+            Some(&admin),
+            Some(json!({"name": "orphan", "parent": "nope"})),
+        )
+        .await?;
+    unknown_parent.expect(404, 3002)?;
+    let shield = edge_process(dirs[2].path(), &a.base, "shield", &shield_token)?;
+    let mut children = Vec::new();
+    for (n, token) in child_tokens.iter().enumerate() {
+        // Half the edges talk to each control plane.
+        let control = if n % 2 == 0 { &b.base } else { &a.base };
+        children.push(edge_process(
+            dirs[3 + n].path(),
+            control,
+            &format!("child-{}", n + 1),
+            token,
+        )?);
+    }
+    // A spent token does not join again.
+    let reuse = a
+        .call(
+            Method::POST,
+            "/cdn_api/edge_protocol/join",
+            None,
+            Some(json!({"name": "shield", "join_token": shield_token,
+                        "admin_url": "http://127.0.0.1:1", "data_url": "http://127.0.0.1:1"})),
+        )
+        .await?;
+    reuse.expect(401, 1003)?;
+    let names = ["shield", "child-1", "child-2", "child-3"];
+    wait_edges_up(&a, &admin, &names).await?;
+    let edges = wait_edges_up(&b, &admin, &names).await?;
+    assert!(
+        edges.as_array().is_some_and(|list| list
+            .iter()
+            .any(|e| e["name"] == "child-1" && e["parent"] == "shield")),
+        "{edges}"
+    );
+
+    let origin = Origin::start().await?;
+    let token = a.user_with_domain("studio", HOST, &origin.url()).await?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 1")));
+
+    // Prefetch through B reaches all four edges; the shield makes it one origin fetch.
+    let req_id = b.prefetch_ok(&token, &[url(HOST, "/a.pak")]).await?;
+    let task = a
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["success_rate"], json!(100.0), "{task}");
+    assert_eq!(
+        task["urls"][0]["edges"].as_array().map(Vec::len),
+        Some(4),
+        "{task}"
+    );
+    for edge in std::iter::once(&shield).chain(&children) {
+        let hit = via(&a, edge).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(hit.headers()["x-cache"], "HIT");
+        assert_eq!(hit.bytes().await?, "version 1");
+    }
+    assert_eq!(
+        origin.count("/a.pak"),
+        1,
+        "one origin request for four edges; shield: {}",
+        shield.log()
+    );
+
+    // A control plane killed mid-task: the other one finishes its pairs.
+    origin.set(
+        "/slow.pak",
+        Behavior::Slow(Duration::from_millis(1500), Bytes::from_static(b"slow")),
+    );
+    let slow_id = a.prefetch_ok(&token, &[url(HOST, "/slow.pak")]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api_a.kill9();
+    let task = b
+        .wait_final(&token, &slow_id, Duration::from_secs(40))
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["success_rate"], json!(100.0), "{task}");
+    for edge in &children {
+        let hit = via(&b, edge).edge_get(HOST, "/slow.pak").await?;
+        assert_eq!(hit.headers()["x-cache"], "HIT");
+    }
+    assert_eq!(origin.count("/slow.pak"), 1);
+
+    // An edge stopped while a refresh is issued applies it before serving from its cache again.
+    let stopped_child = children.pop().ok_or("three children")?;
+    stopped_child.terminate()?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 2")));
+    let reply = b
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&token),
+            Some(json!({"urls": [url(HOST, "/a.pak")]})),
+        )
+        .await?;
+    reply.expect(200, 0)?;
+    let refresh_id = reply.get("reqId").as_str().unwrap_or("").to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pending = b
+        .call(
+            Method::GET,
+            &format!("/cdn_api/refresh/{refresh_id}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    assert_ne!(
+        pending.get("status"),
+        "done",
+        "child-3 has not confirmed: {}",
+        pending.text()
+    );
+    let restarted = edge_process(dirs[5].path(), &b.base, "child-3", &child_tokens[2])?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let answer = via(&b, &restarted).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(
+            answer.bytes().await?,
+            "version 2",
+            "never the purged version"
+        );
+    }
+    let task = b
+        .wait_final_of("refresh", &token, &refresh_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["success_rate"], json!(100.0), "{task}");
+    for edge in [&shield, &children[0], &children[1], &restarted] {
+        let answer = via(&b, edge).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(answer.bytes().await?, "version 2");
+    }
+    assert_eq!(origin.count("/a.pak"), 2, "one origin fetch per version");
+
+    // A revoked edge's credential stops working at once.
+    let revoked = b
+        .call(
+            Method::POST,
+            "/cdn_api/edges/child-1/revoke",
+            Some(&admin),
+            None,
+        )
+        .await?;
+    revoked.expect(200, 0)?;
+    let hello = b
+        .call(
+            Method::POST,
+            "/cdn_api/edge_protocol/hello",
+            None,
+            Some(json!({"name": "child-1", "admin_url": "http://127.0.0.1:1",
+                        "data_url": "http://127.0.0.1:1", "catch_up": false})),
+        )
+        .await?;
+    hello.expect(401, 1001)?;
+    let listed = b
+        .call(Method::GET, "/cdn_api/edges", Some(&admin), None)
+        .await?;
+    let state = listed
+        .get("edges")
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["name"] == "child-1"))
+        .map(|edge| edge["state"].clone());
+    assert_eq!(state, Some(json!("revoked")));
+    Ok(())
+}
