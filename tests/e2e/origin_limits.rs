@@ -102,3 +102,78 @@ async fn no_more_than_the_per_origin_limit_is_fetched_at_once() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_admin_caps_a_domains_concurrent_fetches_and_bandwidth() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api
+        .user_with_domain("alice", "game.example.com", &origin.url())
+        .await?;
+    let admin = api.admin().await?;
+    let set = |limits: serde_json::Value| {
+        let api = api.clone();
+        let admin = admin.clone();
+        async move {
+            api.call(
+                reqwest::Method::PUT,
+                "/cdn_api/domains/game.example.com/origin_limits",
+                Some(&admin),
+                Some(limits),
+            )
+            .await
+        }
+    };
+    set(serde_json::json!({"max_concurrent_fetches": 0}))
+        .await?
+        .expect(400, 2002)?;
+    set(serde_json::json!({"max_streams": 1}))
+        .await?
+        .expect(400, 2002)?;
+    let reply = set(serde_json::json!({"max_concurrent_fetches": 1})).await?;
+    reply.expect(200, 0)?;
+    assert_eq!(
+        reply.get("domain")["origin_limits"]["max_concurrent_fetches"],
+        1
+    );
+
+    // Four slow objects, one fetch at a time (the default would run them together).
+    let urls: Vec<String> = (0..4)
+        .map(|n| {
+            let path = format!("/slow-{n}.bin");
+            origin.set(
+                &path,
+                Behavior::Slow(Duration::from_millis(300), Bytes::from_static(b"slow")),
+            );
+            url("game.example.com", &path)
+        })
+        .collect();
+    let req_id = api.prefetch_ok(&token, &urls).await?;
+    let status = api
+        .wait_final(&token, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(status["success_rate"], serde_json::json!(100.0), "{status}");
+    assert_eq!(origin.max_in_flight(), 1, "one origin fetch at a time");
+
+    // 16 MiB at 4 MiB/s: the edge reads (and so the origin sends) no faster than that.
+    set(serde_json::json!({"max_concurrent_fetches": 1, "max_bandwidth": 4 << 20}))
+        .await?
+        .expect(200, 0)?;
+    origin.set("/big.bin", Behavior::Large(16 << 20));
+    let started = std::time::Instant::now();
+    let req_id = api
+        .prefetch_ok(&token, &[url("game.example.com", "/big.bin")])
+        .await?;
+    let status = api
+        .wait_final(&token, &req_id, Duration::from_secs(60))
+        .await?;
+    assert_eq!(status["status"], "done", "{status}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(3500),
+        "16 MiB at 4 MiB/s took only {elapsed:?}"
+    );
+    Ok(())
+}

@@ -29,6 +29,8 @@ use crate::domain_routes::DomainRoutes;
 
 /// How often a standalone edge says hello.
 pub const HELLO_PERIOD: Duration = Duration::from_secs(1);
+/// How long one hello (without a catch-up) may take.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the data plane needs from the link, shared with the proxy.
 #[derive(Debug)]
@@ -215,6 +217,16 @@ impl Link {
         let mut last_heard = Instant::now();
         let mut warned = false;
         loop {
+            // Silence counts even without a failed call: a process paused (stopped, swapped,
+            // a suspended VM) may have missed pushed purges while it was not listening.
+            let silent_for = last_heard.elapsed();
+            if silent_for >= self.config.offline_after && self.state.cache_open() {
+                tracing::warn!(
+                    ?silent_for,
+                    "no word from the control plane; serving without the cache until caught up"
+                );
+                self.state.set_open(false);
+            }
             let catch_up = !self.state.cache_open();
             let hello = Hello {
                 name: self.name.clone(),
@@ -222,14 +234,19 @@ impl Link {
                 data_url: self.config.data_url.clone(),
                 catch_up,
             };
-            let answered: Result<HelloAnswer, ControlError> = call(
-                &http,
-                &self.config.control_url,
-                HELLO_PATH,
-                Some(&self.config.credential),
-                &hello,
+            // Bounded well below `offline_after`, so a black-holed control plane is noticed.
+            let answered: Result<HelloAnswer, ControlError> = tokio::time::timeout(
+                HELLO_TIMEOUT,
+                call(
+                    &http,
+                    &self.config.control_url,
+                    HELLO_PATH,
+                    Some(&self.config.credential),
+                    &hello,
+                ),
             )
-            .await;
+            .await
+            .unwrap_or_else(|_| Err(ControlError::Unreachable("hello timed out".into())));
             let mut again_now = false;
             match answered {
                 Ok(answer) => {
@@ -260,11 +277,7 @@ impl Link {
                     self.state.set_open(false);
                 }
                 Err(error) => {
-                    let silent_for = last_heard.elapsed();
-                    if silent_for >= self.config.offline_after && self.state.cache_open() {
-                        tracing::warn!(%error, ?silent_for, "lost the control plane; serving without the cache until caught up");
-                        self.state.set_open(false);
-                    } else if !warned {
+                    if !warned {
                         tracing::warn!(%error, "hello to the control plane failed");
                         warned = true;
                     }

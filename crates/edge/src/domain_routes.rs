@@ -104,6 +104,7 @@ impl DomainRoutes {
             origin,
             origin_host,
             cache,
+            ..
         } in table.domains
         {
             let origin_addr = resolve(&origin).await;

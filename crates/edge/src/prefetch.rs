@@ -138,7 +138,10 @@ impl Prefetcher {
         let mut received: u64 = 0;
         if !served_from_cache {
             let total = response.content_length();
-            match self.read_body(response, total, events).await {
+            match self
+                .read_body(response, total, command.max_bytes_per_sec, events)
+                .await
+            {
                 Ok(bytes) => received = bytes,
                 Err(outcome) => return outcome,
             }
@@ -196,9 +199,11 @@ impl Prefetcher {
         &self,
         mut response: reqwest::Response,
         total: Option<u64>,
+        max_bytes_per_sec: Option<u64>,
         events: &mpsc::Sender<PrefetchEvent>,
     ) -> Result<u64, PairOutcome> {
         let mut received: u64 = 0;
+        let started = Instant::now();
         let mut last_report = Instant::now();
         loop {
             let chunk = match timeout(self.timeouts.idle, response.chunk()).await {
@@ -227,6 +232,14 @@ impl Prefetcher {
                 }
             };
             received += chunk.len() as u64;
+            if let Some(rate) = max_bytes_per_sec.filter(|rate| *rate > 0) {
+                // The fill reads the origin only as fast as this reader takes the bytes, so
+                // pacing the reader paces the origin.
+                let due = Duration::from_secs_f64(received as f64 / rate as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(ahead).await;
+                }
+            }
             if last_report.elapsed() >= PROGRESS_INTERVAL {
                 last_report = Instant::now();
                 // A slow reader of the events must not slow the fill: drop a report if full.

@@ -29,6 +29,21 @@ pub struct DomainRoute {
     /// The operator's caching overrides for the domain.
     #[serde(default)]
     pub cache: CachePolicy,
+    /// How hard prefetching may press the domain's origin.
+    #[serde(default)]
+    pub origin_limits: OriginLimits,
+}
+
+/// Per-domain protection of the origin during prefetch, set by an admin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OriginLimits {
+    /// Prefetch fetches from the origin at once (each (URL, edge) pair is one); the engine's
+    /// per-origin default when absent.
+    pub max_concurrent_fetches: Option<u32>,
+    /// Bytes per second all the domain's prefetch fetches may take together; split evenly
+    /// between its concurrent fetch slots. No limit when absent.
+    pub max_bandwidth: Option<u64>,
 }
 
 /// Per-domain caching overrides, registered with the domain.
@@ -163,6 +178,10 @@ pub struct PurgeOutcome {
 pub struct PrefetchCommand {
     /// Absolute URL; its host selects the domain, the edge fetches from that domain's origin.
     pub url: String,
+    /// Read the object no faster than this many bytes per second (the fill follows the reader,
+    /// so this is the origin's bandwidth for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_sec: Option<u64>,
 }
 
 /// One line of the NDJSON answer to a [`PrefetchCommand`].

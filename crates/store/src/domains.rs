@@ -1,6 +1,6 @@
 //! Registered domains (备案) and the revision edges compare their domain table against.
 
-use precache_model::edge_protocol::CachePolicy;
+use precache_model::edge_protocol::{CachePolicy, OriginLimits};
 use precache_model::time::now_millis;
 use precache_model::{AccountId, DomainName, Origin};
 use sqlx::any::AnyRow;
@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use crate::{Domain, Error, Result, Store};
 
 const DOMAIN_SELECT: &str =
-    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.created_at \
+    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.origin_limits, d.created_at \
      FROM domains d JOIN accounts a ON a.id = d.account_id";
 
 fn decode_domain(row: &AnyRow) -> Result<Domain> {
@@ -22,6 +22,7 @@ fn decode_domain(row: &AnyRow) -> Result<Domain> {
         origin: Origin::parse(&origin).map_err(Error::Corrupt)?,
         origin_host: row.try_get("origin_host")?,
         cache: decode_policy(row.try_get("cache_policy")?)?,
+        origin_limits: decode_json(row.try_get("origin_limits")?, "origin limits")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -31,6 +32,17 @@ fn decode_policy(text: Option<String>) -> Result<CachePolicy> {
         None => Ok(CachePolicy::default()),
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| Error::Corrupt(format!("domain cache policy {text:?}: {e}"))),
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned + Default>(
+    text: Option<String>,
+    what: &str,
+) -> Result<T> {
+    match text {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("domain {what} {text:?}: {e}"))),
     }
 }
 
@@ -97,6 +109,7 @@ impl Store {
                         origin,
                         origin_host,
                         cache,
+                        origin_limits: OriginLimits::default(),
                         created_at,
                     })
                 })
@@ -146,6 +159,31 @@ impl Store {
                 Box::pin(async move {
                     let updated =
                         sqlx::query("UPDATE domains SET cache_policy = $1 WHERE name = $2")
+                            .bind(encoded)
+                            .bind(&name)
+                            .execute(&mut *connection)
+                            .await?;
+                    if updated.rows_affected() == 0 {
+                        return Err(Error::NotFound(format!("domain {name:?}")));
+                    }
+                    bump_domains_revision(connection).await
+                })
+            })
+            .await
+    }
+
+    /// Replaces a domain's origin limits. `NotFound` when it is not registered.
+    pub async fn set_domain_origin_limits(&self, name: &str, limits: OriginLimits) -> Result<()> {
+        let name = name.to_string();
+        let encoded = (limits != OriginLimits::default())
+            .then(|| serde_json::to_string(&limits))
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("encode origin limits: {e}")))?;
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    let updated =
+                        sqlx::query("UPDATE domains SET origin_limits = $1 WHERE name = $2")
                             .bind(encoded)
                             .bind(&name)
                             .execute(&mut *connection)

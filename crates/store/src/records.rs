@@ -48,6 +48,8 @@ pub struct Domain {
     pub origin_host: Option<String>,
     /// The operator's caching overrides.
     pub cache: precache_model::edge_protocol::CachePolicy,
+    /// How hard prefetching may press the origin.
+    pub origin_limits: precache_model::edge_protocol::OriginLimits,
     /// Registration time, ms since the epoch.
     pub created_at: i64,
 }

@@ -157,6 +157,7 @@ impl EdgeClient {
         &self,
         edge: &EdgeTarget,
         url: &str,
+        max_bytes_per_sec: Option<u64>,
     ) -> Result<PairOutcome, EdgeCallError> {
         let response = self
             .http
@@ -164,6 +165,7 @@ impl EdgeClient {
             .bearer_auth(&edge.secret)
             .json(&PrefetchCommand {
                 url: url.to_string(),
+                max_bytes_per_sec,
             })
             .send()
             .await

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use precache_model::edge_protocol::{DomainRoute, DomainTable, EdgeStatus};
+use precache_model::edge_protocol::{DomainRoute, DomainTable, EdgeStatus, OriginLimits};
 use precache_model::time::now_millis;
 use precache_model::EdgeId;
 use precache_store::Store;
@@ -29,6 +29,7 @@ pub struct EdgeHealth {
 #[derive(Debug, Clone)]
 struct Known {
     target: Option<EdgeTarget>,
+    parent: Option<EdgeId>,
     health: EdgeHealth,
     last_seen_persisted: i64,
 }
@@ -41,6 +42,8 @@ pub struct EdgeDirectory {
     store: Store,
     client: EdgeClient,
     known: RwLock<HashMap<EdgeId, Known>>,
+    /// Each domain's origin limits, as of the last round (absent: none).
+    origin_limits: RwLock<HashMap<String, OriginLimits>>,
     sync_lock: Mutex<()>,
     wake: Notify,
 }
@@ -52,6 +55,7 @@ impl EdgeDirectory {
             store,
             client,
             known: RwLock::new(HashMap::new()),
+            origin_limits: RwLock::new(HashMap::new()),
             sync_lock: Mutex::new(()),
             wake: Notify::new(),
         })
@@ -78,6 +82,21 @@ impl EdgeDirectory {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// The origin limits an admin set for `domain`.
+    pub fn origin_limits(&self, domain: &str) -> OriginLimits {
+        self.origin_limits
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(domain)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The edge's parent (its origin shield), if it has one.
+    pub fn parent_of(&self, id: EdgeId) -> Option<EdgeId> {
+        self.read().get(&id).and_then(|known| known.parent)
     }
 
     /// Whether the edge answered its last call.
@@ -119,6 +138,14 @@ impl EdgeDirectory {
         let _round = self.sync_lock.lock().await;
         let edges = self.store.list_edges().await?;
         let (revision, domains) = self.store.domain_table().await?;
+        *self
+            .origin_limits
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = domains
+            .iter()
+            .filter(|domain| domain.origin_limits != OriginLimits::default())
+            .map(|domain| (domain.name.to_string(), domain.origin_limits))
+            .collect();
         let table = DomainTable {
             revision,
             domains: domains
@@ -128,6 +155,7 @@ impl EdgeDirectory {
                     origin: domain.origin,
                     origin_host: domain.origin_host,
                     cache: domain.cache,
+                    origin_limits: domain.origin_limits,
                 })
                 .collect(),
         };
@@ -149,6 +177,7 @@ impl EdgeDirectory {
                 };
                 let entry = known.entry(edge.id).or_insert_with(|| Known {
                     target: None,
+                    parent: None,
                     health: EdgeHealth {
                         last_seen_at: edge.last_seen_at,
                         ..EdgeHealth::default()
@@ -156,6 +185,7 @@ impl EdgeDirectory {
                     last_seen_persisted: edge.last_seen_at.unwrap_or(0),
                 });
                 entry.target = target;
+                entry.parent = edge.parent_id;
             }
         }
         let targets: Vec<EdgeTarget> = self

@@ -6,12 +6,12 @@
 //! so one release with thousands of URLs on one origin neither floods that origin nor starves
 //! the others.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
+use precache_model::edge_protocol::{OriginLimits, PurgeMode, DRY_RUN_MODE};
 use precache_model::time::now_millis;
 use precache_model::{Origin, TaskId, TaskKind};
 use precache_store::{PairKey, PairResult, PendingPair, Store};
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::pair_runner::{record_pair, run_pair, Ran};
+use crate::queues::Queues;
 use crate::{EdgeClient, EdgeDirectory};
 
 /// Limits and retry policy of the engine.
@@ -60,6 +61,8 @@ pub struct PairJob {
     pub origin: Option<Origin>,
     /// When the task was accepted, ms since the epoch.
     pub created_at: i64,
+    /// The domain's origin limits, filled in by the engine when the pair arrives.
+    pub origin_limits: OriginLimits,
 }
 
 impl From<PendingPair> for PairJob {
@@ -79,6 +82,7 @@ impl From<PendingPair> for PairJob {
             domain: pending.domain,
             origin: pending.origin,
             created_at: pending.created_at,
+            origin_limits: OriginLimits::default(),
         }
     }
 }
@@ -200,10 +204,7 @@ impl Engine {
     /// while submissions are being admitted, since a refresh's latency is all they are about.
     /// A pair whose edge is down waits aside ("parked") until the edge is back or its deadline.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut purges = OriginQueues::default();
-        let mut fetches = OriginQueues::default();
-        let mut parked: Vec<PairJob> = Vec::new();
-        let mut known: HashSet<PairKey> = HashSet::new();
+        let mut queues = Queues::default();
         let mut in_flight: JoinSet<(String, Ran, PairJob)> = JoinSet::new();
         let mut recording: JoinSet<()> = JoinSet::new();
         let config = self.context.config.clone();
@@ -218,21 +219,40 @@ impl Engine {
             } else {
                 concurrency
             };
-            for (queues, limit) in [(&mut purges, concurrency), (&mut fetches, fetch_limit)] {
+            for (kind, limit) in [
+                (TaskKind::Refresh, concurrency),
+                (TaskKind::Prefetch, fetch_limit),
+            ] {
                 while in_flight.len() < limit {
-                    let Some((queue_key, job)) = queues.next(config.per_origin.max(1)) else {
+                    let Some((queue_key, job)) = queues.next(kind, config.per_origin.max(1)) else {
                         break;
                     };
                     if self.is_cancelled(&job) {
-                        queues.finished(&queue_key);
-                        known.remove(&job.key);
+                        queues.finished(kind, &queue_key);
+                        queues.forget(job.key);
                         continue;
                     }
                     if !self.context.edges.is_up(job.key.edge_id) {
-                        queues.finished(&queue_key);
-                        parked.push(job);
+                        queues.finished(kind, &queue_key);
+                        queues.park(job);
                         continue;
                     }
+                    // A child edge is purged after its parent: until then, a miss on the child
+                    // could fetch the old object back from the parent.
+                    let parent = match kind {
+                        TaskKind::Refresh => self.context.edges.parent_of(job.key.edge_id),
+                        TaskKind::Prefetch => None,
+                    };
+                    let job = match parent {
+                        Some(parent) => match queues.hold_behind(parent, job) {
+                            Some(job) => job,
+                            None => {
+                                queues.finished(kind, &queue_key);
+                                continue;
+                            }
+                        },
+                        None => job,
+                    };
                     let context = Arc::clone(&self.context);
                     in_flight.spawn(async move {
                         let ran = run_pair(&context, &job).await;
@@ -244,58 +264,43 @@ impl Engine {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 jobs = self.receiver.recv() => match jobs {
                     Some(jobs) => {
-                        for job in jobs {
-                            // Taken over or released twice: the pair is queued already.
-                            if !known.insert(job.key) {
-                                continue;
-                            }
-                            if job.kind == TaskKind::Refresh {
-                                purges.push(job);
-                            } else {
-                                fetches.push(job);
-                            }
+                        for mut job in jobs {
+                            job.origin_limits = self.context.edges.origin_limits(&job.domain);
+                            queues.push(job);
                         }
                     }
                     None => break,
                 },
                 Some(finished) = in_flight.join_next() => match finished {
                     Ok((queue_key, ran, job)) => {
-                        if job.kind == TaskKind::Refresh {
-                            purges.finished(&queue_key);
-                        } else {
-                            fetches.finished(&queue_key);
-                        }
+                        queues.finished(job.kind, &queue_key);
                         if ran.edge_unreachable && !self.past_deadline(&job) {
-                            parked.push(job);
+                            queues.park(job);
                             continue;
                         }
-                        known.remove(&job.key);
+                        queues.forget(job.key);
                         self.record(&mut recording, ran.result, job.releases);
                     }
                     Err(error) => tracing::error!(%error, "a pair task panicked; its pair is retried at the next start"),
                 },
                 Some(_) = recording.join_next() => {}
-                _ = parked_check.tick(), if !parked.is_empty() => {
-                    for job in std::mem::take(&mut parked) {
+                _ = parked_check.tick(), if queues.has_parked() => {
+                    for job in queues.take_parked() {
                         if self.is_cancelled(&job) {
-                            known.remove(&job.key);
+                            queues.forget(job.key);
                         } else if self.context.edges.is_up(job.key.edge_id) {
-                            if job.kind == TaskKind::Refresh {
-                                purges.push(job);
-                            } else {
-                                fetches.push(job);
-                            }
+                            queues.requeue(job);
                         } else if self.past_deadline(&job) {
-                            known.remove(&job.key);
+                            queues.forget(job.key);
                             let result = self.unreachable_result(&job);
                             self.record(&mut recording, result, job.releases);
                         } else {
-                            parked.push(job);
+                            queues.park(job);
                         }
                     }
                 }
                 // Pairs may wait for a burst of submissions to end; look again soon.
-                _ = recheck.tick(), if in_flight.len() < concurrency && !fetches.is_empty() => {}
+                _ = recheck.tick(), if in_flight.len() < concurrency && queues.has_fetches() => {}
             }
         }
         in_flight.abort_all();
@@ -363,123 +368,5 @@ async fn release_held(context: &EngineContext, task_id: TaskId) {
         Ok(_) => {}
         // Left held; `serve` releases held pairs at its next start.
         Err(error) => tracing::warn!(%error, %task_id, "could not release a task's warm phase"),
-    }
-}
-
-/// Waiting pairs per origin, and how many of each origin's are running.
-#[derive(Default)]
-struct OriginQueues {
-    waiting: HashMap<String, VecDeque<PairJob>>,
-    running: HashMap<String, usize>,
-    /// Origins with waiting pairs, in turn order.
-    turns: VecDeque<String>,
-}
-
-impl OriginQueues {
-    fn is_empty(&self) -> bool {
-        self.turns.is_empty()
-    }
-
-    fn push(&mut self, job: PairJob) {
-        // Purges queue per edge; fetches per origin. Pairs of an unregistered domain have no
-        // origin to protect; they fail at once.
-        let origin_key = if job.kind == TaskKind::Refresh {
-            format!("edge:{}", job.key.edge_id)
-        } else {
-            job.origin
-                .as_ref()
-                .map_or_else(|| format!("unregistered:{}", job.domain), Origin::authority)
-        };
-        let queue = self.waiting.entry(origin_key.clone()).or_default();
-        if queue.is_empty() {
-            self.turns.push_back(origin_key);
-        }
-        queue.push_back(job);
-    }
-
-    /// The next pair of the first origin in turn that is under `per_origin`.
-    fn next(&mut self, per_origin: usize) -> Option<(String, PairJob)> {
-        for _ in 0..self.turns.len() {
-            let origin_key = self.turns.pop_front()?;
-            let running = self.running.get(&origin_key).copied().unwrap_or(0);
-            if running >= per_origin {
-                self.turns.push_back(origin_key);
-                continue;
-            }
-            let Some(queue) = self.waiting.get_mut(&origin_key) else {
-                continue;
-            };
-            let Some(job) = queue.pop_front() else {
-                continue;
-            };
-            if queue.is_empty() {
-                self.waiting.remove(&origin_key);
-            } else {
-                self.turns.push_back(origin_key.clone());
-            }
-            *self.running.entry(origin_key.clone()).or_default() += 1;
-            return Some((origin_key, job));
-        }
-        None
-    }
-
-    fn finished(&mut self, origin_key: &str) {
-        if let Some(running) = self.running.get_mut(origin_key) {
-            *running = running.saturating_sub(1);
-            if *running == 0 {
-                self.running.remove(origin_key);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use precache_model::EdgeId;
-
-    fn job(origin: &str, url_idx: i64) -> PairJob {
-        PairJob {
-            key: PairKey {
-                task_id: TaskId::new_random(),
-                url_idx,
-                edge_id: EdgeId(1),
-            },
-            kind: TaskKind::Prefetch,
-            url: format!("http://a.com/{url_idx}"),
-            is_dir: false,
-            mode: PurgeMode::Delete,
-            dry_run: false,
-            releases: false,
-            domain: "a.com".into(),
-            origin: Some(Origin::parse(origin).expect("origin")),
-            created_at: 0,
-        }
-    }
-
-    #[test]
-    fn origins_take_turns_and_respect_their_limit() {
-        let mut queues = OriginQueues::default();
-        for n in 0..3 {
-            queues.push(job("http://127.0.0.1:1", n));
-        }
-        queues.push(job("http://127.0.0.1:2", 9));
-        let first = queues.next(2).expect("work");
-        let second = queues.next(2).expect("work");
-        assert_ne!(
-            first.0, second.0,
-            "the second origin gets a turn before the first one's backlog"
-        );
-        let third = queues.next(2).expect("work");
-        assert_eq!(third.0, "127.0.0.1:1");
-        assert!(
-            queues.next(2).is_none(),
-            "origin 1 is at its limit and origin 2 is empty"
-        );
-        queues.finished("127.0.0.1:1");
-        assert_eq!(
-            queues.next(2).map(|(origin, _)| origin).as_deref(),
-            Some("127.0.0.1:1")
-        );
     }
 }

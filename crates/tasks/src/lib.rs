@@ -13,6 +13,7 @@ pub mod edge_directory;
 pub mod engine;
 pub mod lease;
 mod pair_runner;
+mod queues;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
 pub use edge_directory::{EdgeDirectory, EdgeHealth};

@@ -51,7 +51,11 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, 
         }
     };
     match job.kind {
-        TaskKind::Prefetch => match context.client.prefetch(&edge, &job.url).await {
+        TaskKind::Prefetch => match context
+            .client
+            .prefetch(&edge, &job.url, bandwidth_share(context, job))
+            .await
+        {
             Ok(outcome) => Ok(outcome),
             Err(error) => answered(error),
         },
@@ -79,6 +83,19 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, 
             }
         }
     }
+}
+
+/// A pair's share of its domain's origin bandwidth: the cap split evenly between the domain's
+/// concurrent fetch slots, so the domain's prefetches together stay under it.
+fn bandwidth_share(context: &EngineContext, job: &PairJob) -> Option<u64> {
+    let limits = job.origin_limits;
+    let slots = limits
+        .max_concurrent_fetches
+        .map_or(context.config.per_origin, |cap| cap as usize)
+        .max(1);
+    limits
+        .max_bandwidth
+        .map(|bandwidth| (bandwidth / slots as u64).max(1))
 }
 
 /// Runs a pair's attempts; the outcome still has to be recorded ([`record_pair`]).

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use precache_model::edge_protocol::CachePolicy;
+use precache_model::edge_protocol::{CachePolicy, OriginLimits};
 use precache_model::time::rfc3339_millis;
 use precache_model::{DomainName, Origin, Role};
 use precache_store::Domain;
@@ -22,6 +22,10 @@ fn domain_json(domain: &Domain) -> Value {
         "origin": domain.origin.to_string(),
         "origin_host": domain.origin_host,
         "cache": policy_json(&domain.cache),
+        "origin_limits": {
+            "max_concurrent_fetches": domain.origin_limits.max_concurrent_fetches,
+            "max_bandwidth": domain.origin_limits.max_bandwidth,
+        },
         "created_at": rfc3339_millis(domain.created_at),
     })
 }
@@ -188,6 +192,64 @@ pub(crate) async fn set_cache(
         .inner
         .store
         .set_domain_cache_policy(&name, policy)
+        .await
+        .map_err(from_store)?;
+    sync_edges(&state).await;
+    let domain = state.inner.store.domain(&name).await.map_err(from_store)?;
+    Ok(Answer::ok(
+        json!({"domain": domain.as_ref().map(domain_json)}),
+    ))
+}
+
+/// Reads an origin-limits object; unknown keys are errors, `null` removes a limit.
+fn parse_origin_limits(object: &serde_json::Map<String, Value>) -> Result<OriginLimits, ApiError> {
+    let mut limits = OriginLimits::default();
+    for (key, value) in object {
+        let positive = |what: &str| match value {
+            Value::Null => Ok(None),
+            _ => value.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                ApiError::new(
+                    Ret::BadField,
+                    format!("{key} must be a positive whole number of {what} or null, not {value}"),
+                )
+            }),
+        };
+        match key.as_str() {
+            "max_concurrent_fetches" => {
+                limits.max_concurrent_fetches =
+                    positive("fetches")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            }
+            "max_bandwidth" => limits.max_bandwidth = positive("bytes per second")?,
+            other => {
+                return Err(ApiError::new(
+                    Ret::BadField,
+                    format!(
+                        "unknown origin limit {other:?} (max_concurrent_fetches, max_bandwidth)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(limits)
+}
+
+/// `PUT /cdn_api/domains/{domain}/origin_limits` (admin): how hard prefetching may press the
+/// domain's origin: `max_concurrent_fetches` (pairs fetching at once) and `max_bandwidth`
+/// (bytes per second, shared by those fetches). Applies to pairs queued from then on.
+pub(crate) async fn set_origin_limits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    caller.require_admin()?;
+    let body = json_object(body, state.inner.config.max_body_bytes).await?;
+    let limits = parse_origin_limits(&body)?;
+    let name = name.to_ascii_lowercase();
+    state
+        .inner
+        .store
+        .set_domain_origin_limits(&name, limits)
         .await
         .map_err(from_store)?;
     sync_edges(&state).await;

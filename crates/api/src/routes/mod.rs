@@ -44,6 +44,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/domains/{domain}/cache",
             axum::routing::put(domains::set_cache),
         )
+        .route(
+            "/cdn_api/domains/{domain}/origin_limits",
+            axum::routing::put(domains::set_origin_limits),
+        )
         .route("/cdn_api/edges", get(edges::list).post(edges::create))
         .route("/cdn_api/edges/{name}/join_token", post(edges::renew_token))
         .route("/cdn_api/edges/{name}/revoke", post(edges::revoke))

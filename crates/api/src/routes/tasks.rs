@@ -243,6 +243,7 @@ pub(crate) async fn accept(
                 domain: task.domain.to_string(),
                 origin: Some(origin.clone()),
                 created_at: task.created_at,
+                origin_limits: Default::default(),
             })
             .collect();
         engine.enqueue(jobs);
