@@ -284,3 +284,145 @@ async fn two_control_planes_a_shield_and_three_edges() -> TestResult {
     assert_eq!(state, Some(json!("revoked")));
     Ok(())
 }
+
+/// A free loopback port, for a process that must come back on the same address.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn sqlite_api(dir: &std::path::Path, port: u16) -> std::io::Result<Server> {
+    Server::start_with(
+        dir,
+        Options {
+            role: "api",
+            args: vec![
+                "--api-listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--edge-deadline".into(),
+                "3s".into(),
+            ],
+            ..Options::default()
+        },
+    )
+}
+
+fn edge_with_offline_after(
+    dir: &std::path::Path,
+    control: &str,
+    token: &str,
+) -> std::io::Result<Server> {
+    Server::start_with(
+        dir,
+        Options {
+            role: "edge",
+            args: vec![
+                "--control".into(),
+                control.into(),
+                "--name".into(),
+                "solo".into(),
+                "--join-token".into(),
+                token.into(),
+                "--offline-after".into(),
+                "1s".into(),
+            ],
+            ..Options::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> TestResult {
+    let (api_dir, edge_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let port = free_port()?;
+    let control = sqlite_api(api_dir.path(), port)?;
+    let api = Api::new(&control);
+    let admin = api.admin().await?;
+    let token = create_edge(&api, &admin, "solo", Value::Null).await?;
+    let edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;
+    wait_edges_up(&api, &admin, &["solo"]).await?;
+    let origin = Origin::start().await?;
+    let user = api.user_with_domain("studio", HOST, &origin.url()).await?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 1")));
+    let req_id = api.prefetch_ok(&user, &[url(HOST, "/a.pak")]).await?;
+    api.wait_final(&user, &req_id, Duration::from_secs(30))
+        .await?;
+    let hit = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+
+    // The edge goes away: a prefetch and a refresh end failed at the deadline, with the reason.
+    edge.terminate()?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 2")));
+    origin.set("/b.pak", Behavior::Body(Bytes::from_static(b"b")));
+    let prefetch_id = api.prefetch_ok(&user, &[url(HOST, "/b.pak")]).await?;
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&user),
+            Some(json!({"urls": [url(HOST, "/a.pak")]})),
+        )
+        .await?;
+    reply.expect(200, 0)?;
+    let refresh_id = reply.get("reqId").as_str().unwrap_or("").to_string();
+    let prefetch = api
+        .wait_final(&user, &prefetch_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(prefetch["status"], "failed", "{prefetch}");
+    let error = prefetch["urls"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("unreachable"), "{error:?}");
+    let refresh = api
+        .wait_final_of("refresh", &user, &refresh_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(refresh["status"], "failed", "{refresh}");
+    let edges = api
+        .call(Method::GET, "/cdn_api/edges", Some(&admin), None)
+        .await?;
+    assert_eq!(
+        edges.get("edges")[0]["backlog"]["owed_purges"],
+        1,
+        "{}",
+        edges.text()
+    );
+
+    // Back with its old cache: it applies the purge it owes before serving from the cache.
+    let edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let answer = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(
+            answer.bytes().await?,
+            "version 2",
+            "never the purged version"
+        );
+    }
+    let edges = api
+        .call(Method::GET, "/cdn_api/edges", Some(&admin), None)
+        .await?;
+    assert_eq!(edges.get("edges")[0]["backlog"]["owed_purges"], 0);
+    let cached = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+    assert_eq!(cached.headers()["x-cache"], "HIT");
+
+    // Cut off from its control plane, it serves past its cache; back in touch, from it again.
+    control.terminate()?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = origin.count("/a.pak");
+    let passed = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+    assert_eq!(passed.headers()["x-cache"], "MISS");
+    assert_eq!(passed.bytes().await?, "version 2");
+    assert_eq!(origin.count("/a.pak"), before + 1);
+    let _control = sqlite_api(api_dir.path(), port)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+        if answer.headers()["x-cache"] == "HIT" {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the edge never served from its cache again".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -74,16 +74,14 @@ impl Server {
         } else {
             options.role
         };
+        command.arg(role).arg("--data-dir").arg(data_dir);
+        // Free ports unless the test chose its own.
+        for flag in ["--api-listen", "--edge-listen"] {
+            if !options.args.iter().any(|arg| arg == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .arg(role)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--edge-listen",
-                "127.0.0.1:0",
-            ])
             // Quick retries keep the flaky-origin tests short.
             .args(["--task-backoff", "100ms"])
             .args(&options.args)
