@@ -183,6 +183,12 @@ settings! {
         edge_data_url: String, env "PRECACHE_EDGE_DATA_URL";
         /// `precache edge`: without word from the control plane this long, serve past the cache until caught up [env: PRECACHE_OFFLINE_AFTER] [default: 10s]
         offline_after: HumanDuration, env "PRECACHE_OFFLINE_AFTER";
+        /// A CA certificate (PEM) trusted, besides the public roots, for the edge protocol over https: the control plane's calls to edges, and an edge's to the control plane [env: PRECACHE_TLS_CA_FILE]
+        tls_ca_file: PathBuf, env "PRECACHE_TLS_CA_FILE";
+        /// `precache edge`: serve the admin listener over TLS with this certificate chain (PEM); advertise an https:// --edge-admin-url [env: PRECACHE_EDGE_ADMIN_TLS_CERT]
+        edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
+        /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
+        edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
     }
 }
 
@@ -254,6 +260,10 @@ pub struct ServeConfig {
     pub edge_data_url: Option<String>,
     /// `precache edge`: cut-off detection.
     pub offline_after: Duration,
+    /// Extra CA for the edge protocol over https, read at start.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// `precache edge`: TLS for the admin listener.
+    pub edge_admin_tls: Option<precache_edge::TlsFiles>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
@@ -371,6 +381,22 @@ impl ServeConfig {
             edge_admin_url: raw.edge_admin_url,
             edge_data_url: raw.edge_data_url,
             offline_after: seconds(raw.offline_after, 10),
+            tls_ca_pem: raw
+                .tls_ca_file
+                .map(|path| {
+                    std::fs::read(&path)
+                        .with_context(|| format!("read tls_ca_file {}", path.display()))
+                })
+                .transpose()?,
+            edge_admin_tls: match (raw.edge_admin_tls_cert, raw.edge_admin_tls_key) {
+                (Some(cert), Some(key)) => Some(precache_edge::TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(anyhow!(
+                        "edge_admin_tls_cert and edge_admin_tls_key go together"
+                    ))
+                }
+            },
         })
     }
 }

@@ -68,8 +68,12 @@ pub async fn start(
     // Silence from an edge during a prefetch longer than the origin may legitimately be silent.
     let stream_idle =
         timeouts.connect + timeouts.first_byte + timeouts.idle + Duration::from_secs(30);
-    let edge_client =
-        EdgeClient::new(Duration::from_secs(5), stream_idle).context("build the edge client")?;
+    let edge_client = EdgeClient::new(
+        Duration::from_secs(5),
+        stream_idle,
+        config.tls_ca_pem.as_deref(),
+    )
+    .context("build the edge client (is tls_ca_file a PEM certificate?)")?;
     let edges = EdgeDirectory::new(store.clone(), edge_client.clone());
     edges.sync_now().await.context("configure the edges")?;
     let (engine, engine_handle) = Engine::new(

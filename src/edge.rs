@@ -48,13 +48,18 @@ fn write_credential(path: &Path, saved: &SavedCredential) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn advertised(explicit: Option<&String>, bound: SocketAddr, flag: &str) -> anyhow::Result<String> {
+fn advertised(
+    explicit: Option<&String>,
+    bound: SocketAddr,
+    scheme: &str,
+    flag: &str,
+) -> anyhow::Result<String> {
     match explicit {
         Some(url) => Ok(url.trim_end_matches('/').to_string()),
         None if bound.ip().is_unspecified() => Err(anyhow!(
             "listening on {bound}: set --{flag} to the URL others reach it at"
         )),
-        None => Ok(format!("http://{bound}")),
+        None => Ok(format!("{scheme}://{bound}")),
     }
 }
 
@@ -76,11 +81,17 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
     let admin_url = advertised(
         config.edge_admin_url.as_ref(),
         admin_listener.local_addr()?,
+        if config.edge_admin_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         "edge-admin-url",
     )?;
     let data_url = advertised(
         config.edge_data_url.as_ref(),
         data_listener.local_addr()?,
+        "http",
         "edge-data-url",
     )?;
 
@@ -95,6 +106,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
         (Some(token), _) => {
             let credential = precache_edge::control_link::join(
                 &control,
+                config.tls_ca_pem.as_deref(),
                 &JoinRequest {
                     name: name.clone(),
                     join_token: token.clone(),
@@ -147,7 +159,9 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
             admin_url,
             data_url,
             offline_after: config.offline_after,
+            ca_pem: config.tls_ca_pem.clone(),
         }),
+        admin_tls: config.edge_admin_tls.clone(),
     })
     .await
     .context("start the edge")?;

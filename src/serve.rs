@@ -130,6 +130,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         cache_limits: config.cache_limits,
         timeouts: config.origin_timeouts,
         control: None,
+        admin_tls: None,
     })
     .await
     .context("start the edge")?;

@@ -426,3 +426,97 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
     }
     Ok(())
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
+fn tls_files(
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf), Error> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
+        .signed_by(&key, &ca, &ca_key)?;
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("edge.pem"),
+        dir.join("edge-key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem())?;
+    std::fs::write(&paths.1, cert.pem())?;
+    std::fs::write(&paths.2, key.serialize_pem())?;
+    Ok(paths)
+}
+
+#[tokio::test]
+async fn the_edge_protocol_runs_over_tls() -> TestResult {
+    let (api_dir, edge_dir, tls_dir) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    let (ca, cert, key) = tls_files(tls_dir.path())?;
+    let ca_flag = ca.to_string_lossy().to_string();
+    let control = Server::start_with(
+        api_dir.path(),
+        Options {
+            role: "api",
+            args: vec!["--tls-ca-file".into(), ca_flag],
+            ..Options::default()
+        },
+    )?;
+    let api = Api::new(&control);
+    let admin = api.admin().await?;
+    let token = create_edge(&api, &admin, "tls-edge", Value::Null).await?;
+    let edge = Server::start_with(
+        edge_dir.path(),
+        Options {
+            role: "edge",
+            args: vec![
+                "--control".into(),
+                api.base.clone(),
+                "--name".into(),
+                "tls-edge".into(),
+                "--join-token".into(),
+                token,
+                "--edge-admin-tls-cert".into(),
+                cert.to_string_lossy().to_string(),
+                "--edge-admin-tls-key".into(),
+                key.to_string_lossy().to_string(),
+            ],
+            ..Options::default()
+        },
+    )?;
+    let edges = wait_edges_up(&api, &admin, &["tls-edge"]).await?;
+    assert!(
+        edges[0]["admin_url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("https://")),
+        "{edges}"
+    );
+    // Plain HTTP to the admin listener gets no answer.
+    let admin_addr = edges[0]["admin_url"]
+        .as_str()
+        .unwrap_or_default()
+        .replace("https://", "http://");
+    let plain = reqwest::Client::new()
+        .get(format!("{admin_addr}/edge/v1/status"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    let origin = Origin::start().await?;
+    let user = api.user_with_domain("studio", HOST, &origin.url()).await?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"over tls")));
+    let req_id = api.prefetch_ok(&user, &[url(HOST, "/a.pak")]).await?;
+    let task = api
+        .wait_final(&user, &req_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    let hit = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    Ok(())
+}

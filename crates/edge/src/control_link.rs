@@ -113,6 +113,8 @@ pub struct ControlConfig {
     pub data_url: String,
     /// Hellos failing for this long close the cache until the edge has caught up.
     pub offline_after: Duration,
+    /// An extra CA (PEM) trusted for an https control plane.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// A call to the control plane that failed.
@@ -134,13 +136,17 @@ pub enum ControlError {
     },
 }
 
-fn http_client() -> Result<reqwest::Client, ControlError> {
-    reqwest::Client::builder()
+fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, ControlError> {
+    let failed = |error: reqwest::Error| ControlError::Unreachable(error.to_string());
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|error| ControlError::Unreachable(error.to_string()))
+        .timeout(Duration::from_secs(30));
+    if let Some(pem) = ca_pem {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(failed)?);
+    }
+    builder.build().map_err(failed)
 }
 
 async fn call<T: DeserializeOwned>(
@@ -182,9 +188,14 @@ async fn call<T: DeserializeOwned>(
     serde_json::from_value(fields).map_err(|error| ControlError::Unreachable(error.to_string()))
 }
 
-/// Trades a one-time join token for the edge's credential.
-pub async fn join(control_url: &str, request: &JoinRequest) -> Result<String, ControlError> {
-    let http = http_client()?;
+/// Trades a one-time join token for the edge's credential (trusting `ca_pem` besides the
+/// public roots for an https control plane).
+pub async fn join(
+    control_url: &str,
+    ca_pem: Option<&[u8]>,
+    request: &JoinRequest,
+) -> Result<String, ControlError> {
+    let http = http_client(ca_pem)?;
     let answer: JoinAnswer = call(&http, control_url, JOIN_PATH, None, request).await?;
     Ok(answer.credential)
 }
@@ -207,7 +218,7 @@ pub(crate) fn closed_state(data_dir: &Path) -> Arc<LinkState> {
 impl Link {
     /// Says hello every [`HELLO_PERIOD`] until `stopped`.
     pub(crate) async fn run(self, mut stopped: watch::Receiver<bool>) {
-        let http = match http_client() {
+        let http = match http_client(self.config.ca_pem.as_deref()) {
             Ok(http) => http,
             Err(error) => {
                 tracing::error!(%error, "cannot reach the control plane; the cache stays closed");

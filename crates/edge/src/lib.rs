@@ -7,6 +7,7 @@
 //! status), which requires the edge's admin secret.
 
 mod admin;
+mod admin_tls;
 pub mod cache_key;
 pub mod control_link;
 pub mod disk_cache;
@@ -32,6 +33,7 @@ use rand::RngCore;
 use tokio::sync::{oneshot, watch};
 
 use crate::admin::AdminState;
+pub use crate::admin_tls::TlsFiles;
 pub use crate::control_link::{ControlConfig, LinkState};
 pub use crate::disk_cache::CacheLimits;
 use crate::disk_cache::DiskCache;
@@ -73,6 +75,8 @@ pub struct EdgeConfig {
     pub cache_limits: CacheLimits,
     /// A standalone edge's link to its control plane; `None` for the embedded edge of `serve`.
     pub control: Option<ControlConfig>,
+    /// Serve the admin listener over TLS with this certificate and key.
+    pub admin_tls: Option<TlsFiles>,
 }
 
 /// Why an edge could not start.
@@ -197,6 +201,7 @@ async fn run(
         threads,
         nice,
         control,
+        admin_tls,
     } = config;
     let cache_dir = data_dir.join("cache");
     let opened =
@@ -220,6 +225,16 @@ async fn run(
         Err(source) => {
             let _ = ready.send(Err(EdgeError::Io {
                 context: "load the domain table",
+                source,
+            }));
+            return;
+        }
+    };
+    let admin_tls = match admin_tls.as_ref().map(admin_tls::acceptor).transpose() {
+        Ok(acceptor) => acceptor,
+        Err(source) => {
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "load the admin listener's TLS certificate",
                 source,
             }));
             return;
@@ -338,20 +353,35 @@ async fn run(
         },
     });
     let mut admin_stopped = stopped.clone();
-    let admin_task = tokio::spawn(
-        // Progress lines are small writes; without TCP_NODELAY each one after the first waits for
-        // the client's delayed ACK (40 ms on Linux).
-        axum::serve(
-            admin_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            admin::router(admin_state),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = admin_stopped.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
+    let admin_stopped = async move {
+        let _ = admin_stopped.wait_for(|stop| *stop).await;
+    };
+    let router = admin::router(admin_state);
+    let admin_task = match admin_tls {
+        None => tokio::spawn(
+            // Progress lines are small writes; without TCP_NODELAY each one after the first
+            // waits for the client's delayed ACK (40 ms on Linux).
+            axum::serve(
+                admin_listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(admin_stopped)
+            .into_future(),
+        ),
+        Some(acceptor) => tokio::spawn(
+            axum::serve(
+                admin_tls::TlsListener {
+                    tcp: admin_listener,
+                    acceptor,
+                },
+                router,
+            )
+            .with_graceful_shutdown(admin_stopped)
+            .into_future(),
+        ),
+    };
     let _ = ready.send(Ok(()));
 
     let mut recency_ticks = tokio::time::interval(RECENCY_SAVE_INTERVAL);

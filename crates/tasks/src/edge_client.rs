@@ -45,12 +45,20 @@ pub struct EdgeClient {
 impl EdgeClient {
     /// A client whose status and configuration calls give up after `quick_call`, and whose
     /// prefetch streams give up when the edge sends nothing (not even progress) for `stream_idle`.
-    pub fn new(quick_call: Duration, stream_idle: Duration) -> Result<EdgeClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// For https admin listeners, `ca_pem` is a CA (PEM) trusted besides the public roots.
+    pub fn new(
+        quick_call: Duration,
+        stream_idle: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<EdgeClient, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(quick_call)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(pem) = ca_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        let http = builder.build()?;
         Ok(EdgeClient {
             http,
             quick_call,
