@@ -520,3 +520,91 @@ async fn the_edge_protocol_runs_over_tls() -> TestResult {
     assert_eq!(hit.headers()["x-cache"], "HIT");
     Ok(())
 }
+
+fn one_way_edge(
+    dir: &std::path::Path,
+    control: &str,
+    token: &str,
+    admin_url: Option<String>,
+) -> std::io::Result<Server> {
+    let mut args = vec![
+        "--control".into(),
+        control.into(),
+        "--name".into(),
+        "one-way".into(),
+        "--join-token".into(),
+        token.into(),
+    ];
+    if let Some(admin_url) = admin_url {
+        args.extend(["--edge-admin-url".into(), admin_url]);
+    }
+    Server::start_with(
+        dir,
+        Options {
+            role: "edge",
+            args,
+            ..Options::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_edge_the_control_plane_cannot_reach_catches_up_from_its_hellos() -> TestResult {
+    let (api_dir, edge_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let control = Server::start_with(
+        api_dir.path(),
+        Options {
+            role: "api",
+            ..Options::default()
+        },
+    )?;
+    let api = Api::new(&control);
+    let admin = api.admin().await?;
+    let token = create_edge(&api, &admin, "one-way", Value::Null).await?;
+    let edge = one_way_edge(edge_dir.path(), &api.base, &token, None)?;
+    wait_edges_up(&api, &admin, &["one-way"]).await?;
+    let origin = Origin::start().await?;
+    let user = api.user_with_domain("studio", HOST, &origin.url()).await?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 1")));
+    let req_id = api.prefetch_ok(&user, &[url(HOST, "/a.pak")]).await?;
+    api.wait_final(&user, &req_id, Duration::from_secs(30))
+        .await?;
+
+    // Back with an admin address where nothing listens: it reaches the control plane, but no
+    // push reaches it.
+    edge.terminate()?;
+    let nowhere = format!("http://127.0.0.1:{}", free_port()?);
+    let edge = one_way_edge(edge_dir.path(), &api.base, &token, Some(nowhere))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+        if answer.headers()["x-cache"] == "HIT" {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the edge never served from its cache".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A refresh cannot be pushed; the edge learns from its hellos that it is behind.
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 2")));
+    let reply = api
+        .call(
+            Method::POST,
+            "/cdn_api/refresh",
+            Some(&user),
+            Some(json!({"urls": [url(HOST, "/a.pak")]})),
+        )
+        .await?;
+    reply.expect(200, 0)?;
+    let refresh_id = reply.get("reqId").as_str().unwrap_or("").to_string();
+    let task = api
+        .wait_final_of("refresh", &user, &refresh_id, Duration::from_secs(30))
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["success_rate"], json!(100.0), "{task}");
+    let answer = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+    assert_eq!(answer.bytes().await?, "version 2");
+    Ok(())
+}

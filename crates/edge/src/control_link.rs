@@ -227,6 +227,9 @@ impl Link {
         };
         let mut last_heard = Instant::now();
         let mut warned = false;
+        // The control plane said purges are overdue: catch up with the cache open, as a push
+        // that arrived late would have done.
+        let mut behind = false;
         loop {
             // Silence counts even without a failed call: a process paused (stopped, swapped,
             // a suspended VM) may have missed pushed purges while it was not listening.
@@ -238,7 +241,7 @@ impl Link {
                 );
                 self.state.set_open(false);
             }
-            let catch_up = !self.state.cache_open();
+            let catch_up = !self.state.cache_open() || behind;
             let hello = Hello {
                 name: self.name.clone(),
                 admin_url: self.config.admin_url.clone(),
@@ -265,13 +268,20 @@ impl Link {
                     warned = false;
                     self.state
                         .set_parent(resolve_parent(answer.parent_data_url.as_deref()).await);
-                    if catch_up {
+                    if answer.behind && !catch_up {
+                        tracing::warn!("purges are overdue (the control plane cannot reach this edge?); catching up");
+                        behind = true;
+                        again_now = true;
+                    } else if catch_up {
                         match self.catch_up(&http, &answer).await {
                             Ok(()) if answer.more => again_now = true,
                             Ok(()) => {
-                                tracing::info!(
-                                    "caught up with the control plane; serving from the cache"
-                                );
+                                if !self.state.cache_open() {
+                                    tracing::info!(
+                                        "caught up with the control plane; serving from the cache"
+                                    );
+                                }
+                                behind = false;
                                 self.state.set_open(true);
                             }
                             Err(error) => {

@@ -294,6 +294,10 @@ pub struct HelloAnswer {
     /// More purges are owed than one answer lists: apply these, confirm them and ask again.
     #[serde(default)]
     pub more: bool,
+    /// Without `catch_up`: purges have been owed to the edge for longer than a push takes (the
+    /// control plane cannot reach it, though it reaches the control plane); it should catch up.
+    #[serde(default)]
+    pub behind: bool,
 }
 
 /// A purge an edge may have missed.

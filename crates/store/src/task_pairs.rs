@@ -76,6 +76,19 @@ impl Store {
             .collect()
     }
 
+    /// Whether a purge of a task accepted before `before` (ms) is still owed to edge `edge`.
+    pub async fn owes_purges_since(&self, edge: EdgeId, before: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS owed FROM task_pairs p JOIN tasks t ON t.id = p.task_id \
+             WHERE p.edge_id = $1 AND p.owed = 1 AND t.created_at < $2 LIMIT 1",
+        )
+        .bind(edge.0)
+        .bind(before)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Records purges an edge confirmed on its own (its catch-up): pairs still unfinished end
     /// with these outcomes, and none of them is owed any more.
     pub async fn purges_confirmed(&self, confirmed: Vec<PairResult>) -> Result<()> {

@@ -19,6 +19,10 @@ use crate::state::AppState;
 use crate::store_errors::from_store;
 use crate::token_auth::{new_token, token_hash};
 
+/// A purge owed for longer than this was not pushed (the control plane cannot reach the edge):
+/// the edge is told to catch up on its own.
+const PUSH_GRACE_MS: i64 = 5_000;
+
 /// Most owed purges in one hello answer; the edge asks again for the rest.
 const OWED_PER_ANSWER: i64 = 1000;
 
@@ -146,6 +150,12 @@ pub(crate) async fn hello(
             .into_iter()
             .find(|parent| parent.id == parent_id && parent.revoked_at.is_none())
             .and_then(|parent| parent.data_url);
+    }
+    if !hello.catch_up {
+        reply.behind = store
+            .owes_purges_since(edge.id, now_millis() - PUSH_GRACE_MS)
+            .await
+            .map_err(from_store)?;
     }
     if hello.catch_up {
         let owed = store
