@@ -11,7 +11,7 @@ use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::{json_object, optional_str, required_str};
 use crate::state::AppState;
 use crate::store_errors::from_store;
-use crate::token_auth::{new_token, Caller};
+use crate::token_auth::{new_token, token_hash, Caller};
 
 /// How long a join token may wait to be used.
 const JOIN_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -45,6 +45,15 @@ fn edge_state(edge: &Edge, up: bool) -> &'static str {
     }
 }
 
+/// A fresh join token and its stored hash. The prefix names what it is (and keeps it from
+/// starting with `-`, which a command line would take for a flag).
+fn new_join_token() -> (String, String) {
+    let (token, _) = new_token();
+    let token = format!("pcj_{token}");
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
 /// A created or re-issued edge with its join token, shown once.
 fn with_token(edge: &Edge, parent: Option<&str>, token: &str, expires_at: i64) -> Answer {
     Answer::ok(json!({
@@ -66,7 +75,7 @@ pub(crate) async fn create(
     let name = required_str(&body, "name")?;
     check_name(name)?;
     let parent = optional_str(&body, "parent")?;
-    let (token, hash) = new_token();
+    let (token, hash) = new_join_token();
     let now = now_millis();
     let expires_at = now + JOIN_TOKEN_TTL_MS;
     let edge = state
@@ -87,7 +96,7 @@ pub(crate) async fn renew_token(
     Path(name): Path<String>,
 ) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    let (token, hash) = new_token();
+    let (token, hash) = new_join_token();
     let expires_at = now_millis() + JOIN_TOKEN_TTL_MS;
     let edge = state
         .inner
