@@ -316,3 +316,71 @@ on_both_backends!(
     concurrent_submissions_commit_and_quota_rejects_only_the_excess,
     pairs_drive_the_task_to_its_final_state_once,
 );
+
+/// Two engines on one database: the live one takes the dead one's pairs, exactly once.
+async fn a_dead_engines_pairs_are_taken_over_once(db: Db) {
+    use std::time::Duration;
+    let (first, second) = (db.store().await, db.store().await);
+    first.register_worker().await.expect("first engine");
+    second.register_worker().await.expect("second engine");
+    let alice = first
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = first
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    register_domain(&first, "alice").await;
+    let task = new_task(
+        &alice,
+        std::slice::from_ref(&edge),
+        &["http://game.example.com/a", "http://game.example.com/b"],
+        100,
+    );
+    let id = task.id;
+    first.submit_task(task).await.expect("accepted");
+    assert_eq!(first.pending_pairs().await.expect("pending").len(), 2);
+    assert!(second.pending_pairs().await.expect("pending").is_empty());
+
+    // Alive: nothing to take.
+    let taken = second
+        .take_over_pairs(Duration::from_secs(30), false)
+        .await
+        .expect("take over");
+    assert_eq!(taken.pairs, 0);
+    // Silent longer than the lease: its pairs move, once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let taken = second
+        .take_over_pairs(Duration::from_millis(10), false)
+        .await
+        .expect("take over");
+    assert_eq!((taken.pairs, taken.tasks), (2, vec![id]));
+    let again = second
+        .take_over_pairs(Duration::from_millis(10), false)
+        .await
+        .expect("take over");
+    assert_eq!(again.pairs, 0);
+    assert_eq!(second.pending_pairs().await.expect("pending").len(), 2);
+    assert!(first.pending_pairs().await.expect("pending").is_empty());
+    assert!(
+        !first.heartbeat().await.expect("heartbeat"),
+        "a taken-over engine learns it at its next heartbeat"
+    );
+}
+
+mod a_dead_engines_pairs_are_taken_over_once {
+    #[tokio::test]
+    async fn sqlite() {
+        let db = super::Db::Sqlite(tempfile::tempdir().expect("tempdir"));
+        super::a_dead_engines_pairs_are_taken_over_once(db).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some(cluster) = super::pg_cluster::PgCluster::start() else {
+            return;
+        };
+        super::a_dead_engines_pairs_are_taken_over_once(super::Db::Postgres(cluster)).await
+    }
+}
