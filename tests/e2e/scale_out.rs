@@ -351,11 +351,16 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
     let hit = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
     assert_eq!(hit.headers()["x-cache"], "HIT");
 
-    // The edge goes away: a prefetch and a refresh end failed at the deadline, with the reason.
-    edge.terminate()?;
-    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 2")));
-    origin.set("/b.pak", Behavior::Body(Bytes::from_static(b"b")));
+    // The edge goes away mid-prefetch: that prefetch, and a refresh issued meanwhile, end failed
+    // at the deadline, with the reason.
+    origin.set(
+        "/b.pak",
+        Behavior::Slow(Duration::from_millis(1500), Bytes::from_static(b"b")),
+    );
     let prefetch_id = api.prefetch_ok(&user, &[url(HOST, "/b.pak")]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    edge.kill9();
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 2")));
     let reply = api
         .call(
             Method::POST,
@@ -385,6 +390,11 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
         "{}",
         edges.text()
     );
+    // A prefetch with no edge up is refused; nothing is accepted.
+    assert_eq!(edges.get("edges")[0]["state"], "down", "{}", edges.text());
+    api.prefetch(&user, &[url(HOST, "/b.pak")])
+        .await?
+        .expect(503, 5003)?;
 
     // Back with its old cache: it applies the purge it owes before serving from the cache.
     let edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use precache_model::edge_protocol::{DomainRoute, DomainTable, EdgeStatus, OriginLimits};
 use precache_model::time::now_millis;
-use precache_model::EdgeId;
+use precache_model::{EdgeId, TaskKind};
 use precache_store::Store;
 use tokio::sync::{watch, Mutex, Notify};
 
@@ -72,12 +72,15 @@ impl EdgeDirectory {
         self.read().get(&id).and_then(|known| known.target.clone())
     }
 
-    /// The edges new tasks run on: every registered edge that can be driven.
-    pub fn task_edges(&self) -> Vec<EdgeId> {
+    /// The edges a new task runs on. A prefetch runs on every edge that is up (one that is down
+    /// would only make the task wait); a refresh on every edge that can be driven, up or not,
+    /// so that one away owes the purge and applies it before serving from its cache again.
+    pub fn task_edges(&self, kind: TaskKind) -> Vec<EdgeId> {
         let mut ids: Vec<EdgeId> = self
             .read()
             .iter()
             .filter(|(_, known)| known.target.is_some())
+            .filter(|(_, known)| kind == TaskKind::Refresh || known.health.up)
             .map(|(id, _)| *id)
             .collect();
         ids.sort();

@@ -160,7 +160,13 @@ pub(crate) async fn accept(
         .map(|url| url.host().to_string())
         .unwrap_or_default();
     let domain = DomainName::parse(&host).map_err(|_| not_yours(&host))?;
-    let edges = state.inner.edges.task_edges();
+    let edges = state.inner.edges.task_edges(submission.kind);
+    if edges.is_empty() {
+        return Err(ApiError::new(
+            Ret::Unavailable,
+            "no edge is up to carry out the task; nothing was accepted",
+        ));
+    }
     let day = quota_day(&config.quota_time_zone, jiff::Timestamp::now());
     let charges = submission
         .charges
