@@ -9,7 +9,9 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use precache_api::{ApiConfig, AppState};
 use precache_store::Store;
-use precache_tasks::{keep_lease, EdgeClient, EdgeDirectory, Engine, EngineConfig, LeaseLost};
+use precache_tasks::{
+    keep_lease, EdgeClient, EdgeDirectory, Engine, EngineConfig, LeaseLost, ProgressBoard,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,6 +30,7 @@ pub struct ControlPlane {
     engine_task: JoinHandle<()>,
     engine_runtime: tokio::runtime::Runtime,
     sync_task: JoinHandle<()>,
+    progress_task: JoinHandle<()>,
     lease_task: Option<JoinHandle<Result<(), LeaseLost>>>,
     store: Store,
 }
@@ -76,6 +79,7 @@ pub async fn start(
     .context("build the edge client (is tls_ca_file a PEM certificate?)")?;
     let edges = EdgeDirectory::new(store.clone(), edge_client.clone());
     edges.sync_now().await.context("configure the edges")?;
+    let progress = Arc::new(ProgressBoard::default());
     let (engine, engine_handle) = Engine::new(
         store.clone(),
         edges.clone(),
@@ -87,6 +91,7 @@ pub async fn start(
             backoff: config.task_backoff,
             edge_deadline: config.edge_deadline,
         },
+        Arc::clone(&progress),
     );
     // A warm phase whose refresh ended just before a crash is released now.
     let released = store
@@ -122,6 +127,7 @@ pub async fn start(
         .context("start the engine's runtime")?;
     let engine_task = engine_runtime.spawn(engine.run(stopped.clone()));
     let sync_task = tokio::spawn(Arc::clone(&edges).run(EDGE_SYNC_PERIOD, stopped.clone()));
+    let progress_task = tokio::spawn(progress.run(store.clone(), stopped.clone()));
     let lease_task = Some(tokio::spawn(keep_lease(
         store.clone(),
         engine_handle.clone(),
@@ -168,6 +174,7 @@ pub async fn start(
         engine_task,
         engine_runtime,
         sync_task,
+        progress_task,
         lease_task,
         store,
     })
@@ -213,6 +220,7 @@ impl ControlPlane {
         let _ = self.engine_task.await;
         self.engine_runtime.shutdown_background();
         let _ = self.sync_task.await;
+        let _ = self.progress_task.await;
         if let Some(lease_task) = self.lease_task {
             let _ = lease_task.await;
         }

@@ -8,6 +8,7 @@ mod support;
 mod auth_and_admin;
 mod durability;
 mod edge_cache;
+mod events;
 mod isolation;
 mod large_object;
 mod origin_limits;

@@ -64,6 +64,10 @@ fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
         "started_at": pair.started_at.map(rfc3339_millis),
         "finished_at": pair.finished_at.map(rfc3339_millis),
     });
+    if kind == TaskKind::Prefetch {
+        // While it runs, `bytes` is what the edge has fetched so far, of this many.
+        fields["expected_bytes"] = json!(pair.expected_bytes);
+    }
     if kind == TaskKind::Refresh {
         // What the purge found on this edge: for a URL, whether it was cached at all.
         fields["objects"] = json!(pair.objects);

@@ -222,8 +222,10 @@ pub struct PairRecord {
     pub attempts: i64,
     /// Last HTTP status seen.
     pub http_status: Option<i64>,
-    /// Body bytes fetched (or removed by a refresh).
+    /// Body bytes fetched (or removed by a refresh); while a prefetch runs, fetched so far.
     pub bytes: Option<i64>,
+    /// Prefetch: the object's size, when the origin said.
+    pub expected_bytes: Option<i64>,
     /// Refresh: cached objects affected.
     pub objects: Option<i64>,
     /// Why it failed.

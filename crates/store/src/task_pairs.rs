@@ -76,6 +76,34 @@ impl Store {
             .collect()
     }
 
+    /// Records how far running prefetch pairs are: bytes fetched so far and the expected size.
+    /// Pairs that ended meanwhile keep their outcome.
+    pub async fn record_progress(&self, progress: Vec<(PairKey, i64, Option<i64>)>) -> Result<()> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    for (key, bytes, expected) in progress {
+                        sqlx::query(
+                            "UPDATE task_pairs SET bytes = $1, expected_bytes = $2 \
+                             WHERE task_id = $3 AND url_idx = $4 AND edge_id = $5 AND status = 'running'",
+                        )
+                        .bind(bytes)
+                        .bind(expected)
+                        .bind(key.task_id.to_string())
+                        .bind(key.url_idx)
+                        .bind(key.edge_id.0)
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     /// Whether a purge of a task accepted before `before` (ms) is still owed to edge `edge`.
     pub async fn owes_purges_since(&self, edge: EdgeId, before: i64) -> Result<bool> {
         let row = sqlx::query(

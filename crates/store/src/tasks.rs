@@ -427,7 +427,7 @@ impl Store {
             "SELECT t.id, t.account_id, t.kind, t.domain, t.status, t.created_at, t.started_at, t.finished_at, \
                     t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.mode, \
                     u.url_idx, u.url, u.is_dir, u.phase, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
-                    p.http_status, p.bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
+                    p.http_status, p.bytes, p.expected_bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
              FROM tasks t \
              JOIN task_urls u ON u.task_id = t.id \
              LEFT JOIN task_pairs p ON p.task_id = u.task_id AND p.url_idx = u.url_idx \
@@ -468,6 +468,7 @@ impl Store {
                 attempts: row.try_get("attempts")?,
                 http_status: row.try_get("http_status")?,
                 bytes: row.try_get("bytes")?,
+                expected_bytes: row.try_get("expected_bytes")?,
                 objects: row.try_get("objects")?,
                 error: row.try_get("error")?,
                 started_at: row.try_get("pair_started_at")?,

@@ -166,6 +166,7 @@ impl EdgeClient {
         edge: &EdgeTarget,
         url: &str,
         max_bytes_per_sec: Option<u64>,
+        on_progress: impl Fn(u64, Option<u64>),
     ) -> Result<PairOutcome, EdgeCallError> {
         let response = self
             .http
@@ -204,7 +205,7 @@ impl EdgeClient {
                 let line: Vec<u8> = pending.drain(..=newline).collect();
                 match serde_json::from_slice::<PrefetchEvent>(&line) {
                     Ok(PrefetchEvent::Finished(outcome)) => return Ok(outcome),
-                    Ok(PrefetchEvent::Progress { .. }) => {}
+                    Ok(PrefetchEvent::Progress { bytes, total }) => on_progress(bytes, total),
                     Err(error) => {
                         return Err(Self::fail(
                             edge,

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::pair_runner::{record_pair, run_pair, Ran};
 use crate::queues::Queues;
-use crate::{EdgeClient, EdgeDirectory};
+use crate::{EdgeClient, EdgeDirectory, ProgressBoard};
 
 /// Limits and retry policy of the engine.
 #[derive(Debug, Clone)]
@@ -151,6 +151,7 @@ pub(crate) struct EngineContext {
     pub(crate) edges: Arc<EdgeDirectory>,
     pub(crate) client: EdgeClient,
     pub(crate) config: EngineConfig,
+    pub(crate) progress: Arc<ProgressBoard>,
 }
 
 /// The engine; [`Engine::run`] drives it until shutdown.
@@ -168,6 +169,7 @@ impl Engine {
         edges: Arc<EdgeDirectory>,
         client: EdgeClient,
         config: EngineConfig,
+        progress: Arc<ProgressBoard>,
     ) -> (Engine, EngineHandle) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let context = Arc::new(EngineContext {
@@ -176,6 +178,7 @@ impl Engine {
             edges,
             client,
             config,
+            progress,
         });
         let admitting = Arc::new(AtomicUsize::new(0));
         let cancelled = Cancelled::default();

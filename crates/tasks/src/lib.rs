@@ -13,9 +13,11 @@ pub mod edge_directory;
 pub mod engine;
 pub mod lease;
 mod pair_runner;
+pub mod progress;
 mod queues;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
 pub use edge_directory::{EdgeDirectory, EdgeHealth};
 pub use engine::{Admission, Engine, EngineConfig, EngineHandle, PairJob};
 pub use lease::{keep_lease, LeaseLost};
+pub use progress::ProgressBoard;

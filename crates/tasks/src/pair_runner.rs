@@ -53,7 +53,12 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, 
     match job.kind {
         TaskKind::Prefetch => match context
             .client
-            .prefetch(&edge, &job.url, bandwidth_share(context, job))
+            .prefetch(
+                &edge,
+                &job.url,
+                bandwidth_share(context, job),
+                |bytes, total| context.progress.report(job.key, bytes, total),
+            )
             .await
         {
             Ok(outcome) => Ok(outcome),
@@ -127,6 +132,7 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
         tracing::debug!(url = %job.url, attempts, error = ?outcome.error, ?backoff, "retrying a pair");
         tokio::time::sleep(backoff).await;
     };
+    context.progress.finished(&job.key);
     let result = PairResult {
         key: job.key,
         success: outcome.success,

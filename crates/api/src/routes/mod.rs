@@ -3,6 +3,7 @@
 mod domains;
 mod edge_protocol;
 mod edges;
+mod events;
 mod health;
 mod prefetch;
 mod quota;
@@ -64,12 +65,14 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/prefetch/{req_id}",
             get(prefetch::status).delete(prefetch::cancel),
         )
+        .route("/cdn_api/prefetch/{req_id}/events", get(events::prefetch))
         .route("/cdn_api/tasks", get(tasks::list_all))
         .route("/cdn_api/refresh", get(refresh::list).post(refresh::submit))
         .route(
             "/cdn_api/refresh/{req_id}",
             get(refresh::status).delete(refresh::cancel),
         )
+        .route("/cdn_api/refresh/{req_id}/events", get(events::refresh))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -267,7 +267,7 @@ pub(crate) async fn accept(
         })
 }
 
-fn parse_req_id(text: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn parse_req_id(text: &str) -> Result<TaskId, ApiError> {
     text.parse().map_err(|_| {
         ApiError::new(
             Ret::NoSuchTask,

@@ -1,0 +1,121 @@
+//! `GET /cdn_api/{prefetch,refresh}/{reqId}/events`: a task's progress as Server-Sent Events.
+//!
+//! Each event's data is the task's status answer (the `zt_api` object of the status query),
+//! sent when it changes: `progress` events while the task runs, then one `end` event with the
+//! final state, and the stream closes. The stream reads the database, so it follows a task
+//! whichever control-plane process runs its pairs.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use precache_model::{TaskId, TaskKind};
+
+use crate::envelope::{ApiError, Ret};
+use crate::routes::tasks::parse_req_id;
+use crate::state::AppState;
+use crate::store_errors::from_store;
+use crate::task_view::detail_json;
+use crate::token_auth::Caller;
+
+/// How often the stream looks at the task.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+struct Follow {
+    state: AppState,
+    caller: Caller,
+    id: TaskId,
+    last: Option<String>,
+    ended: bool,
+}
+
+impl Follow {
+    /// The next event: the task's view when it changed, `None` once the end was sent.
+    async fn next(&mut self) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let detail = match self
+                .state
+                .inner
+                .store
+                .task_detail(self.caller.account_id, self.id)
+                .await
+            {
+                Ok(Some(detail)) => detail,
+                // Gone (it cannot be) or the store is failing: say so and end.
+                Ok(None) | Err(_) => {
+                    self.ended = true;
+                    return Some(Event::default().event("error").data("task unavailable"));
+                }
+            };
+            let mut view = detail_json(&detail);
+            view["ret"] = 0.into();
+            view["msg"] = "OK".into();
+            let text = view.to_string();
+            let last = detail.summary.status.is_final();
+            if self.last.as_deref() != Some(text.as_str()) || last {
+                self.last = Some(text.clone());
+                self.ended = last;
+                let name = if last { "end" } else { "progress" };
+                return Some(Event::default().event(name).data(text));
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+/// The event stream of the caller's task `req_id` of this kind (`3001` when there is none).
+pub(crate) async fn task_events(
+    state: AppState,
+    caller: Caller,
+    req_id: &str,
+    kind: TaskKind,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_req_id(req_id)?;
+    let detail = state
+        .inner
+        .store
+        .task_detail(caller.account_id, id)
+        .await
+        .map_err(from_store)?;
+    if !detail.is_some_and(|detail| detail.summary.kind == kind) {
+        return Err(ApiError::new(
+            Ret::NoSuchTask,
+            format!("no {} task {req_id} for your account", kind.as_str()),
+        ));
+    }
+    let follow = Follow {
+        state,
+        caller,
+        id,
+        last: None,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next().await?;
+        Some((Ok(event), follow))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /cdn_api/prefetch/{reqId}/events`.
+pub(crate) async fn prefetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    task_events(state, caller, &req_id, TaskKind::Prefetch).await
+}
+
+/// `GET /cdn_api/refresh/{reqId}/events`.
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(req_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    task_events(state, caller, &req_id, TaskKind::Refresh).await
+}
