@@ -189,6 +189,10 @@ settings! {
         edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
         /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
+        /// Hosts (comma-separated names or IPs) completion callbacks may reach even on loopback or private addresses [env: PRECACHE_CALLBACK_ALLOW_HOSTS] [default: none]
+        callback_allow_hosts: String, env "PRECACHE_CALLBACK_ALLOW_HOSTS";
+        /// Wait before a callback's second attempt, doubled each time up to 10 minutes; attempts go on for an hour [env: PRECACHE_CALLBACK_BACKOFF] [default: 5s]
+        callback_backoff: HumanDuration, env "PRECACHE_CALLBACK_BACKOFF";
     }
 }
 
@@ -264,6 +268,8 @@ pub struct ServeConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// `precache edge`: TLS for the admin listener.
     pub edge_admin_tls: Option<precache_edge::TlsFiles>,
+    /// How completion callbacks are delivered.
+    pub callbacks: precache_api::CallbackPolicy,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
@@ -388,6 +394,16 @@ impl ServeConfig {
                         .with_context(|| format!("read tls_ca_file {}", path.display()))
                 })
                 .transpose()?,
+            callbacks: precache_api::CallbackPolicy {
+                allow_hosts: raw
+                    .callback_allow_hosts
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|host| host.trim().to_ascii_lowercase())
+                    .filter(|host| !host.is_empty())
+                    .collect(),
+                backoff: seconds(raw.callback_backoff, 5),
+            },
             edge_admin_tls: match (raw.edge_admin_tls_cert, raw.edge_admin_tls_key) {
                 (Some(cert), Some(key)) => Some(precache_edge::TlsFiles { cert, key }),
                 (None, None) => None,

@@ -31,6 +31,7 @@ pub struct ControlPlane {
     engine_runtime: tokio::runtime::Runtime,
     sync_task: JoinHandle<()>,
     progress_task: JoinHandle<()>,
+    callbacks_task: JoinHandle<()>,
     lease_task: Option<JoinHandle<Result<(), LeaseLost>>>,
     store: Store,
 }
@@ -146,8 +147,10 @@ pub async fn start(
             quota_time_zone: config.quota_time_zone.0.clone(),
             quota_time_zone_name: config.quota_time_zone.1.clone(),
             rate_limit_per_account: config.rate_limit_per_account,
+            callbacks: config.callbacks.clone(),
         },
     );
+    let callbacks_task = tokio::spawn(precache_api::run_callbacks(state.clone(), stopped.clone()));
     api_listener
         .set_nonblocking(true)
         .context("configure the API listener")?;
@@ -175,6 +178,7 @@ pub async fn start(
         engine_runtime,
         sync_task,
         progress_task,
+        callbacks_task,
         lease_task,
         store,
     })
@@ -221,6 +225,7 @@ impl ControlPlane {
         self.engine_runtime.shutdown_background();
         let _ = self.sync_task.await;
         let _ = self.progress_task.await;
+        let _ = self.callbacks_task.await;
         if let Some(lease_task) = self.lease_task {
             let _ = lease_task.await;
         }

@@ -6,6 +6,7 @@
 mod support;
 
 mod auth_and_admin;
+mod callbacks;
 mod durability;
 mod edge_cache;
 mod events;

@@ -5,6 +5,7 @@
 //! (task, URLs, pairs and quota, in one transaction) happens last, and the engine is handed the
 //! pairs only once that write is durable.
 
+mod callbacks;
 mod envelope;
 mod final_tasks;
 mod lenient_json;
@@ -18,6 +19,7 @@ mod store_errors;
 mod task_view;
 mod token_auth;
 
+pub use callbacks::{run_callbacks, signature, CallbackPolicy};
 pub use envelope::{to_flask_json, Ret};
 pub use passwords::PasswordHasher;
 pub use state::{ApiConfig, AppState};

@@ -28,6 +28,8 @@ pub struct ApiConfig {
     /// Requests per second each non-admin account may make unless an admin set its own; 0 for
     /// no limit.
     pub rate_limit_per_account: u32,
+    /// How completion callbacks are delivered.
+    pub callbacks: crate::callbacks::CallbackPolicy,
 }
 
 /// Shared state of the API handlers.

@@ -12,6 +12,7 @@
 //! - Reads go to a pool of connections and see only committed state.
 
 mod accounts;
+mod callbacks;
 mod connect;
 mod domains;
 mod edges;
@@ -24,6 +25,7 @@ mod tokens;
 mod workers;
 mod writer;
 
+pub use callbacks::AttemptOutcome;
 pub use connect::Backend;
 pub use edges::EdgeAddresses;
 pub use error::{Error, Result};

@@ -107,6 +107,8 @@ pub struct NewTask {
     pub charges: Vec<QuotaCharge>,
     /// The client's `Idempotency-Key` and a hash of what it submitted with it.
     pub idempotency: Option<IdempotencyKey>,
+    /// Where to POST the final status once the task ends.
+    pub callback_url: Option<String>,
 }
 
 /// An `Idempotency-Key` of a submission.
@@ -370,4 +372,47 @@ pub struct QuotaStatus {
     pub limit: i64,
     /// Used today.
     pub used: i64,
+}
+
+/// A task's completion callback and every delivery attempt so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// Where it is POSTed.
+    pub url: String,
+    /// When the next attempt is due (ms), while neither delivered nor given up.
+    pub next_attempt_at: Option<i64>,
+    /// When a receiver answered 2xx.
+    pub delivered_at: Option<i64>,
+    /// When retrying stopped.
+    pub gave_up_at: Option<i64>,
+    /// The attempts, in order.
+    pub attempts: Vec<CallbackAttempt>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackAttempt {
+    /// 1 for the first.
+    pub n: i64,
+    /// When it was made, ms.
+    pub at: i64,
+    /// The receiver's status, when it answered.
+    pub http_status: Option<i64>,
+    /// What went wrong, when it did.
+    pub error: Option<String>,
+}
+
+/// A callback due for an attempt, claimed by this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCallback {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its account (whose secret signs it).
+    pub account_id: AccountId,
+    /// Where to POST.
+    pub url: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When the first attempt was made, if one was.
+    pub first_attempt_at: Option<i64>,
 }

@@ -367,6 +367,21 @@ async fn insert_tasks(
         }
         query.execute(&mut *connection).await?;
     }
+    let callbacks: Vec<(&String, &str)> = rows
+        .iter()
+        .filter_map(|(task, id)| task.callback_url.as_deref().map(|url| (*id, url)))
+        .collect();
+    for chunk in callbacks.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO callbacks (task_id, url) VALUES {}",
+            params.rows(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, url) in chunk {
+            query = query.bind(id.as_str()).bind(*url);
+        }
+        query.execute(&mut *connection).await?;
+    }
     // Pairs of a later phase are held until the earlier one has finished. A purge is owed to
     // its edge until the edge confirms it (see `owed_purges`).
     let pairs: Vec<(&str, i64, EdgeId, PairStatus, i64)> = rows

@@ -128,6 +128,7 @@ fn new_task(
             default_limit: limit,
         }],
         idempotency: None,
+        callback_url: None,
     }
 }
 

@@ -36,6 +36,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/users/{name}",
             get(users::show).put(users::update).delete(users::delete),
         )
+        .route(
+            "/cdn_api/users/{name}/webhook_secret",
+            get(users::webhook_secret).post(users::rotate_webhook_secret),
+        )
         .route("/cdn_api/domains", get(domains::list).post(domains::create))
         .route(
             "/cdn_api/domains/{domain}",

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::json_object;
 use crate::routes::tasks::{
-    accept, cancel_task, check_count_and_domain, idempotency_key, list_tasks, parse_url_list,
-    task_status, ListParams, Submission,
+    accept, callback_url, cancel_task, check_count_and_domain, idempotency_key, list_tasks,
+    parse_url_list, task_status, ListParams, Submission,
 };
 use crate::state::AppState;
 use crate::token_auth::Caller;
@@ -48,6 +48,7 @@ pub(crate) async fn submit(
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
     let idempotency = idempotency_key(&headers, TaskKind::Prefetch, &body)?;
+    let callback_url = callback_url(&state, &body)?;
     let urls = parse_urls(body.get("urls"), config.max_urls_per_request)?;
     let count = urls.len() as i64;
     let task_id = accept(
@@ -62,6 +63,7 @@ pub(crate) async fn submit(
             warm: false,
             charges: vec![(QuotaKind::PrefetchUrls, count)],
             idempotency,
+            callback_url,
         },
     )
     .await?;

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::envelope::{Answer, ApiError, Ret};
 use crate::request_body::json_object;
 use crate::routes::tasks::{
-    accept, cancel_task, check_count_and_domain, idempotency_key, list_tasks, parse_url_list,
-    task_status, ListParams, Submission,
+    accept, callback_url, cancel_task, check_count_and_domain, idempotency_key, list_tasks,
+    parse_url_list, task_status, ListParams, Submission,
 };
 use crate::state::AppState;
 use crate::token_auth::Caller;
@@ -31,6 +31,7 @@ pub(crate) async fn submit(
     let config = &state.inner.config;
     let body = json_object(body, config.max_body_bytes).await?;
     let idempotency = idempotency_key(&headers, TaskKind::Refresh, &body)?;
+    let callback_url = callback_url(&state, &body)?;
     let urls = match body.get("urls") {
         Some(value) => parse_url_list(value, "urls")?,
         None => Vec::new(),
@@ -117,6 +118,7 @@ pub(crate) async fn submit(
                 ]
             },
             idempotency,
+            callback_url,
         },
     )
     .await?;

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
-use precache_model::time::now_millis;
+use precache_model::time::{now_millis, rfc3339_millis};
 use precache_model::{DomainName, ObjectUrl, QuotaKind, TaskId, TaskKind, TaskStatus};
 use precache_store::{IdempotencyKey, NewTask, PairKey, QuotaCharge, SubmittedTask, TaskQuery};
 use precache_tasks::PairJob;
@@ -110,6 +110,31 @@ pub(crate) struct Submission {
     pub(crate) charges: Vec<(QuotaKind, i64)>,
     /// The client's `Idempotency-Key`, with the hash of the request.
     pub(crate) idempotency: Option<IdempotencyKey>,
+    /// Where to POST the final status.
+    pub(crate) callback_url: Option<String>,
+}
+
+/// The optional `callback_url` of a submission (`2002` when it is not an acceptable URL).
+pub(crate) fn callback_url(
+    state: &AppState,
+    body: &serde_json::Map<String, Value>,
+) -> Result<Option<String>, ApiError> {
+    let Some(text) = crate::request_body::optional_str(body, "callback_url")? else {
+        return Ok(None);
+    };
+    if text.len() > 2048 {
+        return Err(ApiError::new(
+            Ret::BadField,
+            "callback_url is longer than 2048 characters",
+        ));
+    }
+    state
+        .inner
+        .config
+        .callbacks
+        .check_submitted(text)
+        .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
+    Ok(Some(text.to_string()))
 }
 
 /// Longest `Idempotency-Key` accepted.
@@ -207,6 +232,7 @@ pub(crate) async fn accept(
         created_at: now_millis(),
         charges,
         idempotency: submission.idempotency,
+        callback_url: submission.callback_url,
     };
     // Committing and handing the pairs to the engine run in a task of their own: if the client
     // hangs up mid-request, the handler's future is dropped, but a task that may already be
@@ -295,8 +321,17 @@ pub(crate) async fn task_status(
         .map_err(from_store)?;
     match detail {
         Some(detail) if detail.summary.kind == kind => {
-            let body = Answer::ok(detail_json(&detail)).body();
-            if detail.summary.status.is_final() {
+            let callback = state.inner.store.callback(id).await.map_err(from_store)?;
+            let mut view = detail_json(&detail);
+            let settled = callback
+                .as_ref()
+                .is_none_or(|callback| callback.next_attempt_at.is_none());
+            if let Some(callback) = &callback {
+                view["callback"] = callback_json(callback);
+            }
+            let body = Answer::ok(view).body();
+            // A final task's answer no longer changes, once its callback is settled too.
+            if detail.summary.status.is_final() && settled {
                 state
                     .inner
                     .final_tasks
@@ -309,6 +344,28 @@ pub(crate) async fn task_status(
             format!("no {} task {req_id} for your account", kind.as_str()),
         )),
     }
+}
+
+/// A callback and its attempts on the wire.
+fn callback_json(callback: &precache_store::Callback) -> Value {
+    let state = match (callback.delivered_at, callback.gave_up_at) {
+        (Some(_), _) => "delivered",
+        (None, Some(_)) => "gave_up",
+        (None, None) if callback.attempts.is_empty() => "pending",
+        (None, None) => "retrying",
+    };
+    json!({
+        "url": callback.url,
+        "state": state,
+        "delivered_at": callback.delivered_at.map(rfc3339_millis),
+        "next_attempt_at": callback.next_attempt_at.filter(|_| !callback.attempts.is_empty()).map(rfc3339_millis),
+        "attempts": callback.attempts.iter().map(|attempt| json!({
+            "n": attempt.n,
+            "at": rfc3339_millis(attempt.at),
+            "http_status": attempt.http_status,
+            "error": attempt.error,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Cancels the caller's task `req_id` of this kind: pairs not started are cancelled, running ones

@@ -183,3 +183,49 @@ pub(crate) async fn delete(
     }
     Ok(Answer::ok(json!({})))
 }
+
+/// `GET /cdn_api/users/{name}/webhook_secret` (the account itself, or an admin): the secret
+/// its completion callbacks are signed with (created on first use).
+pub(crate) async fn webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
+    if caller.name != name {
+        caller.require_admin()?;
+    }
+    let account = state
+        .inner
+        .store
+        .account_by_name(&name)
+        .await
+        .map_err(from_store)?
+        .ok_or_else(|| ApiError::new(Ret::NotFound, format!("no user {name:?}")))?;
+    let (fresh, _) = crate::token_auth::new_token();
+    let secret = state
+        .inner
+        .store
+        .webhook_secret(account.id, fresh)
+        .await
+        .map_err(from_store)?;
+    Ok(Answer::ok(json!({"webhook_secret": secret})))
+}
+
+/// `POST /cdn_api/users/{name}/webhook_secret` (admin): a new signing secret; deliveries from
+/// now on are signed with it.
+pub(crate) async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Answer, ApiError> {
+    caller.require_admin()?;
+    let (fresh, _) = crate::token_auth::new_token();
+    state
+        .inner
+        .store
+        .rotate_webhook_secret(&name, fresh.clone())
+        .await
+        .map_err(from_store)?;
+    tracing::info!(user = %name, "webhook secret rotated");
+    Ok(Answer::ok(json!({"webhook_secret": fresh})))
+}

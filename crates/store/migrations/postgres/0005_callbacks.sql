@@ -1,0 +1,25 @@
+-- Completion callbacks (webhooks): one per task that asked for it, delivered once the task ended,
+-- signed with the account's secret, retried with backoff; every attempt is kept.
+ALTER TABLE accounts ADD COLUMN webhook_secret TEXT;
+
+CREATE TABLE callbacks (
+    task_id          TEXT    PRIMARY KEY,
+    url              TEXT    NOT NULL,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL DEFAULT 0,
+    first_attempt_at BIGINT,
+    delivered_at     BIGINT,
+    gave_up_at       BIGINT,
+    lease_until      BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX callbacks_pending ON callbacks (next_attempt_at)
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+
+CREATE TABLE callback_attempts (
+    task_id     TEXT    NOT NULL,
+    n           BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    http_status BIGINT,
+    error       TEXT,
+    PRIMARY KEY (task_id, n)
+);
