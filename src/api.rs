@@ -5,11 +5,11 @@ use precache_store::Backend;
 
 use crate::config::ServeConfig;
 use crate::control_plane::{self, Ownership};
-use crate::serve::{bind, lock_data_dir, open_store, run_role};
+use crate::serve::{bind, install_metrics, lock_data_dir, open_store, run_role};
 
 /// Runs a control-plane process until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
-    run_role(api(config))
+    run_role(config.log_format, api(config))
 }
 
 async fn api(config: ServeConfig) -> anyhow::Result<()> {
@@ -27,7 +27,7 @@ async fn api(config: ServeConfig) -> anyhow::Result<()> {
         Backend::Postgres => Ownership::Shared,
     };
     let api_listener = bind(config.api_listen, "the API")?;
-    let control = control_plane::start(&config, store, api_listener, ownership)
+    let control = control_plane::start(&config, store, api_listener, ownership, install_metrics()?)
         .await
         .context("start the control plane")?;
     eprintln!("precache: serving api=http://{}", control.api_addr);

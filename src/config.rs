@@ -35,6 +35,36 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one line per event.
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?} is not text or json")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LogFormat, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A size written like `50GiB`, `512MiB`, `10GB` or `1048576` (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -189,6 +219,8 @@ settings! {
         edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
         /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
+        /// Log lines as `text` or `json` (one object per line, with the request's id) [env: PRECACHE_LOG_FORMAT] [default: text]
+        log_format: LogFormat, env "PRECACHE_LOG_FORMAT";
         /// Hosts (comma-separated names or IPs) completion callbacks may reach even on loopback or private addresses [env: PRECACHE_CALLBACK_ALLOW_HOSTS] [default: none]
         callback_allow_hosts: String, env "PRECACHE_CALLBACK_ALLOW_HOSTS";
         /// Wait before a callback's second attempt, doubled each time up to 10 minutes; attempts go on for an hour [env: PRECACHE_CALLBACK_BACKOFF] [default: 5s]
@@ -270,6 +302,8 @@ pub struct ServeConfig {
     pub edge_admin_tls: Option<precache_edge::TlsFiles>,
     /// How completion callbacks are delivered.
     pub callbacks: precache_api::CallbackPolicy,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeSettings> {
@@ -394,6 +428,7 @@ impl ServeConfig {
                         .with_context(|| format!("read tls_ca_file {}", path.display()))
                 })
                 .transpose()?,
+            log_format: raw.log_format.unwrap_or_default(),
             callbacks: precache_api::CallbackPolicy {
                 allow_hosts: raw
                     .callback_allow_hosts

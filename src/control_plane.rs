@@ -52,6 +52,7 @@ pub async fn start(
     store: Store,
     api_listener: TcpListener,
     ownership: Ownership,
+    render_metrics: precache_api::RenderMetrics,
 ) -> anyhow::Result<ControlPlane> {
     store
         .register_worker()
@@ -149,6 +150,7 @@ pub async fn start(
             rate_limit_per_account: config.rate_limit_per_account,
             callbacks: config.callbacks.clone(),
         },
+        render_metrics,
     );
     let callbacks_task = tokio::spawn(precache_api::run_callbacks(state.clone(), stopped.clone()));
     api_listener

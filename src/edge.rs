@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ServeConfig;
-use crate::serve::{bind, lock_data_dir, run_role, wait_for_signal};
+use crate::serve::{bind, install_metrics, lock_data_dir, run_role, wait_for_signal};
 
 /// What an edge keeps of its join, in `edge-credential.json` (mode 0600) in its data dir.
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ fn advertised(
 
 /// Runs the edge until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
-    run_role(edge(config))
+    run_role(config.log_format, edge(config))
 }
 
 async fn edge(config: ServeConfig) -> anyhow::Result<()> {
@@ -162,6 +162,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
             ca_pem: config.tls_ca_pem.clone(),
         }),
         admin_tls: config.edge_admin_tls.clone(),
+        render_metrics: install_metrics()?,
     })
     .await
     .context("start the edge")?;

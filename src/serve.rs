@@ -11,15 +11,15 @@ use precache_model::time::now_millis;
 use precache_store::Store;
 use rand::RngCore;
 
-use crate::config::ServeConfig;
+use crate::config::{LogFormat, ServeConfig};
 use crate::control_plane::{self, Ownership};
 
 /// Runs `role` on a multi-threaded runtime with logging set up.
-pub fn run_role<F>(role: F) -> anyhow::Result<()>
+pub fn run_role<F>(log_format: LogFormat, role: F) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    init_logging();
+    init_logging(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("precache")
@@ -32,20 +32,42 @@ where
 
 /// Runs the all-in-one server until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
-    run_role(serve(config))
+    run_role(config.log_format, serve(config))
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn,sqlx=warn",
         )
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // One JSON object per line, the request's span (with its id) included.
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+/// Installs the process's metrics recorder; the answer renders them in the Prometheus format.
+pub fn install_metrics() -> anyhow::Result<precache_api::RenderMetrics> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Latency buckets from 1 ms to 10 min: API answers at the bottom, pairs (large prefetches)
+    // at the top.
+    let buckets = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        300.0, 600.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .context("configure the metrics")?
+        .install_recorder()
+        .context("install the metrics recorder")?;
+    Ok(std::sync::Arc::new(move || handle.render()))
 }
 
 /// 256 random bits, hex.
@@ -113,6 +135,7 @@ async fn bootstrap_admin(store: &Store, password: Option<String>) -> anyhow::Res
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let render_metrics = install_metrics()?;
     let store = open_store(&config).await?;
     let api_listener = bind(config.api_listen, "the API")?;
     let edge_secret = config
@@ -131,6 +154,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         timeouts: config.origin_timeouts,
         control: None,
         admin_tls: None,
+        render_metrics: render_metrics.clone(),
     })
     .await
     .context("start the edge")?;
@@ -141,7 +165,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .context("register the embedded edge")?;
 
     // `serve` owns its database (the data-dir lock): every unfinished pair is its own.
-    let control = control_plane::start(&config, store, api_listener, Ownership::Exclusive).await?;
+    let control = control_plane::start(
+        &config,
+        store,
+        api_listener,
+        Ownership::Exclusive,
+        render_metrics,
+    )
+    .await?;
     // Tests and scripts read this line to find the ports (any of them may be 0 in the config).
     eprintln!(
         "precache: serving api=http://{} edge=http://{} edge_admin=http://{}",

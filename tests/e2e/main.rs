@@ -12,6 +12,7 @@ mod edge_cache;
 mod events;
 mod isolation;
 mod large_object;
+mod observability;
 mod origin_limits;
 mod postgres;
 mod prefetch_flow;

@@ -151,13 +151,14 @@ impl ApiError {
     }
 
     /// An internal error: logs `detail` under a fresh id and tells the client only the id.
+    /// The id is the request's (`X-Request-Id`), so the log line is found by it.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let id = &id[..12];
-        tracing::error!(error_id = id, %detail, "internal error");
+        let id = crate::observe::current_request_id()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+        tracing::error!(error_id = %id, %detail, "internal error");
         ApiError::new(
             Ret::Internal,
-            format!("internal error (id {id}; quote it when reporting)"),
+            format!("internal error (request id {id}; quote it when reporting)"),
         )
     }
 }
@@ -168,6 +169,7 @@ impl IntoResponse for ApiError {
         fields.insert("ret".into(), Value::from(self.ret as i64));
         fields.insert("msg".into(), Value::from(self.msg));
         let mut response = envelope_response(self.ret.http_status(), fields);
+        response.extensions_mut().insert(RetCode(self.ret as i64));
         if self.ret == Ret::TooLarge {
             // The rest of the body stays unread, so the server cannot go on with this connection;
             // saying so keeps clients from sending their next request on a socket being closed.
@@ -194,9 +196,15 @@ fn envelope_response(status: StatusCode, fields: Map<String, Value>) -> Response
     json_response(status, envelope_body(fields))
 }
 
-/// A JSON response with a body already written as an envelope.
+/// The `ret` of an answer, kept beside it (not sent) for the request's metrics and log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetCode(pub(crate) i64);
+
+/// A JSON response with a body already written as an envelope (a successful one, unless an
+/// error's [`RetCode`] replaces it).
 pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
+    response.extensions_mut().insert(RetCode(Ret::Ok as i64));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

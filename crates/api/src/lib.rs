@@ -9,6 +9,7 @@ mod callbacks;
 mod envelope;
 mod final_tasks;
 mod lenient_json;
+mod observe;
 mod passwords;
 mod quota_clock;
 mod rate_limit;
@@ -21,6 +22,7 @@ mod token_auth;
 
 pub use callbacks::{run_callbacks, signature, CallbackPolicy};
 pub use envelope::{to_flask_json, Ret};
+pub use observe::RenderMetrics;
 pub use passwords::PasswordHasher;
 pub use state::{ApiConfig, AppState};
 pub use token_auth::Caller;

@@ -47,6 +47,7 @@ pub(crate) struct Inner {
     pub(crate) final_tasks: FinalTasks,
     pub(crate) hasher: PasswordHasher,
     pub(crate) rate_limits: RateLimits,
+    pub(crate) metrics: crate::observe::RenderMetrics,
 }
 
 impl AppState {
@@ -56,6 +57,7 @@ impl AppState {
         engine: EngineHandle,
         edges: Arc<EdgeDirectory>,
         config: ApiConfig,
+        metrics: crate::observe::RenderMetrics,
     ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
@@ -66,6 +68,7 @@ impl AppState {
                 final_tasks: FinalTasks::default(),
                 hasher: PasswordHasher::new(),
                 rate_limits: RateLimits::default(),
+                metrics,
                 config,
             }),
         }

@@ -186,6 +186,8 @@ fn within_rate_limit(state: &AppState, caller: Caller) -> Result<Caller, ApiErro
     match state.inner.rate_limits.take(caller.account_id, per_second) {
         Ok(()) => Ok(caller),
         Err(wait) => {
+            metrics::counter!("precache_quota_rejections_total", "reason" => "rate_limit")
+                .increment(1);
             let mut error = ApiError::new(
                 Ret::Limited,
                 format!(

@@ -24,6 +24,7 @@ use crate::prefetch::Prefetcher;
 
 /// What the admin handlers share.
 pub(crate) struct AdminState {
+    pub(crate) render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
     pub(crate) name: String,
     pub(crate) secret: Arc<str>,
     pub(crate) routes: Arc<DomainRoutes>,
@@ -42,6 +43,8 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
             Arc::clone(&state),
             require_secret,
         ))
+        // Added after the secret's layer: scrapers read metrics without the edge's secret.
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -61,6 +64,17 @@ async fn require_secret(
     } else {
         (StatusCode::UNAUTHORIZED, "edge admin secret required\n").into_response()
     }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        (state.render_metrics)(),
+    )
+        .into_response()
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Json<EdgeStatus> {

@@ -12,6 +12,7 @@ pub mod cache_key;
 pub mod control_link;
 pub mod disk_cache;
 mod domain_routes;
+mod edge_metrics;
 mod freshness;
 mod prefetch;
 mod proxy;
@@ -77,6 +78,8 @@ pub struct EdgeConfig {
     pub control: Option<ControlConfig>,
     /// Serve the admin listener over TLS with this certificate and key.
     pub admin_tls: Option<TlsFiles>,
+    /// Renders the process's metrics for `GET /metrics` on the admin listener.
+    pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
 /// Why an edge could not start.
@@ -202,6 +205,7 @@ async fn run(
         nice,
         control,
         admin_tls,
+        render_metrics,
     } = config;
     let cache_dir = data_dir.join("cache");
     let opened =
@@ -268,6 +272,8 @@ async fn run(
     // With streaming partial writes the lock is released as soon as the fill starts, so waiters
     // only wait for the origin's response headers: bounded by the origin timeouts.
     let cache_lock = Box::leak(CacheLock::new_boxed(timeouts.connect + timeouts.first_byte));
+    let edge_metrics = Arc::new(edge_metrics::EdgeMetrics::register());
+    let cache_gauges = edge_metrics::CacheGauges::register();
     let link_state = match control {
         Some(_) => control_link::closed_state(&data_dir),
         None => Arc::new(LinkState::always_open()),
@@ -279,6 +285,7 @@ async fn run(
         prefetch_secret: Arc::clone(&prefetch_secret),
         timeouts,
         link: Arc::clone(&link_state),
+        metrics: Arc::clone(&edge_metrics),
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
@@ -339,6 +346,7 @@ async fn run(
         tokio::spawn(link.run(stopped.clone()))
     });
     let admin_state = Arc::new(AdminState {
+        render_metrics,
         name,
         secret: Arc::from(admin_secret),
         routes: Arc::clone(&routes),
@@ -386,10 +394,13 @@ async fn run(
 
     let mut recency_ticks = tokio::time::interval(RECENCY_SAVE_INTERVAL);
     recency_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauge_ticks = tokio::time::interval(GAUGES_EVERY);
+    gauge_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
             _ = recency_ticks.tick() => save_recency(cache).await,
+            _ = gauge_ticks.tick() => cache_gauges.update(cache, &edge_metrics),
         }
     }
     let _ = proxy_stop.send(true);
@@ -408,6 +419,9 @@ async fn run(
     .await;
     save_recency(cache).await;
 }
+
+/// How often the cache's gauges (size, evictions, fills, hit ratio) are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the cache's least-recently-used order is saved (and at stop): what a `kill -9`
 /// can lose of it.

@@ -19,6 +19,7 @@ use crate::cache_key::{cache_key, keyed_path};
 use crate::control_link::LinkState;
 use crate::disk_cache::{self, DiskCache};
 use crate::domain_routes::{DomainRoutes, Route};
+use crate::edge_metrics::EdgeMetrics;
 use crate::freshness;
 use crate::vary;
 use crate::OriginTimeouts;
@@ -44,6 +45,7 @@ pub struct EdgeProxy {
     pub(crate) prefetch_secret: Arc<str>,
     pub(crate) timeouts: OriginTimeouts,
     pub(crate) link: Arc<LinkState>,
+    pub(crate) metrics: Arc<EdgeMetrics>,
 }
 
 /// Per-request state.
@@ -228,6 +230,11 @@ impl ProxyHttp for EdgeProxy {
             self.link.parent()
         };
         ctx.via_parent = parent.is_some();
+        if ctx.via_parent {
+            self.metrics.parent_fetches.increment(1);
+        } else {
+            self.metrics.origin_fetches.increment(1);
+        }
         let Some(origin_addr) = parent.or(route.origin_addr) else {
             return Error::e_explain(
                 ErrorType::ConnectNoRoute,
@@ -241,6 +248,42 @@ impl ProxyHttp for EdgeProxy {
         peer.options.read_timeout = Some(self.timeouts.first_byte.max(self.timeouts.idle));
         peer.options.write_timeout = Some(self.timeouts.idle);
         Ok(Box::new(peer))
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut RequestContext,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(body) = body {
+            self.metrics.upstream_bytes.increment(body.len() as u64);
+        }
+        Ok(None)
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _error: Option<&Error>,
+        ctx: &mut RequestContext,
+    ) {
+        if ctx.route.is_none() || ctx.is_prefetch {
+            // Unknown hosts never reach the cache; prefetches are the control plane's, not players'.
+            return;
+        }
+        match session.cache.phase() {
+            CachePhase::Hit
+            | CachePhase::Revalidated
+            | CachePhase::Stale
+            | CachePhase::StaleUpdating => self.metrics.hit(),
+            CachePhase::Miss | CachePhase::Expired => self.metrics.miss(),
+            _ => self.metrics.passes.increment(1),
+        }
+        self.metrics
+            .bytes_served
+            .increment(session.body_bytes_sent() as u64);
     }
 
     fn fail_to_connect(

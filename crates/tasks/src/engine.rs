@@ -263,6 +263,11 @@ impl Engine {
                     });
                 }
             }
+            let (held, parked) = queues.counts();
+            metrics::gauge!("precache_engine_pairs", "state" => "held").set(held as f64);
+            metrics::gauge!("precache_engine_pairs", "state" => "in_flight")
+                .set(in_flight.len() as f64);
+            metrics::gauge!("precache_engine_pairs", "state" => "parked").set(parked as f64);
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 jobs = self.receiver.recv() => match jobs {

@@ -106,6 +106,7 @@ fn bandwidth_share(context: &EngineContext, job: &PairJob) -> Option<u64> {
 /// Runs a pair's attempts; the outcome still has to be recorded ([`record_pair`]).
 #[must_use = "the outcome must be recorded"]
 pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
+    let started = std::time::Instant::now();
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
@@ -133,6 +134,12 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
         tokio::time::sleep(backoff).await;
     };
     context.progress.finished(&job.key);
+    let kind = job.kind.as_str();
+    metrics::histogram!("precache_pair_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("precache_pairs_finished_total", "kind" => kind,
+        "outcome" => if outcome.success { "success" } else { "failed" })
+    .increment(1);
     let result = PairResult {
         key: job.key,
         success: outcome.success,
@@ -160,6 +167,9 @@ pub(crate) async fn record_pair(context: &EngineContext, result: PairResult) {
     for record_attempt in 1..=RECORD_ATTEMPTS {
         match context.store.pair_finished(result.clone()).await {
             Ok(Some(task)) => {
+                metrics::counter!("precache_tasks_finished_total",
+                    "kind" => task.kind.as_str(), "status" => task.status.as_str())
+                .increment(1);
                 tracing::info!(task = %task.id, status = %task.status, success = task.n_success, pairs = task.n_pairs, "task finished");
                 return;
             }

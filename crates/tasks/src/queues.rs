@@ -68,6 +68,11 @@ impl Queues {
         self.release_children(key);
     }
 
+    /// Pairs held here (queued, running, parked or behind a parent), and of them parked.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.known.len(), self.parked.len())
+    }
+
     /// Whether any pair is parked.
     pub(crate) fn has_parked(&self) -> bool {
         !self.parked.is_empty()

@@ -77,8 +77,10 @@ pub(crate) fn router(state: AppState) -> Router {
             get(refresh::status).delete(refresh::cancel),
         )
         .route("/cdn_api/refresh/{req_id}/events", get(events::refresh))
+        .route("/metrics", get(crate::observe::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(crate::observe::observe))
         .with_state(state)
 }
 
