@@ -1,6 +1,7 @@
 //! `precache`: one binary for every role: `serve` (all-in-one), `api` (control plane), `edge`.
 
 mod api;
+mod cli;
 mod config;
 mod control_plane;
 mod edge;
@@ -31,11 +32,32 @@ enum Command {
     Api(config::ServeArgs),
     /// One caching edge, joined to a control plane (`--control`, `--join-token`, `--name`).
     Edge(config::ServeArgs),
+    /// Log in to a control plane; the token is kept in your config dir (mode 0600).
+    Login(cli::LoginArgs),
+    /// Prefetch URLs into every edge (from arguments, --from-file, or - for stdin).
+    Prefetch(cli::PrefetchArgs),
+    /// Refresh (purge) URLs or directories on every edge.
+    Refresh(cli::RefreshArgs),
+    /// A task's status, per URL and per edge.
+    Status(cli::StatusArgs),
+    /// Your tasks, newest first.
+    Tasks(cli::TasksArgs),
+    /// Today's quotas and what remains.
+    Quota(cli::QuotaArgs),
+    /// Accounts, domains and edges (admins).
+    Admin(cli::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Login(args) => return cli::run(cli::login(args)),
+        Command::Prefetch(args) => return cli::run(cli::prefetch(args)),
+        Command::Refresh(args) => return cli::run(cli::refresh(args)),
+        Command::Status(args) => return cli::run(cli::status(args)),
+        Command::Tasks(args) => return cli::run(cli::tasks(args)),
+        Command::Quota(args) => return cli::run(cli::quota(args)),
+        Command::Admin(args) => return cli::run(cli::admin(args)),
         Command::Serve(args) => {
             config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run)
         }

@@ -7,6 +7,7 @@ mod support;
 
 mod auth_and_admin;
 mod callbacks;
+mod cli;
 mod durability;
 mod edge_cache;
 mod events;
