@@ -14,6 +14,7 @@ mod events;
 mod isolation;
 mod large_object;
 mod observability;
+mod openapi;
 mod origin_limits;
 mod postgres;
 mod prefetch_flow;

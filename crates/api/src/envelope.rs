@@ -6,6 +6,8 @@
 //! byte (see docs/api.md). Every answer is written the same way, so clients that compared bytes
 //! or lengths against the old service keep working.
 
+pub(crate) mod schemas;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +55,58 @@ pub enum Ret {
 }
 
 impl Ret {
+    /// Every code, in numeric order: the API's reference (`GET /cdn_api/openapi.json`) lists
+    /// them from here, so a new code must be added here too.
+    pub const ALL: [Ret; 18] = [
+        Ret::Ok,
+        Ret::NoToken,
+        Ret::BadToken,
+        Ret::BadCredentials,
+        Ret::Forbidden,
+        Ret::NotJson,
+        Ret::BadField,
+        Ret::TooManyUrls,
+        Ret::MixedDomains,
+        Ret::BadUrl,
+        Ret::DomainNotYours,
+        Ret::Conflict,
+        Ret::NoSuchTask,
+        Ret::NotFound,
+        Ret::Limited,
+        Ret::TooLarge,
+        Ret::Internal,
+        Ret::Unavailable,
+    ];
+
+    /// The code with this number.
+    pub fn from_code(code: i64) -> Option<Ret> {
+        Ret::ALL.into_iter().find(|ret| *ret as i64 == code)
+    }
+
+    /// What the code tells a client, for the API's reference.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Ret::Ok => "success",
+            Ret::NoToken => "no `X-Auth-Token` header (or, on the edge protocol, no edge credential)",
+            Ret::BadToken => "token (or edge credential) unknown, expired or revoked",
+            Ret::BadCredentials => "wrong user name or password (or a wrong, spent or expired join token)",
+            Ret::Forbidden => "the account's role does not allow this",
+            Ret::NotJson => "the body is not JSON",
+            Ret::BadField => "a field is missing, has the wrong type or an invalid value",
+            Ret::TooManyUrls => "more URLs than allowed in one request",
+            Ret::MixedDomains => "URLs on more than one domain",
+            Ret::BadUrl => "a URL is invalid",
+            Ret::DomainNotYours => "the domain is not registered to the caller",
+            Ret::Conflict => "the change conflicts with what exists (a name taken, an `Idempotency-Key` reused for another request, a rule that would break)",
+            Ret::NoSuchTask => "no such `reqId` for the caller",
+            Ret::NotFound => "no such user, domain, edge or route",
+            Ret::Limited => "over a daily quota or the request rate limit (`Retry-After` says when to retry)",
+            Ret::TooLarge => "the body is too large",
+            Ret::Internal => "an internal error; the message carries the request id found in the log",
+            Ret::Unavailable => "storage unavailable or overloaded, or no edge up to run a task; nothing was accepted",
+        }
+    }
+
     /// The HTTP status that goes with the code.
     pub fn http_status(self) -> StatusCode {
         match self {
@@ -364,6 +418,19 @@ mod tests {
         let written = to_flask_json(&answer);
         assert_eq!(String::from_utf8_lossy(&written), expected);
         assert_eq!(written.len(), 134, "the seed's Content-Length");
+    }
+
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        let codes: Vec<i64> = Ret::ALL.iter().map(|ret| *ret as i64).collect();
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(codes, sorted);
+        for ret in Ret::ALL {
+            assert_eq!(Ret::from_code(ret as i64), Some(ret));
+        }
+        assert_eq!(Ret::from_code(42), None);
     }
 
     #[test]

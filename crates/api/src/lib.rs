@@ -10,6 +10,7 @@ mod envelope;
 mod final_tasks;
 mod lenient_json;
 mod observe;
+mod openapi;
 mod passwords;
 mod quota_clock;
 mod rate_limit;

@@ -86,6 +86,24 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "The Prometheus text format, not an envelope; no token needed. Requests by \
+                   route and `ret`, answer times, pair and task outcomes, the engine's queue, \
+                   quota rejections; in `serve`, the embedded edge's series too (see \
+                   docs/api.md).",
+    responses((
+        status = 200,
+        description = "The metrics.",
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+        body = String
+    )),
+    extensions(("x-ret-codes" = json!(crate::openapi::ret_codes(&[])))),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let text = (state.inner.metrics)();
     (

@@ -1,5 +1,7 @@
 //! How tasks look on the wire: the status answer and the list entries.
 
+pub(crate) mod schemas;
+
 use precache_model::edge_protocol::{PurgeMode, DRY_RUN_MODE};
 use precache_model::time::rfc3339_millis;
 use precache_model::{PairStatus, TaskKind};

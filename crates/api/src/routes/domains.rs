@@ -1,5 +1,7 @@
 //! `/cdn_api/domains`: registration (备案) of domains, with their origin.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,7 +11,9 @@ use precache_model::{DomainName, Origin, Role};
 use precache_store::Domain;
 use serde_json::{json, Value};
 
+use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, ADMIN, BODY, TOKEN};
 use crate::request_body::{json_object, optional_str, required_str};
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -99,6 +103,22 @@ async fn sync_edges(state: &AppState) {
 }
 
 /// `POST /cdn_api/domains`.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/domains",
+    tag = "domains",
+    operation_id = "domain_create",
+    summary = "Register a domain (admin)",
+    description = "Answers once the domain table was pushed to every reachable edge, so the \
+                   domain is served at once. A registered domain is `2007`, an unknown owner \
+                   `3002`.",
+    request_body = schemas::NewDomain,
+    responses((status = 201, description = "Registered.", body = Envelope<schemas::OneDomain>)),
+    security(("token" = [])),
+    extensions((
+        "x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::Conflict, Ret::NotFound]]))
+    )),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,6 +159,17 @@ pub(crate) async fn create(
 }
 
 /// `GET /cdn_api/domains`: admins see every domain, users their own.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/domains",
+    tag = "domains",
+    operation_id = "domain_list",
+    summary = "List domains",
+    description = "Admins see every domain, users their own.",
+    responses((status = 200, description = "The domains.", body = Envelope<schemas::Domains>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN])))),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,6 +187,19 @@ pub(crate) async fn list(
 }
 
 /// `GET /cdn_api/domains/{domain}`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/domains/{domain}",
+    tag = "domains",
+    operation_id = "domain_show",
+    summary = "Show a domain",
+    description = "A domain that is not the caller's is `2006` whether it exists or not; only \
+                   admins get `3002` for an unregistered domain.",
+    params(("domain" = String, Path, description = "The domain's host name (any case).")),
+    responses((status = 200, description = "The domain.", body = Envelope<schemas::OneDomain>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::DomainNotYours, Ret::NotFound]])))),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,6 +222,25 @@ pub(crate) async fn show(
 /// `PUT /cdn_api/domains/{domain}/cache`: replaces the domain's caching overrides (the body
 /// is the `cache` object of a registration). Objects already cached keep the freshness they
 /// were stored with until they are refreshed.
+#[utoipa::path(
+    put,
+    path = "/cdn_api/domains/{domain}/cache",
+    tag = "domains",
+    operation_id = "domain_set_cache",
+    summary = "Replace a domain's caching overrides (admin)",
+    description = "The body is the `cache` object of a registration; absent keys take their \
+                   defaults. Objects already cached keep the freshness they were stored with \
+                   until they are refreshed.",
+    params(("domain" = String, Path, description = "The domain's host name (any case).")),
+    request_body = schemas::CacheSettings,
+    responses((
+        status = 200,
+        description = "The domain as changed.",
+        body = Envelope<schemas::ChangedDomain>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn set_cache(
     State(state): State<AppState>,
     caller: Caller,
@@ -236,6 +299,23 @@ fn parse_origin_limits(object: &serde_json::Map<String, Value>) -> Result<Origin
 /// `PUT /cdn_api/domains/{domain}/origin_limits` (admin): how hard prefetching may press the
 /// domain's origin: `max_concurrent_fetches` (pairs fetching at once) and `max_bandwidth`
 /// (bytes per second, shared by those fetches). Applies to pairs queued from then on.
+#[utoipa::path(
+    put,
+    path = "/cdn_api/domains/{domain}/origin_limits",
+    tag = "domains",
+    operation_id = "domain_set_origin_limits",
+    summary = "Set how hard prefetching may press a domain's origin (admin)",
+    description = "Applies to pairs queued from then on, per control-plane process.",
+    params(("domain" = String, Path, description = "The domain's host name (any case).")),
+    request_body = schemas::OriginLimitsChange,
+    responses((
+        status = 200,
+        description = "The domain as changed.",
+        body = Envelope<schemas::ChangedDomain>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn set_origin_limits(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,6 +340,17 @@ pub(crate) async fn set_origin_limits(
 }
 
 /// `DELETE /cdn_api/domains/{domain}`.
+#[utoipa::path(
+    delete,
+    path = "/cdn_api/domains/{domain}",
+    tag = "domains",
+    operation_id = "domain_delete",
+    summary = "Unregister a domain (admin)",
+    params(("domain" = String, Path, description = "The domain's host name (any case).")),
+    responses((status = 200, description = "Unregistered.", body = Envelope<Empty>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

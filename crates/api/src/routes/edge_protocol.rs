@@ -1,19 +1,23 @@
 //! `/cdn_api/edge_protocol/...`: the calls edges make to the control plane (join, heartbeat,
 //! catch-up). Authenticated by the edge's credential, not by an account's token.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use precache_model::edge_protocol::{
     CaughtUp, Hello, HelloAnswer, JoinAnswer, JoinRequest, OwedPurge, PurgeCommand, PurgeMode,
-    PurgeTarget,
+    PurgeTarget, CAUGHT_UP_PATH, HELLO_PATH, JOIN_PATH,
 };
 use precache_model::time::now_millis;
 use precache_model::TaskId;
 use precache_store::{Edge, EdgeAddresses, PairKey, PairResult};
 use serde_json::Value;
 
+use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, BODY, STORE};
 use crate::request_body::json_object;
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -93,6 +97,22 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /cdn_api/edge_protocol/join`: trades a one-time join token for the credential.
+#[utoipa::path(
+    post,
+    path = JOIN_PATH,
+    tag = "edge protocol",
+    operation_id = "edge_join",
+    summary = "Join: trade a one-time join token for the edge's credential",
+    description = "Called by `precache edge`, which keeps the credential in its data dir. A \
+                   wrong, spent or expired token is `1003`. No credential needed.",
+    request_body = schemas::JoinRequest,
+    responses((
+        status = 200,
+        description = "The credential.",
+        body = Envelope<schemas::JoinAnswer>
+    )),
+    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::BadCredentials]])))),
+)]
 pub(crate) async fn join(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
     let request: JoinRequest = json_body(&state, body).await?;
     let addresses = addresses(&request.admin_url, &request.data_url)?;
@@ -125,6 +145,24 @@ pub(crate) async fn join(State(state): State<AppState>, body: Body) -> Result<An
 
 /// `POST /cdn_api/edge_protocol/hello`: the edge's heartbeat; with `catch_up`, the answer
 /// lists the purges it may have missed.
+#[utoipa::path(
+    post,
+    path = HELLO_PATH,
+    tag = "edge protocol",
+    operation_id = "edge_hello",
+    summary = "Hello: the edge's heartbeat",
+    description = "Every second: the edge is alive at these addresses. With `catch_up`, the \
+                   answer lists the purges owed to it. The body is read before the credential \
+                   is checked.",
+    request_body = schemas::Hello,
+    responses((
+        status = 200,
+        description = "Its parent's address, and what it owes.",
+        body = Envelope<schemas::HelloAnswer>
+    )),
+    security(("edge_credential" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::NoToken, Ret::BadToken]])))),
+)]
 pub(crate) async fn hello(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -189,6 +227,19 @@ pub(crate) async fn hello(
 
 /// `POST /cdn_api/edge_protocol/caught_up`: purges the edge applied on its own. Pairs still
 /// unfinished end successful; a refresh whose last purge this was releases its warm phase here.
+#[utoipa::path(
+    post,
+    path = CAUGHT_UP_PATH,
+    tag = "edge protocol",
+    operation_id = "edge_caught_up",
+    summary = "Caught up: the purges the edge applied on its own",
+    description = "Unfinished pairs end successful; a refresh whose last purge this was releases \
+                   its warm phase.",
+    request_body = schemas::CaughtUp,
+    responses((status = 200, description = "Recorded.", body = Envelope<Empty>)),
+    security(("edge_credential" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::NoToken, Ret::BadToken]])))),
+)]
 pub(crate) async fn caught_up(
     State(state): State<AppState>,
     headers: HeaderMap,

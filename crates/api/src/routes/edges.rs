@@ -1,5 +1,7 @@
 //! `/cdn_api/edges`: the edge nodes, created by admins, joined with one-time tokens.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,7 +9,9 @@ use precache_model::time::{now_millis, rfc3339_millis};
 use precache_store::Edge;
 use serde_json::json;
 
+use crate::envelope::schemas::Envelope;
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, ADMIN, BODY, TOKEN};
 use crate::request_body::{json_object, optional_str, required_str};
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -65,6 +69,23 @@ fn with_token(edge: &Edge, parent: Option<&str>, token: &str, expires_at: i64) -
 
 /// `POST /cdn_api/edges` `{"name": "edge-sh-1", "parent": null}` → 201 with a one-time
 /// `join_token` for `precache edge --join-token`.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/edges",
+    tag = "edges",
+    operation_id = "edge_create",
+    summary = "Create an edge and its one-time join token (admin)",
+    request_body = schemas::NewEdge,
+    responses((
+        status = 201,
+        description = "Created, waiting to join.",
+        body = Envelope<schemas::JoinToken>
+    )),
+    security(("token" = [])),
+    extensions((
+        "x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::Conflict, Ret::NotFound]]))
+    )),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,6 +111,19 @@ pub(crate) async fn create(
 
 /// `POST /cdn_api/edges/{name}/join_token`: a new one-time token (after a revocation, or to
 /// move an edge to a new data dir). The edge's current credential stays valid until it joins.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/edges/{name}/join_token",
+    tag = "edges",
+    operation_id = "edge_join_token",
+    summary = "Issue a new one-time join token (admin)",
+    description = "After a revocation, or to move the edge to a new data dir. The edge's current \
+                   credential stays valid until it joins.",
+    params(("name" = String, Path, description = "The edge's name.")),
+    responses((status = 200, description = "The new token.", body = Envelope<schemas::JoinToken>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn renew_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,6 +144,20 @@ pub(crate) async fn renew_token(
 
 /// `POST /cdn_api/edges/{name}/revoke`: the edge's credential stops working at once; the
 /// control plane stops driving it, and its pairs fail as "revoked".
+#[utoipa::path(
+    post,
+    path = "/cdn_api/edges/{name}/revoke",
+    tag = "edges",
+    operation_id = "edge_revoke",
+    summary = "Revoke an edge's credential (admin)",
+    description = "It stops working at once: the control plane stops driving the edge, its \
+                   hellos are refused (`1002`), pairs on it fail as revoked, and new tasks leave \
+                   it out until it joins again.",
+    params(("name" = String, Path, description = "The edge's name.")),
+    responses((status = 200, description = "Revoked.", body = Envelope<schemas::Revoked>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +191,20 @@ async fn parent_name(state: &AppState, edge: &Edge) -> Result<Option<String>, Ap
 }
 
 /// `GET /cdn_api/edges`: every edge, its state, when it was last heard from, its backlog.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/edges",
+    tag = "edges",
+    operation_id = "edge_list",
+    summary = "List the edges (admin)",
+    responses((
+        status = 200,
+        description = "Every edge, its state, when it was last heard from, its backlog.",
+        body = Envelope<schemas::Edges>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN])))),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,

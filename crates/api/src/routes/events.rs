@@ -14,6 +14,7 @@ use futures_util::Stream;
 use precache_model::{TaskId, TaskKind};
 
 use crate::envelope::{ApiError, Ret};
+use crate::openapi::{ret_codes, TOKEN};
 use crate::routes::tasks::parse_req_id;
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -103,6 +104,34 @@ pub(crate) async fn task_events(
 }
 
 /// `GET /cdn_api/prefetch/{reqId}/events`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/prefetch/{reqId}/events",
+    tag = "prefetch",
+    operation_id = "prefetch_events",
+    summary = "Follow a prefetch task: Server-Sent Events until it ends",
+    description = "A `text/event-stream`. Each `progress` event's data is the task's status \
+                   (the `zt_api` object of `GET` on the task, with `ret` and `msg`, on one line), \
+                   sent when it changes (looked at every 250 ms); then one `end` event with the \
+                   final state, and the stream closes. An `error` event (data `task \
+                   unavailable`) ends it when the store fails. Keep-alive comments keep proxies \
+                   from timing it out. Before the stream starts, failures are JSON envelopes.",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a prefetch) is \
+                       `3001`."
+    )),
+    responses((
+        status = 200,
+        description = "Events `progress` and `end` whose data is a `PrefetchTask` (with `ret` and `msg`).",
+        content_type = "text/event-stream",
+        body = String
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn prefetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +141,34 @@ pub(crate) async fn prefetch(
 }
 
 /// `GET /cdn_api/refresh/{reqId}/events`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/refresh/{reqId}/events",
+    tag = "refresh",
+    operation_id = "refresh_events",
+    summary = "Follow a refresh task: Server-Sent Events until it ends",
+    description = "A `text/event-stream`. Each `progress` event's data is the task's status \
+                   (the `zt_api` object of `GET` on the task, with `ret` and `msg`, on one line), \
+                   sent when it changes (looked at every 250 ms); then one `end` event with the \
+                   final state, and the stream closes. An `error` event (data `task \
+                   unavailable`) ends it when the store fails. Keep-alive comments keep proxies \
+                   from timing it out. Before the stream starts, failures are JSON envelopes.",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a refresh) is \
+                       `3001`."
+    )),
+    responses((
+        status = 200,
+        description = "Events `progress` and `end` whose data is a `RefreshTask` (with `ret` and `msg`).",
+        content_type = "text/event-stream",
+        body = String
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     caller: Caller,

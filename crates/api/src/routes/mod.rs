@@ -1,16 +1,17 @@
 //! The route table of the control plane.
 
-mod domains;
-mod edge_protocol;
-mod edges;
-mod events;
-mod health;
-mod prefetch;
-mod quota;
-mod refresh;
-mod tasks;
-mod tokens;
-mod users;
+// Visible to the crate so that `openapi.rs` can list the handlers' descriptions.
+pub(crate) mod domains;
+pub(crate) mod edge_protocol;
+pub(crate) mod edges;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod prefetch;
+pub(crate) mod quota;
+pub(crate) mod refresh;
+pub(crate) mod tasks;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -78,6 +79,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/cdn_api/refresh/{req_id}/events", get(events::refresh))
         .route("/metrics", get(crate::observe::metrics))
+        .route("/cdn_api/openapi.json", get(crate::openapi::serve))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(crate::observe::observe))

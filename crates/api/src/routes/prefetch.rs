@@ -1,6 +1,8 @@
 //! `/cdn_api/prefetch`: submit (the seed's wire format), status by `reqId`, cancel, and the task
 //! list; what every task kind shares is in `tasks.rs`.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -8,13 +10,20 @@ use axum::response::Response;
 use precache_model::{ObjectUrl, QuotaKind, TaskKind};
 use serde_json::{json, Value};
 
+use crate::envelope::schemas::Envelope;
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, BODY, TOKEN};
 use crate::request_body::json_object;
+use crate::routes::tasks::schemas::{
+    Accepted, CancelledPrefetch, IdempotencyKey, TaskFilters, TaskList,
+};
+use crate::routes::tasks::SUBMISSION_RETS;
 use crate::routes::tasks::{
     accept, callback_url, cancel_task, check_count_and_domain, idempotency_key, list_tasks,
     parse_url_list, task_status, ListParams, Submission,
 };
 use crate::state::AppState;
+use crate::task_view::schemas::PrefetchTask;
 use crate::token_auth::Caller;
 
 /// Validates the `urls` of a submission: a non-empty list of strings (`2002`), at most the
@@ -39,6 +48,23 @@ pub(crate) fn parse_urls(
 }
 
 /// `POST /cdn_api/prefetch`.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/prefetch",
+    tag = "prefetch",
+    operation_id = "prefetch_submit",
+    summary = "Prefetch URLs into every edge that is up",
+    description = "The seed's wire format: the answer is byte for byte the original service's. \
+                   The task, its URLs and pairs and the quota charge are committed in one \
+                   transaction before the answer; a rejected request changes nothing. Over the \
+                   daily `prefetch_urls_per_day` it is `4001` with `Retry-After` (seconds to the \
+                   quota day's end); with no edge up, `5003`.",
+    params(IdempotencyKey),
+    request_body = schemas::PrefetchRequest,
+    responses((status = 200, description = "Accepted.", body = Envelope<Accepted>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, BODY, SUBMISSION_RETS])))),
+)]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +101,23 @@ pub(crate) async fn submit(
 }
 
 /// `GET /cdn_api/prefetch/{reqId}`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/prefetch/{reqId}",
+    tag = "prefetch",
+    operation_id = "prefetch_status",
+    summary = "A prefetch task's status, per URL and per edge",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a prefetch) is \
+                       `3001`."
+    )),
+    responses((status = 200, description = "The task.", body = Envelope<PrefetchTask>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,6 +127,29 @@ pub(crate) async fn status(
 }
 
 /// `DELETE /cdn_api/prefetch/{reqId}`.
+#[utoipa::path(
+    delete,
+    path = "/cdn_api/prefetch/{reqId}",
+    tag = "prefetch",
+    operation_id = "prefetch_cancel",
+    summary = "Cancel a prefetch task",
+    description = "Pairs not started end `cancelled`, running ones finish, and the task ends \
+                   `cancelled` once they have. Cancelling a task that ended changes nothing.",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a prefetch) is \
+                       `3001`."
+    )),
+    responses((
+        status = 200,
+        description = "The task's status and what this call cancelled.",
+        body = Envelope<CancelledPrefetch>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,6 +160,19 @@ pub(crate) async fn cancel(
 
 /// `GET /cdn_api/prefetch?status=&limit=&before=`: newest first; `before` is the last `reqId`
 /// of the previous page, and `next_before` the one to ask with for the next page.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/prefetch",
+    tag = "prefetch",
+    operation_id = "prefetch_list",
+    summary = "List the caller's prefetch tasks, newest first",
+    description = "A bad filter is `2002`. The answer's `next_before` is the `before` of the \
+                   next page.",
+    params(TaskFilters),
+    responses((status = 200, description = "A page of tasks.", body = Envelope<TaskList>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::BadField]])))),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,

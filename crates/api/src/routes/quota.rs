@@ -1,11 +1,15 @@
 //! `/cdn_api/quota`: an account's daily limits and what is left today.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use precache_model::{AccountId, QuotaKind};
 use serde_json::{json, Map, Value};
 
+use crate::envelope::schemas::Envelope;
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, ADMIN, BODY, TOKEN};
 use crate::quota_clock::quota_day;
 use crate::request_body::{json_object, kind_of};
 use crate::state::AppState;
@@ -54,6 +58,20 @@ async fn quota_answer(
 const RATE_FIELD: &str = "requests_per_second";
 
 /// `GET /cdn_api/quota`: the caller's own.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/quota",
+    tag = "quota",
+    operation_id = "quota_mine",
+    summary = "The caller's quotas and today's use",
+    responses((
+        status = 200,
+        description = "The caller's quotas.",
+        body = Envelope<schemas::QuotaAnswer>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN])))),
+)]
 pub(crate) async fn mine(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +93,21 @@ async fn account_id_of(state: &AppState, user: &str) -> Result<AccountId, ApiErr
 }
 
 /// `GET /cdn_api/quota/{user}` (admin).
+#[utoipa::path(
+    get,
+    path = "/cdn_api/quota/{user}",
+    tag = "quota",
+    operation_id = "quota_of_user",
+    summary = "An account's quotas and today's use (admin)",
+    params(("user" = String, Path, description = "The account's name.")),
+    responses((
+        status = 200,
+        description = "The account's quotas.",
+        body = Envelope<schemas::QuotaAnswer>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn of_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,6 +119,22 @@ pub(crate) async fn of_user(
 }
 
 /// `PUT /cdn_api/quota/{user}` (admin): `{"prefetch_urls_per_day": 50000, ...}`, any subset of kinds.
+#[utoipa::path(
+    put,
+    path = "/cdn_api/quota/{user}",
+    tag = "quota",
+    operation_id = "quota_set",
+    summary = "Set an account's limits (admin)",
+    params(("user" = String, Path, description = "The account's name.")),
+    request_body = schemas::QuotaChange,
+    responses((
+        status = 200,
+        description = "The account's quotas as changed.",
+        body = Envelope<schemas::QuotaAnswer>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn set(
     State(state): State<AppState>,
     caller: Caller,

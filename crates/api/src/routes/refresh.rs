@@ -1,6 +1,8 @@
 //! `/cdn_api/refresh` (刷新): purge URLs and directories from every edge, then report per edge
 //! what was removed. Same limits, rules and envelope as prefetch.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -9,19 +11,43 @@ use precache_model::edge_protocol::PurgeMode;
 use precache_model::{QuotaKind, TaskKind};
 use serde_json::{json, Value};
 
+use crate::envelope::schemas::Envelope;
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, BODY, TOKEN};
 use crate::request_body::json_object;
+use crate::routes::tasks::schemas::{
+    Accepted, CancelledRefresh, IdempotencyKey, TaskFilters, TaskList,
+};
+use crate::routes::tasks::SUBMISSION_RETS;
 use crate::routes::tasks::{
     accept, callback_url, cancel_task, check_count_and_domain, idempotency_key, list_tasks,
     parse_url_list, task_status, ListParams, Submission,
 };
 use crate::state::AppState;
+use crate::task_view::schemas::RefreshTask;
 use crate::token_auth::Caller;
 
 /// `POST /cdn_api/refresh` with `urls` (exact objects, every cached variant) and/or `dirs`
 /// (every cached object under a URL prefix ending in `/`), and `mode` `delete` (default) or
 /// `invalidate` (kept but stale: the next request revalidates with the origin). With
 /// `"dry_run": true` each edge only counts what would be removed.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/refresh",
+    tag = "refresh",
+    operation_id = "refresh_submit",
+    summary = "Refresh URLs and directories on every joined edge",
+    description = "Runs on every joined edge, up or not: one that is away owes the purge and \
+                   applies it before it serves from its cache again. Quotas: \
+                   `refresh_urls_per_day` counts `urls`, `refresh_dirs_per_day` counts `dirs`, \
+                   and a warm phase also `prefetch_urls_per_day`; a request must fit all of them \
+                   or it is `4001` and nothing is charged. With no edge up, `5003`.",
+    params(IdempotencyKey),
+    request_body = schemas::RefreshRequest,
+    responses((status = 200, description = "Accepted.", body = Envelope<Accepted>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, BODY, SUBMISSION_RETS])))),
+)]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +154,23 @@ pub(crate) async fn submit(
 }
 
 /// `GET /cdn_api/refresh/{reqId}`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/refresh/{reqId}",
+    tag = "refresh",
+    operation_id = "refresh_status",
+    summary = "A refresh task's status, per URL and per edge",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a refresh) is \
+                       `3001`."
+    )),
+    responses((status = 200, description = "The task.", body = Envelope<RefreshTask>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,6 +180,29 @@ pub(crate) async fn status(
 }
 
 /// `DELETE /cdn_api/refresh/{reqId}`: cancels what has not started.
+#[utoipa::path(
+    delete,
+    path = "/cdn_api/refresh/{reqId}",
+    tag = "refresh",
+    operation_id = "refresh_cancel",
+    summary = "Cancel a refresh task",
+    description = "Waiting and held pairs end `cancelled`, running ones finish, and the task ends \
+                   `cancelled` once they have. Cancelling a task that ended changes nothing.",
+    params((
+        "reqId" = String,
+        Path,
+        format = "uuid",
+        description = "The task's id; a task that is not the caller's (or not a refresh) is \
+                       `3001`."
+    )),
+    responses((
+        status = 200,
+        description = "The task's status and what this call cancelled.",
+        body = Envelope<CancelledRefresh>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::NoSuchTask]])))),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +212,19 @@ pub(crate) async fn cancel(
 }
 
 /// `GET /cdn_api/refresh?status=&limit=&before=`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/refresh",
+    tag = "refresh",
+    operation_id = "refresh_list",
+    summary = "List the caller's refresh tasks, newest first",
+    description = "A bad filter is `2002`. The answer's `next_before` is the `before` of the \
+                   next page.",
+    params(TaskFilters),
+    responses((status = 200, description = "A page of tasks.", body = Envelope<TaskList>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::BadField]])))),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,8 @@
 //! quotas, one transaction, then the engine), the status answer, cancelling, and the task lists
 //! (`GET /cdn_api/tasks`).
 
+pub(crate) mod schemas;
+
 use std::collections::HashSet;
 
 use axum::extract::{Query, State};
@@ -16,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::envelope::schemas::Envelope;
 use crate::envelope::{json_response, Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, TOKEN};
 use crate::quota_clock::quota_day;
 use crate::request_body::kind_of;
 use crate::routes::domains::not_yours;
@@ -169,6 +173,17 @@ pub(crate) fn idempotency_key(
         body_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
     }))
 }
+
+/// What a submission can answer besides reading its body and token: the checks of its targets
+/// (`parse_url_list`, `check_count_and_domain`) and of [`accept`] (a domain not the caller's, an
+/// `Idempotency-Key` reused for another request; quotas and no edge up are in the token's set).
+pub(crate) const SUBMISSION_RETS: &[Ret] = &[
+    Ret::TooManyUrls,
+    Ret::MixedDomains,
+    Ret::BadUrl,
+    Ret::DomainNotYours,
+    Ret::Conflict,
+];
 
 /// Commits a task (quota, domain ownership and rows in one transaction) and hands its pairs to
 /// the engine; answers the `reqId`.
@@ -436,6 +451,19 @@ fn filter_time(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError>
 
 /// `GET /cdn_api/tasks?type=&status=&domain=&since=&until=&limit=&before=`: the caller's tasks of
 /// every kind, newest first.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/tasks",
+    tag = "tasks",
+    operation_id = "task_list",
+    summary = "List the caller's tasks of both kinds, newest first",
+    description = "A bad filter is `2002`. The answer's `next_before` is the `before` of the \
+                   next page.",
+    params(schemas::KindFilter, schemas::TaskFilters),
+    responses((status = 200, description = "A page of tasks.", body = Envelope<schemas::TaskList>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, &[Ret::BadField]])))),
+)]
 pub(crate) async fn list_all(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,12 +1,16 @@
 //! `/cdn_api/auth/tokens`: log in (both body forms), inspect and revoke a token.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use precache_model::time::{now_millis, rfc3339_millis};
 use serde_json::{json, Map, Value};
 
+use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, BODY, STORE, TOKEN};
 use crate::request_body::{json_object, kind_of};
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -54,6 +58,24 @@ fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> 
 }
 
 /// `POST`: issue a token.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/auth/tokens",
+    tag = "auth",
+    operation_id = "login",
+    summary = "Log in: issue a token",
+    description = "Takes either body of API.md §4. Wrong user and wrong password answer the same \
+                   `1003` after the same work. The token is valid for `--token-ttl` (24 h by \
+                   default).",
+    request_body = schemas::Login,
+    responses((
+        status = 201,
+        description = "The token; also in the `X-Subject-Token` header.",
+        body = Envelope<schemas::Issued>,
+        headers(("X-Subject-Token" = String, description = "The new token."))
+    )),
+    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::BadCredentials]])))),
+)]
 pub(crate) async fn create(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let (username, password) = credentials(&body)?;
@@ -100,6 +122,20 @@ pub(crate) async fn create(State(state): State<AppState>, body: Body) -> Result<
 }
 
 /// `GET`: who the token belongs to and until when.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/auth/tokens",
+    tag = "auth",
+    operation_id = "token_show",
+    summary = "Whose token this is, and until when",
+    responses((
+        status = 200,
+        description = "The token's account and expiry.",
+        body = Envelope<schemas::Current>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN])))),
+)]
 pub(crate) async fn show(caller: Caller) -> Answer {
     Answer::ok(json!({"token": {
         "expires_at": rfc3339_millis(caller.expires_at),
@@ -109,6 +145,18 @@ pub(crate) async fn show(caller: Caller) -> Answer {
 }
 
 /// `DELETE`: revoke the token used for this call.
+#[utoipa::path(
+    delete,
+    path = "/cdn_api/auth/tokens",
+    tag = "auth",
+    operation_id = "token_revoke",
+    summary = "Revoke the token of this call",
+    description = "It stops working at once on this process, within 5 s on other control-plane \
+                   processes.",
+    responses((status = 200, description = "Revoked.", body = Envelope<Empty>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN])))),
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

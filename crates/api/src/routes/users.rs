@@ -1,5 +1,7 @@
 //! `/cdn_api/users`: accounts, administered by admins.
 
+pub(crate) mod schemas;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,7 +10,9 @@ use precache_model::Role;
 use precache_store::Account;
 use serde_json::{json, Value};
 
+use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::openapi::{ret_codes, ADMIN, BODY, TOKEN};
 use crate::request_body::{json_object, optional_str, required_str};
 use crate::state::AppState;
 use crate::store_errors::from_store;
@@ -53,6 +57,17 @@ fn parse_role(text: &str) -> Result<Role, ApiError> {
 }
 
 /// `POST /cdn_api/users`.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/users",
+    tag = "users",
+    operation_id = "user_create",
+    summary = "Create an account (admin)",
+    request_body = schemas::NewUser,
+    responses((status = 201, description = "Created.", body = Envelope<schemas::OneUser>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::Conflict]])))),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,6 +99,16 @@ pub(crate) async fn create(
 }
 
 /// `GET /cdn_api/users`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/users",
+    tag = "users",
+    operation_id = "user_list",
+    summary = "List the accounts (admin)",
+    responses((status = 200, description = "Every account.", body = Envelope<schemas::Users>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN])))),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,6 +126,17 @@ pub(crate) async fn list(
 }
 
 /// `GET /cdn_api/users/{name}`.
+#[utoipa::path(
+    get,
+    path = "/cdn_api/users/{name}",
+    tag = "users",
+    operation_id = "user_show",
+    summary = "Show an account (admin)",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses((status = 200, description = "The account.", body = Envelope<schemas::OneUser>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +156,26 @@ pub(crate) async fn show(
 }
 
 /// `PUT /cdn_api/users/{name}`: new password and/or role.
+#[utoipa::path(
+    put,
+    path = "/cdn_api/users/{name}",
+    tag = "users",
+    operation_id = "user_update",
+    summary = "Change an account's password and/or role (admin)",
+    description = "The account's tokens are dropped from the grant cache, so a new role applies \
+                   at once on this process and within 5 s on others.",
+    params(("name" = String, Path, description = "The account's name.")),
+    request_body = schemas::UserChange,
+    responses((
+        status = 200,
+        description = "The account as changed.",
+        body = Envelope<schemas::OneUser>
+    )),
+    security(("token" = [])),
+    extensions((
+        "x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::NotFound, Ret::Conflict]]))
+    )),
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,6 +216,21 @@ pub(crate) async fn update(
 }
 
 /// `DELETE /cdn_api/users/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/cdn_api/users/{name}",
+    tag = "users",
+    operation_id = "user_delete",
+    summary = "Delete an account (admin)",
+    description = "Its tokens are revoked; its tasks stay. Refused (`2007`) for the last admin \
+                   and for an account that still owns domains.",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses((status = 200, description = "Deleted.", body = Envelope<Empty>)),
+    security(("token" = [])),
+    extensions((
+        "x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound, Ret::Conflict]]))
+    )),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -186,6 +257,19 @@ pub(crate) async fn delete(
 
 /// `GET /cdn_api/users/{name}/webhook_secret` (the account itself, or an admin): the secret
 /// its completion callbacks are signed with (created on first use).
+#[utoipa::path(
+    get,
+    path = "/cdn_api/users/{name}/webhook_secret",
+    tag = "users",
+    operation_id = "webhook_secret_show",
+    summary = "Show an account's webhook signing secret",
+    description = "The account itself or an admin (`1004` for anyone else). The secret is created \
+                   on first use.",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses((status = 200, description = "The secret.", body = Envelope<schemas::WebhookSecret>)),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn webhook_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,6 +297,22 @@ pub(crate) async fn webhook_secret(
 
 /// `POST /cdn_api/users/{name}/webhook_secret` (admin): a new signing secret; deliveries from
 /// now on are signed with it.
+#[utoipa::path(
+    post,
+    path = "/cdn_api/users/{name}/webhook_secret",
+    tag = "users",
+    operation_id = "webhook_secret_rotate",
+    summary = "Replace an account's webhook signing secret (admin)",
+    description = "Deliveries from now on are signed with the new secret.",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses((
+        status = 200,
+        description = "The new secret.",
+        body = Envelope<schemas::WebhookSecret>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, &[Ret::NotFound]])))),
+)]
 pub(crate) async fn rotate_webhook_secret(
     State(state): State<AppState>,
     caller: Caller,
