@@ -245,13 +245,14 @@ async fn the_command_line_waits_out_rate_limits() -> TestResult {
     let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
     let home = tempfile::tempdir()?;
     let urls: Vec<String> = (0..40).map(|n| url(HOST, &format!("/f{n}"))).collect();
+    // `--token=…`: a token may begin with `-`, which would otherwise read as a flag.
+    let token_flag = format!("--token={token}");
     let mut args = vec![
         "prefetch",
         "--json",
         "--control",
         api.base.as_str(),
-        "--token",
-        token.as_str(),
+        token_flag.as_str(),
     ];
     args.extend(urls.iter().map(String::as_str));
     let prefetch = precache(home.path(), &args, "", &[]).await?;

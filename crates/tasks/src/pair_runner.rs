@@ -170,6 +170,11 @@ pub(crate) async fn record_pair(context: &EngineContext, result: PairResult) {
                 metrics::counter!("precache_tasks_finished_total",
                     "kind" => task.kind.as_str(), "status" => task.status.as_str())
                 .increment(1);
+                if let Some(finished) = task.finished_at {
+                    let seconds = (finished - task.created_at).max(0) as f64 / 1000.0;
+                    metrics::histogram!("precache_task_duration_seconds", "kind" => task.kind.as_str())
+                        .record(seconds);
+                }
                 tracing::info!(task = %task.id, status = %task.status, success = task.n_success, pairs = task.n_pairs, "task finished");
                 return;
             }
