@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::envelope::Answer;
 use crate::state::AppState;
 use crate::task_view::detail_json;
-use crate::token_auth::new_token;
+use crate::token_auth::new_secret;
 
 /// How often the worker looks for due callbacks.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -174,7 +174,7 @@ async fn attempt(state: &AppState, due: &DueCallback) -> (Option<i64>, Option<St
         Err(error) => return (None, Some(format!("could not read the task: {error}"))),
     };
     let body = Answer::ok(detail_json(&detail)).body();
-    let (fresh, _) = new_token();
+    let (fresh, _) = new_secret("pcw_");
     let secret = match store.webhook_secret(due.account_id, fresh).await {
         Ok(secret) => secret,
         Err(error) => {

@@ -1,6 +1,6 @@
 //! Tokens: issuing them, and turning `X-Auth-Token` into the calling account.
 //!
-//! A token is 256 random bits, base64url. Only its SHA-256 is stored, and lookups are by that
+//! A token is `pct_` and 256 random bits, base64url. Only its SHA-256 is stored, and lookups are by that
 //! hash, so comparing secrets never happens byte by byte against client input. Grants are cached
 //! for a few seconds because every API call checks one; revoking through this process drops the
 //! cached grant at once (other control-plane processes notice within [`CACHE_TTL`]).
@@ -28,13 +28,23 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Cached grants beyond this are dropped wholesale (a flood of distinct tokens cannot grow it).
 const CACHE_CAPACITY: usize = 100_000;
 
-/// A fresh token and the hash to store.
-pub(crate) fn new_token() -> (String, String) {
+/// A fresh secret and the hash to store: `prefix` (which names what it is, for people and secret
+/// scanners, and keeps it from starting with `-`, which a command line would take for a flag)
+/// and 256 random bits, base64url.
+pub(crate) fn new_secret(prefix: &str) -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let token = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
     let hash = token_hash(&token);
     (token, hash)
+}
+
+/// A fresh API token and the hash to store.
+pub(crate) fn new_token() -> (String, String) {
+    new_secret("pct_")
 }
 
 /// The stored form of a token.

@@ -21,7 +21,7 @@ use crate::openapi::{ret_codes, BODY, STORE};
 use crate::request_body::json_object;
 use crate::state::AppState;
 use crate::store_errors::from_store;
-use crate::token_auth::{new_token, token_hash};
+use crate::token_auth::{new_secret, token_hash};
 
 /// A purge owed for longer than this was not pushed (the control plane cannot reach the edge):
 /// the edge is told to catch up on its own.
@@ -116,7 +116,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 pub(crate) async fn join(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
     let request: JoinRequest = json_body(&state, body).await?;
     let addresses = addresses(&request.admin_url, &request.data_url)?;
-    let (credential, _) = new_token();
+    let (credential, _) = new_secret("pce_");
     let joined = state
         .inner
         .store

@@ -15,7 +15,7 @@ use crate::openapi::{ret_codes, ADMIN, BODY, TOKEN};
 use crate::request_body::{json_object, optional_str, required_str};
 use crate::state::AppState;
 use crate::store_errors::from_store;
-use crate::token_auth::{new_token, token_hash, Caller};
+use crate::token_auth::{new_secret, Caller};
 
 /// How long a join token may wait to be used.
 const JOIN_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -52,10 +52,7 @@ fn edge_state(edge: &Edge, up: bool) -> &'static str {
 /// A fresh join token and its stored hash. The prefix names what it is (and keeps it from
 /// starting with `-`, which a command line would take for a flag).
 fn new_join_token() -> (String, String) {
-    let (token, _) = new_token();
-    let token = format!("pcj_{token}");
-    let hash = token_hash(&token);
-    (token, hash)
+    new_secret("pcj_")
 }
 
 /// A created or re-issued edge with its join token, shown once.

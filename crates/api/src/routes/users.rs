@@ -285,7 +285,7 @@ pub(crate) async fn webhook_secret(
         .await
         .map_err(from_store)?
         .ok_or_else(|| ApiError::new(Ret::NotFound, format!("no user {name:?}")))?;
-    let (fresh, _) = crate::token_auth::new_token();
+    let (fresh, _) = crate::token_auth::new_secret("pcw_");
     let secret = state
         .inner
         .store
@@ -319,7 +319,7 @@ pub(crate) async fn rotate_webhook_secret(
     Path(name): Path<String>,
 ) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    let (fresh, _) = crate::token_auth::new_token();
+    let (fresh, _) = crate::token_auth::new_secret("pcw_");
     state
         .inner
         .store
