@@ -115,3 +115,23 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::ApiError;
+
+    #[tokio::test]
+    async fn an_internal_error_quotes_the_request_id() {
+        let error = CURRENT
+            .scope("release-7.step-3".to_string(), async {
+                ApiError::internal("disk on fire")
+            })
+            .await;
+        assert!(error.msg.contains("release-7.step-3"), "{}", error.msg);
+        assert!(
+            !error.msg.contains("disk on fire"),
+            "details stay in the log"
+        );
+    }
+}
