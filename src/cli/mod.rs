@@ -297,57 +297,66 @@ fn report(kind: &str, outcome: &submit::Outcome, tasks: Option<&[Value]>, json_o
     ok
 }
 
-/// `precache prefetch`.
-pub async fn prefetch(args: PrefetchArgs) -> anyhow::Result<bool> {
-    let client = client(&args.common)?;
-    let urls = submit::read_targets(&args.targets)?;
-    submit::require_some(&urls, &[])?;
-    let (chunks, invalid) = submit::chunks(&urls, &[], args.targets.batch);
-    let callback = args.callback_url.clone();
-    let mut outcome = submit::submit_all(
-        &client,
-        "prefetch",
-        chunks,
-        |chunk| {
-            let mut body = json!({"urls": chunk.urls});
-            if let Some(url) = &callback {
-                body["callback_url"] = json!(url);
-            }
-            body
-        },
-        args.common.json,
-    )
-    .await;
+/// Submits `urls` and `dirs` as `kind` requests (each body from `body_of`, with the callback
+/// URL added), follows them with `wait`, and reports; `true` when nothing failed.
+async fn submit_and_report(
+    common: &Common,
+    kind: &'static str,
+    targets: &Targets,
+    dirs: &[String],
+    wait: bool,
+    callback_url: Option<&str>,
+    body_of: impl Fn(&submit::Chunk) -> Value,
+) -> anyhow::Result<bool> {
+    let client = client(common)?;
+    let urls = submit::read_targets(targets)?;
+    submit::require_some(&urls, dirs)?;
+    let (chunks, invalid) = submit::chunks(&urls, dirs, targets.batch);
+    let with_callback = |chunk: &submit::Chunk| {
+        let mut body = body_of(chunk);
+        if let Some(url) = callback_url {
+            body["callback_url"] = json!(url);
+        }
+        body
+    };
+    let mut outcome = submit::submit_all(&client, kind, chunks, with_callback, common.json).await;
     if !invalid.is_empty() {
         outcome
             .refused
             .push((invalid, "not an absolute http:// URL".into()));
     }
-    let tasks = if args.wait {
+    let tasks = if wait {
         let ids: Vec<String> = outcome.accepted.iter().map(|(id, _)| id.clone()).collect();
-        Some(follow::follow_all(&client, "prefetch", &ids, args.common.json).await)
+        Some(follow::follow_all(&client, kind, &ids, common.json).await)
     } else {
         None
     };
-    Ok(report(
+    Ok(report(kind, &outcome, tasks.as_deref(), common.json))
+}
+
+/// `precache prefetch`.
+pub async fn prefetch(args: PrefetchArgs) -> anyhow::Result<bool> {
+    submit_and_report(
+        &args.common,
         "prefetch",
-        &outcome,
-        tasks.as_deref(),
-        args.common.json,
-    ))
+        &args.targets,
+        &[],
+        args.wait,
+        args.callback_url.as_deref(),
+        |chunk| json!({"urls": chunk.urls}),
+    )
+    .await
 }
 
 /// `precache refresh`.
 pub async fn refresh(args: RefreshArgs) -> anyhow::Result<bool> {
-    let client = client(&args.common)?;
-    let urls = submit::read_targets(&args.targets)?;
-    submit::require_some(&urls, &args.dirs)?;
-    let (chunks, invalid) = submit::chunks(&urls, &args.dirs, args.targets.batch);
-    let callback = args.callback_url.clone();
-    let mut outcome = submit::submit_all(
-        &client,
+    submit_and_report(
+        &args.common,
         "refresh",
-        chunks,
+        &args.targets,
+        &args.dirs,
+        args.wait,
+        args.callback_url.as_deref(),
         |chunk| {
             let mut body = json!({"urls": chunk.urls, "dirs": chunk.dirs});
             if let Some(mode) = &args.mode {
@@ -359,31 +368,10 @@ pub async fn refresh(args: RefreshArgs) -> anyhow::Result<bool> {
             if args.then_prefetch {
                 body["prefetch"] = json!(true);
             }
-            if let Some(url) = &callback {
-                body["callback_url"] = json!(url);
-            }
             body
         },
-        args.common.json,
     )
-    .await;
-    if !invalid.is_empty() {
-        outcome
-            .refused
-            .push((invalid, "not an absolute http:// URL".into()));
-    }
-    let tasks = if args.wait {
-        let ids: Vec<String> = outcome.accepted.iter().map(|(id, _)| id.clone()).collect();
-        Some(follow::follow_all(&client, "refresh", &ids, args.common.json).await)
-    } else {
-        None
-    };
-    Ok(report(
-        "refresh",
-        &outcome,
-        tasks.as_deref(),
-        args.common.json,
-    ))
+    .await
 }
 
 /// The task `req_id`, whichever kind it is, with its kind.
