@@ -33,6 +33,18 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<DueCallback>> {
+        // Most of the time nothing is pending: a read spares the writer a transaction.
+        let pending = sqlx::query(
+            "SELECT 1 AS pending FROM callbacks c JOIN tasks t ON t.id = c.task_id \
+             WHERE c.delivered_at IS NULL AND c.gave_up_at IS NULL AND c.next_attempt_at <= $1 \
+               AND c.lease_until <= $1 AND t.status IN ('done', 'failed', 'cancelled') LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if pending.is_none() {
+            return Ok(Vec::new());
+        }
         let backend = self.backend;
         self.writer
             .run(move |connection| {
