@@ -274,3 +274,95 @@ async fn the_command_line_waits_out_rate_limits() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_spent_quota_stops_the_rest_and_admins_manage_edges_and_domains() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let origin = Origin::start().await?;
+    let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
+    let admin = api.admin().await?;
+    api.call(
+        reqwest::Method::PUT,
+        "/cdn_api/quota/alice",
+        Some(&admin),
+        Some(serde_json::json!({"prefetch_urls_per_day": 15})),
+    )
+    .await?
+    .expect(200, 0)?;
+    let home = tempfile::tempdir()?;
+    let urls: Vec<String> = (0..30).map(|n| url(HOST, &format!("/q{n}"))).collect();
+    let token_flag = format!("--token={token}");
+    let mut args = vec![
+        "prefetch",
+        "--json",
+        "--control",
+        api.base.as_str(),
+        token_flag.as_str(),
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let prefetch = precache(home.path(), &args, "", &[]).await?;
+    assert_eq!(prefetch.status.code(), Some(1), "{}", text(&prefetch));
+    let summary: Value = serde_json::from_slice(&prefetch.stdout)?;
+    assert_eq!(
+        summary["submitted"].as_array().map(Vec::len),
+        Some(1),
+        "{summary}"
+    );
+    let refused: usize = summary["refused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| entry["urls"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(refused, 20, "the spent quota stops the rest: {summary}");
+
+    let admin_flag = format!("--token={admin}");
+    let as_admin = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        all.extend([
+            "--control".to_string(),
+            api.base.clone(),
+            admin_flag.clone(),
+        ]);
+        all
+    };
+    let run = |args: Vec<String>| {
+        let home = home.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            precache(&home, &args, "", &[]).await
+        }
+    };
+    let added = run(as_admin(&["admin", "edge", "add", "edge-sh-1"])).await?;
+    assert!(added.status.success(), "{}", text(&added));
+    assert!(String::from_utf8_lossy(&added.stdout).contains("pcj_"));
+    let listed = run(as_admin(&["admin", "edge", "list", "--json"])).await?;
+    let edges: Value = serde_json::from_slice(&listed.stdout)?;
+    let state = |edges: &Value| {
+        edges["edges"]
+            .as_array()
+            .and_then(|list| list.iter().find(|edge| edge["name"] == "edge-sh-1"))
+            .map(|edge| edge["state"].clone())
+    };
+    assert_eq!(state(&edges), Some(serde_json::json!("waiting_to_join")));
+    let removed = run(as_admin(&["admin", "edge", "rm", "edge-sh-1"])).await?;
+    assert!(removed.status.success(), "{}", text(&removed));
+    let listed = run(as_admin(&["admin", "edge", "list", "--json"])).await?;
+    assert_eq!(
+        state(&serde_json::from_slice(&listed.stdout)?),
+        Some(serde_json::json!("revoked"))
+    );
+    let domains = run(as_admin(&["admin", "domain", "list"])).await?;
+    assert!(
+        String::from_utf8_lossy(&domains.stdout).contains(HOST),
+        "{}",
+        text(&domains)
+    );
+    let gone = run(as_admin(&["admin", "domain", "rm", HOST])).await?;
+    assert!(gone.status.success(), "{}", text(&gone));
+    let again = run(as_admin(&["admin", "domain", "rm", HOST])).await?;
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    Ok(())
+}
