@@ -159,7 +159,7 @@ pub async fn submit_all(
     let mut remaining = chunks.into_iter();
     while let Some(chunk) = remaining.next() {
         let body = body_of(&chunk);
-        let key = format!("cli-{}", uuid_like());
+        let key = format!("cli-{}", crate::serve::random_secret());
         let mut retries = 0;
         loop {
             let answer = client
@@ -218,14 +218,6 @@ pub async fn submit_all(
 
 fn targets(chunk: &Chunk) -> Vec<String> {
     chunk.urls.iter().chain(&chunk.dirs).cloned().collect()
-}
-
-/// 128 random bits in hex, for idempotency keys.
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// The submission's part of the summary.

@@ -216,6 +216,11 @@ impl Engine {
         let mut parked_check = tokio::time::interval(PARKED_RECHECK);
         parked_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let concurrency = config.concurrency.max(1);
+        // Registered once: the loop turns once per event, thousands of times a second in a drain.
+        let gauge =
+            |state: &'static str| metrics::gauge!("precache_engine_pairs", "state" => state);
+        let (held_gauge, in_flight_gauge, parked_gauge) =
+            (gauge("held"), gauge("in_flight"), gauge("parked"));
         loop {
             let fetch_limit = if self.admitting.load(Ordering::Relaxed) > 0 {
                 IN_FLIGHT_WHILE_ADMITTING.min(concurrency)
@@ -264,10 +269,9 @@ impl Engine {
                 }
             }
             let (held, parked) = queues.counts();
-            metrics::gauge!("precache_engine_pairs", "state" => "held").set(held as f64);
-            metrics::gauge!("precache_engine_pairs", "state" => "in_flight")
-                .set(in_flight.len() as f64);
-            metrics::gauge!("precache_engine_pairs", "state" => "parked").set(parked as f64);
+            held_gauge.set(held as f64);
+            in_flight_gauge.set(in_flight.len() as f64);
+            parked_gauge.set(parked as f64);
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 jobs = self.receiver.recv() => match jobs {
