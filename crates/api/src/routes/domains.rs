@@ -102,6 +102,15 @@ async fn sync_edges(state: &AppState) {
     }
 }
 
+/// After a change to domain `name`: the registry pushed to the edges, and the domain as it is now.
+async fn changed(state: &AppState, name: &str) -> Result<Answer, ApiError> {
+    sync_edges(state).await;
+    let domain = state.inner.store.domain(name).await.map_err(from_store)?;
+    Ok(Answer::ok(
+        json!({"domain": domain.as_ref().map(domain_json)}),
+    ))
+}
+
 /// `POST /cdn_api/domains`.
 #[utoipa::path(
     post,
@@ -257,11 +266,7 @@ pub(crate) async fn set_cache(
         .set_domain_cache_policy(&name, policy)
         .await
         .map_err(from_store)?;
-    sync_edges(&state).await;
-    let domain = state.inner.store.domain(&name).await.map_err(from_store)?;
-    Ok(Answer::ok(
-        json!({"domain": domain.as_ref().map(domain_json)}),
-    ))
+    changed(&state, &name).await
 }
 
 /// Reads an origin-limits object; unknown keys are errors, `null` removes a limit.
@@ -332,11 +337,7 @@ pub(crate) async fn set_origin_limits(
         .set_domain_origin_limits(&name, limits)
         .await
         .map_err(from_store)?;
-    sync_edges(&state).await;
-    let domain = state.inner.store.domain(&name).await.map_err(from_store)?;
-    Ok(Answer::ok(
-        json!({"domain": domain.as_ref().map(domain_json)}),
-    ))
+    changed(&state, &name).await
 }
 
 /// `DELETE /cdn_api/domains/{domain}`.
