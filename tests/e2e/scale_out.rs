@@ -341,7 +341,34 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
     let admin = api.admin().await?;
     let token = create_edge(&api, &admin, "solo", Value::Null).await?;
     let edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;
-    wait_edges_up(&api, &admin, &["solo"]).await?;
+    let edges = wait_edges_up(&api, &admin, &["solo"]).await?;
+    // Both directions of the edge protocol take the edge's credential and nothing else.
+    let admin_url = edges[0]["admin_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let http = reqwest::Client::new();
+    for bearer in [None, Some("pce_not-the-credential")] {
+        let mut request = http.get(format!("{admin_url}/edge/v1/status"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        assert_eq!(
+            request.send().await?.status(),
+            401,
+            "edge admin with {bearer:?}"
+        );
+    }
+    let forged = http
+        .post(format!("{}/cdn_api/edge_protocol/hello", api.base))
+        .bearer_auth("pce_not-the-credential")
+        .json(&json!({"name": "solo", "admin_url": "http://127.0.0.1:1",
+                      "data_url": "http://127.0.0.1:1", "catch_up": true}))
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 401);
+    let forged: Value = forged.json().await?;
+    assert_eq!(forged["zt_api"]["ret"], 1002, "{forged}");
     let origin = Origin::start().await?;
     let user = api.user_with_domain("studio", HOST, &origin.url()).await?;
     origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"version 1")));
