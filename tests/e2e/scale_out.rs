@@ -285,6 +285,76 @@ async fn two_control_planes_a_shield_and_three_edges() -> TestResult {
     Ok(())
 }
 
+/// An edge joined through one control plane is usable at once through another: the second
+/// reads the edge list from the database for every submission instead of waiting for its next
+/// round of calls, so neither a refresh nor a prefetch is refused with `5003`.
+#[tokio::test]
+async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() -> TestResult {
+    let Some(cluster) = PgCluster::start() else {
+        return Ok(());
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let api_a = api_process(dirs[0].path(), &cluster.url())?;
+    let api_b = api_process(dirs[1].path(), &cluster.url())?;
+    let a = Api::new(&api_a);
+    let b = Api::new(&api_b);
+    let admin = a.admin().await?;
+    let origin = Origin::start().await?;
+    let token = a.user_with_domain("studio", HOST, &origin.url()).await?;
+    for round in 0..5 {
+        let name = format!("fresh-{round}");
+        let path = format!("/round-{round}.pak");
+        origin.set(&path, Behavior::Body(Bytes::from(format!("round {round}"))));
+        let join_token = create_edge(&a, &admin, &name, Value::Null).await?;
+        let edge_dir = tempfile::tempdir()?;
+        // The edge is ready once it has joined (through A); B has not called it yet.
+        let edge = edge_process(edge_dir.path(), &a.base, &name, &join_token)?;
+        let listed = b
+            .call(Method::GET, "/cdn_api/edges", Some(&admin), None)
+            .await?;
+        let state = listed
+            .get("edges")
+            .as_array()
+            .and_then(|list| list.iter().find(|e| e["name"] == json!(name)))
+            .map(|edge| edge["state"].clone());
+        assert_eq!(state, Some(json!("up")), "round {round}: {}", listed.text());
+        let refresh = b
+            .call(
+                Method::POST,
+                "/cdn_api/refresh",
+                Some(&token),
+                Some(json!({"urls": [url(HOST, &path)]})),
+            )
+            .await?;
+        refresh.expect(200, 0)?;
+        let prefetch = b.prefetch(&token, &[url(HOST, &path)]).await?;
+        prefetch.expect(200, 0)?;
+        let req_id = prefetch.get("reqId").as_str().unwrap_or("").to_string();
+        let task = b
+            .wait_final(&token, &req_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(task["status"], "done", "round {round}: {task}");
+        let edges = &task["urls"][0]["edges"];
+        assert_eq!(edges.as_array().map(Vec::len), Some(1), "{task}");
+        assert_eq!(edges[0]["edge"], json!(name), "{task}");
+        let hit = via(&a, &edge).edge_get(HOST, &path).await?;
+        assert_eq!(hit.headers()["x-cache"], "HIT");
+        // Gone before the next round, so that B again knows of no edge up but the next one.
+        b.call(
+            Method::POST,
+            &format!("/cdn_api/edges/{name}/revoke"),
+            Some(&admin),
+            None,
+        )
+        .await?
+        .expect(200, 0)?;
+        edge.kill9();
+    }
+    Ok(())
+}
+
 /// A free loopback port, for a process that must come back on the same address.
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

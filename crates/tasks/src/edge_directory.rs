@@ -16,8 +16,13 @@ use crate::{EdgeClient, EdgeTarget};
 /// What the control plane last learned about an edge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EdgeHealth {
-    /// Whether the last status call succeeded.
+    /// Whether the edge is usable: the last status call of this process succeeded or, until this
+    /// process has called it once, the edge said hello (to any control-plane process) within
+    /// [`HELLO_FRESH_MS`].
     pub up: bool,
+    /// Whether this process has called the edge yet; before that, `up` is what the database
+    /// says of its hellos.
+    pub probed: bool,
     /// When the edge last answered, ms since the epoch.
     pub last_seen_at: Option<i64>,
     /// Why the last call failed.
@@ -32,10 +37,31 @@ struct Known {
     parent: Option<EdgeId>,
     health: EdgeHealth,
     last_seen_persisted: i64,
+    /// When the database last heard from the edge (its hellos, any process's calls).
+    heard_at: Option<i64>,
+}
+
+impl Known {
+    fn usable(&self, now: i64) -> bool {
+        if self.health.probed {
+            self.health.up
+        } else {
+            heard_recently(self.heard_at, now)
+        }
+    }
 }
 
 /// Persist `last_seen_at` at most this often per edge: it is for operators, not for logic.
 const LAST_SEEN_PERSIST_EVERY_MS: i64 = 30_000;
+
+/// An edge heard from this recently is taken to be up by a process that has not called it yet.
+/// Edges say hello every second; a few missed hellos are tolerated, as are clocks a little apart.
+pub const HELLO_FRESH_MS: i64 = 5_000;
+
+/// Whether an edge last heard from at `heard_at` (ms since the epoch) counts as up at `now`.
+pub fn heard_recently(heard_at: Option<i64>, now: i64) -> bool {
+    heard_at.is_some_and(|at| now.saturating_sub(at) <= HELLO_FRESH_MS)
+}
 
 /// The registry of edges, shared by the API and the engine.
 pub struct EdgeDirectory {
@@ -75,12 +101,27 @@ impl EdgeDirectory {
     /// The edges a new task runs on. A prefetch runs on every edge that is up (one that is down
     /// would only make the task wait); a refresh on every edge that can be driven, up or not,
     /// so that one away owes the purge and applies it before serving from its cache again.
-    pub fn task_edges(&self, kind: TaskKind) -> Vec<EdgeId> {
+    ///
+    /// Another control-plane process may have joined or revoked an edge a moment ago, so the
+    /// edge list is read from the database here (one small query), never taken from the last
+    /// round: an edge that joined elsewhere counts as up when it said hello recently, until
+    /// this process's own call confirms it.
+    pub async fn task_edges(&self, kind: TaskKind) -> Result<Vec<EdgeId>, precache_store::Error> {
+        let edges = self.store.list_edges().await?;
+        if self.merge(&edges) {
+            // Call the newcomers now rather than at the next round.
+            self.wake();
+        }
+        Ok(self.usable_edges(kind))
+    }
+
+    fn usable_edges(&self, kind: TaskKind) -> Vec<EdgeId> {
+        let now = now_millis();
         let mut ids: Vec<EdgeId> = self
             .read()
             .iter()
             .filter(|(_, known)| known.target.is_some())
-            .filter(|(_, known)| kind == TaskKind::Refresh || known.health.up)
+            .filter(|(_, known)| kind == TaskKind::Refresh || known.usable(now))
             .map(|(id, _)| *id)
             .collect();
         ids.sort();
@@ -102,9 +143,13 @@ impl EdgeDirectory {
         self.read().get(&id).and_then(|known| known.parent)
     }
 
-    /// Whether the edge answered its last call.
+    /// Whether the edge answered this process's last call. The engine drives an edge only then:
+    /// a newcomer's pairs wait (parked) for the first call, which [`EdgeDirectory::task_edges`]
+    /// asks for at once.
     pub fn is_up(&self, id: EdgeId) -> bool {
-        self.read().get(&id).is_some_and(|known| known.health.up)
+        self.read()
+            .get(&id)
+            .is_some_and(|known| known.health.probed && known.health.up)
     }
 
     /// Records that a call to the edge got no answer; the next round checks it again.
@@ -118,15 +163,22 @@ impl EdgeDirectory {
                 tracing::warn!(edge = id.0, %reason, "edge is down");
             }
             entry.health.up = false;
+            entry.health.probed = true;
             entry.health.last_error = Some(reason);
         }
     }
 
-    /// What is known about each edge's health.
+    /// What is known about each edge's health (for an edge this process has not called yet,
+    /// `up` says whether the database heard from it recently).
     pub fn health(&self) -> HashMap<EdgeId, EdgeHealth> {
+        let now = now_millis();
         self.read()
             .iter()
-            .map(|(id, known)| (*id, known.health.clone()))
+            .map(|(id, known)| {
+                let mut health = known.health.clone();
+                health.up = known.usable(now);
+                (*id, health)
+            })
             .collect()
     }
 
@@ -162,35 +214,7 @@ impl EdgeDirectory {
                 })
                 .collect(),
         };
-        {
-            let mut known = self
-                .known
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            known.retain(|id, _| edges.iter().any(|edge| edge.id == *id));
-            for edge in &edges {
-                let target = match (&edge.admin_url, &edge.admin_secret) {
-                    (Some(admin_url), Some(secret)) => Some(EdgeTarget {
-                        id: edge.id,
-                        name: edge.name.clone(),
-                        admin_url: admin_url.clone(),
-                        secret: secret.clone(),
-                    }),
-                    _ => None,
-                };
-                let entry = known.entry(edge.id).or_insert_with(|| Known {
-                    target: None,
-                    parent: None,
-                    health: EdgeHealth {
-                        last_seen_at: edge.last_seen_at,
-                        ..EdgeHealth::default()
-                    },
-                    last_seen_persisted: edge.last_seen_at.unwrap_or(0),
-                });
-                entry.target = target;
-                entry.parent = edge.parent_id;
-            }
-        }
+        self.merge(&edges);
         let targets: Vec<EdgeTarget> = self
             .read()
             .values()
@@ -201,6 +225,49 @@ impl EdgeDirectory {
             self.record(target.id, checked).await;
         }
         Ok(())
+    }
+
+    /// Brings the directory in line with the database's edge list: edges added, changed (address,
+    /// credential, parent) or gone. Answers whether an edge was added.
+    fn merge(&self, edges: &[precache_store::Edge]) -> bool {
+        let mut known = self
+            .known
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.retain(|id, _| edges.iter().any(|edge| edge.id == *id));
+        let mut added = false;
+        for edge in edges {
+            let target = match (&edge.admin_url, &edge.admin_secret) {
+                (Some(admin_url), Some(secret)) => Some(EdgeTarget {
+                    id: edge.id,
+                    name: edge.name.clone(),
+                    admin_url: admin_url.clone(),
+                    secret: secret.clone(),
+                }),
+                _ => None,
+            };
+            let entry = known.entry(edge.id).or_insert_with(|| {
+                added = true;
+                Known {
+                    target: None,
+                    parent: None,
+                    health: EdgeHealth {
+                        last_seen_at: edge.last_seen_at,
+                        ..EdgeHealth::default()
+                    },
+                    last_seen_persisted: edge.last_seen_at.unwrap_or(0),
+                    heard_at: None,
+                }
+            });
+            if entry.target.is_none() && target.is_some() {
+                // A credential appeared (the edge joined): it needs a first call.
+                added = true;
+            }
+            entry.target = target;
+            entry.parent = edge.parent_id;
+            entry.heard_at = edge.last_seen_at;
+        }
+        added
     }
 
     async fn check_edge(
@@ -241,6 +308,7 @@ impl EdgeDirectory {
                     }
                     entry.health = EdgeHealth {
                         up: true,
+                        probed: true,
                         last_seen_at: Some(now),
                         last_error: None,
                         status: Some(status),
@@ -256,6 +324,7 @@ impl EdgeDirectory {
                         tracing::warn!(edge = id.0, %reason, "edge is down");
                     }
                     entry.health.up = false;
+                    entry.health.probed = true;
                     entry.health.last_error = Some(reason);
                     false
                 }

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use precache_model::time::{now_millis, rfc3339_millis};
 use precache_store::Edge;
+use precache_tasks::edge_directory::heard_recently;
 use serde_json::json;
 
 use crate::envelope::schemas::Envelope;
@@ -215,10 +216,17 @@ pub(crate) async fn list(
         .await
         .map_err(from_store)?;
     let health = state.inner.edges.health();
+    let now = now_millis();
     let listed: Vec<_> = edges
         .iter()
         .map(|edge| {
             let known = health.get(&edge.id).cloned().unwrap_or_default();
+            // An edge joined through another process a moment ago is up if it said hello.
+            let up = if known.probed {
+                known.up
+            } else {
+                heard_recently(edge.last_seen_at, now)
+            };
             let status = known.status.as_ref();
             let (pairs, owed) = backlogs.get(&edge.id).copied().unwrap_or_default();
             let parent = edge
@@ -232,8 +240,8 @@ pub(crate) async fn list(
             json!({
                 "name": edge.name,
                 "parent": parent,
-                "state": edge_state(edge, known.up),
-                "up": known.up && edge.revoked_at.is_none(),
+                "state": edge_state(edge, up),
+                "up": up && edge.revoked_at.is_none(),
                 "last_seen_at": last_seen.map(rfc3339_millis),
                 "error": known.last_error,
                 "admin_url": edge.admin_url,

@@ -200,7 +200,12 @@ pub(crate) async fn accept(
         .map(|url| url.host().to_string())
         .unwrap_or_default();
     let domain = DomainName::parse(&host).map_err(|_| not_yours(&host))?;
-    let edges = state.inner.edges.task_edges(submission.kind);
+    let edges = state
+        .inner
+        .edges
+        .task_edges(submission.kind)
+        .await
+        .map_err(from_store)?;
     if edges.is_empty() {
         return Err(ApiError::new(
             Ret::Unavailable,
