@@ -219,6 +219,8 @@ settings! {
         edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
         /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
+        /// The edge's access log: one JSON object per line for every player request; `-` for standard output; SIGHUP reopens the file [env: PRECACHE_EDGE_ACCESS_LOG] [default: none]
+        edge_access_log: String, env "PRECACHE_EDGE_ACCESS_LOG";
         /// Log lines as `text` or `json` (one object per line, with the request's id) [env: PRECACHE_LOG_FORMAT] [default: text]
         log_format: LogFormat, env "PRECACHE_LOG_FORMAT";
         /// Hosts (comma-separated names or IPs) completion callbacks may reach even on loopback or private addresses [env: PRECACHE_CALLBACK_ALLOW_HOSTS] [default: none]
@@ -300,6 +302,8 @@ pub struct ServeConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// `precache edge`: TLS for the admin listener.
     pub edge_admin_tls: Option<precache_edge::TlsFiles>,
+    /// Where the edge's access log goes.
+    pub edge_access_log: Option<precache_edge::AccessLogTarget>,
     /// How completion callbacks are delivered.
     pub callbacks: precache_api::CallbackPolicy,
     /// How log lines are written.
@@ -429,6 +433,10 @@ impl ServeConfig {
                 })
                 .transpose()?,
             log_format: raw.log_format.unwrap_or_default(),
+            edge_access_log: raw
+                .edge_access_log
+                .filter(|target| !target.is_empty())
+                .map(|target| precache_edge::AccessLogTarget::parse(&target)),
             callbacks: precache_api::CallbackPolicy {
                 allow_hosts: raw
                     .callback_allow_hosts

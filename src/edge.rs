@@ -163,6 +163,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
         }),
         admin_tls: config.edge_admin_tls.clone(),
         render_metrics: install_metrics()?,
+        access_log: config.edge_access_log.clone(),
     })
     .await
     .context("start the edge")?;

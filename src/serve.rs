@@ -155,6 +155,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         control: None,
         admin_tls: None,
         render_metrics: render_metrics.clone(),
+        access_log: config.edge_access_log.clone(),
     })
     .await
     .context("start the edge")?;

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access_log;
 mod auth_and_admin;
 mod callbacks;
 mod cli;

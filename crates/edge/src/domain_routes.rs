@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use precache_model::edge_protocol::{CachePolicy, DomainRoute, DomainTable};
 
 use crate::cache_key::{keyed_path, primary_key};
+use crate::edge_metrics::DomainTraffic;
 use precache_model::Origin;
 
 /// How to reach one domain's origin.
@@ -24,6 +25,8 @@ pub struct Route {
     pub origin_host: String,
     /// The operator's caching overrides.
     pub cache: CachePolicy,
+    /// The domain's traffic counters.
+    pub traffic: DomainTraffic,
 }
 
 /// A revision of the table, immutable once built.
@@ -109,6 +112,7 @@ impl DomainRoutes {
         {
             let origin_addr = resolve(&origin).await;
             let origin_host = origin_host.unwrap_or_else(|| domain.to_string());
+            let traffic = DomainTraffic::register(domain.as_str());
             routes.insert(
                 domain.to_string(),
                 Arc::new(Route {
@@ -116,6 +120,7 @@ impl DomainRoutes {
                     origin_addr,
                     origin_host,
                     cache,
+                    traffic,
                 }),
             );
         }

@@ -3,6 +3,7 @@
 //! kept, so a hit costs a few atomic adds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use metrics::{Counter, Gauge};
 
@@ -52,6 +53,53 @@ impl EdgeMetrics {
         let hits = self.hit_count.load(Ordering::Relaxed);
         let misses = self.miss_count.load(Ordering::Relaxed);
         (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64)
+    }
+}
+
+/// One registered domain's traffic: requests by cache result, body bytes sent to players, bytes
+/// fetched from upstream. The label set is bounded: only domains in the table get handles.
+#[derive(Debug, Clone)]
+pub struct DomainTraffic {
+    pub(crate) hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) passes: Counter,
+    pub(crate) bytes_sent: Counter,
+    pub(crate) upstream_bytes: Counter,
+}
+
+impl DomainTraffic {
+    /// The handles of `domain`'s series (the same series whenever asked again).
+    pub(crate) fn register(domain: &str) -> DomainTraffic {
+        let requests = |cache: &'static str| metrics::counter!("precache_edge_domain_requests_total", "domain" => domain.to_string(), "cache" => cache);
+        DomainTraffic {
+            hits: requests("hit"),
+            misses: requests("miss"),
+            passes: requests("pass"),
+            bytes_sent: metrics::counter!("precache_edge_domain_bytes_sent_total", "domain" => domain.to_string()),
+            upstream_bytes: metrics::counter!("precache_edge_domain_upstream_bytes_total", "domain" => domain.to_string()),
+        }
+    }
+}
+
+/// Ids of the data plane's requests: a random prefix per process and a counter, so ids are
+/// unique across restarts and edges without coordination.
+#[derive(Clone)]
+pub(crate) struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> RequestIds {
+        RequestIds {
+            prefix: rand::random(),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub(crate) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:012x}", self.prefix, n & 0xffff_ffff_ffff)
     }
 }
 

@@ -6,6 +6,7 @@
 //! protocol of `precache_model::edge_protocol`: domain table pushes, prefetch commands, purges,
 //! status), which requires the edge's admin secret.
 
+mod access_log;
 mod admin;
 mod admin_tls;
 pub mod cache_key;
@@ -33,6 +34,7 @@ use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use rand::RngCore;
 use tokio::sync::{oneshot, watch};
 
+pub use crate::access_log::{AccessLog, AccessLogTarget};
 use crate::admin::AdminState;
 pub use crate::admin_tls::TlsFiles;
 pub use crate::control_link::{ControlConfig, LinkState};
@@ -80,6 +82,8 @@ pub struct EdgeConfig {
     pub admin_tls: Option<TlsFiles>,
     /// Renders the process's metrics for `GET /metrics` on the admin listener.
     pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Where the data plane's access log goes, if anywhere. SIGHUP reopens it.
+    pub access_log: Option<AccessLogTarget>,
 }
 
 /// Why an edge could not start.
@@ -206,7 +210,33 @@ async fn run(
         control,
         admin_tls,
         render_metrics,
+        access_log,
     } = config;
+    let access_log = match access_log.map(AccessLog::start).transpose() {
+        Ok(log) => log,
+        Err(source) => {
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "open the access log",
+                source,
+            }));
+            return;
+        }
+    };
+    // logrotate moves the file away, then sends SIGHUP: the log is reopened at its path.
+    let mut hangups = match access_log
+        .as_ref()
+        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+    {
+        Some(Err(source)) => {
+            let _ = ready.send(Err(EdgeError::Io {
+                context: "listen for SIGHUP",
+                source,
+            }));
+            return;
+        }
+        Some(Ok(signal)) => Some(signal),
+        None => None,
+    };
     let cache_dir = data_dir.join("cache");
     let opened =
         tokio::task::spawn_blocking(move || DiskCache::open(cache_dir, cache_limits)).await;
@@ -286,6 +316,8 @@ async fn run(
         timeouts,
         link: Arc::clone(&link_state),
         metrics: Arc::clone(&edge_metrics),
+        access_log: access_log.clone(),
+        request_ids: edge_metrics::RequestIds::new(),
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
@@ -401,6 +433,11 @@ async fn run(
             _ = stopped.wait_for(|stop| *stop) => break,
             _ = recency_ticks.tick() => save_recency(cache).await,
             _ = gauge_ticks.tick() => cache_gauges.update(cache, &edge_metrics),
+            Some(()) = hangup(&mut hangups) => {
+                if let Some(log) = access_log.as_ref() {
+                    log.reopen();
+                }
+            }
         }
     }
     let _ = proxy_stop.send(true);
@@ -418,6 +455,14 @@ async fn run(
     })
     .await;
     save_recency(cache).await;
+}
+
+/// The next SIGHUP, or never when nothing listens for it.
+async fn hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How often the cache's gauges (size, evictions, fills, hit ratio) are refreshed.

@@ -1,7 +1,7 @@
 //! The data plane: Pingora's proxy and cache, routed by `Host` to registered domains only.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,11 +15,12 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::cache_key::{cache_key, keyed_path};
 use crate::control_link::LinkState;
 use crate::disk_cache::{self, DiskCache};
 use crate::domain_routes::{DomainRoutes, Route};
-use crate::edge_metrics::EdgeMetrics;
+use crate::edge_metrics::{EdgeMetrics, RequestIds};
 use crate::freshness;
 use crate::vary;
 use crate::OriginTimeouts;
@@ -46,10 +47,20 @@ pub struct EdgeProxy {
     pub(crate) timeouts: OriginTimeouts,
     pub(crate) link: Arc<LinkState>,
     pub(crate) metrics: Arc<EdgeMetrics>,
+    pub(crate) access_log: Option<AccessLog>,
+    pub(crate) request_ids: RequestIds,
 }
 
 /// Per-request state.
 pub struct RequestContext {
+    /// When the request arrived.
+    started: Instant,
+    /// Sent back as `X-Request-Id` and written in the access log.
+    request_id: String,
+    /// When the request was sent to the origin (or parent), and what came back.
+    upstream_started: Option<Instant>,
+    upstream_status: Option<u16>,
+    upstream_ms: Option<f64>,
     host: String,
     route: Option<Arc<Route>>,
     is_prefetch: bool,
@@ -78,8 +89,14 @@ fn request_host(request: &RequestHeader) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-async fn respond_plain(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
+async fn respond_plain(
+    session: &mut Session,
+    request_id: &str,
+    status: u16,
+    body: &'static str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("x-request-id", request_id)?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     session
@@ -126,6 +143,11 @@ impl ProxyHttp for EdgeProxy {
 
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
+            started: Instant::now(),
+            request_id: self.request_ids.next(),
+            upstream_started: None,
+            upstream_status: None,
+            upstream_ms: None,
             host: String::new(),
             route: None,
             is_prefetch: false,
@@ -143,14 +165,20 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<bool> {
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
-            respond_plain(session, 405, "only GET and HEAD are served\n").await?;
+            respond_plain(
+                session,
+                &ctx.request_id,
+                405,
+                "only GET and HEAD are served\n",
+            )
+            .await?;
             return Ok(true);
         }
         ctx.host = request_host(session.req_header());
         ctx.route = self.routes.route(&ctx.host);
         if ctx.route.is_none() {
             // Unknown hosts end here: no cache lookup, no origin connection.
-            respond_plain(session, 404, "unknown host\n").await?;
+            respond_plain(session, &ctx.request_id, 404, "unknown host\n").await?;
             return Ok(true);
         }
         let presented = session.get_header_bytes(PREFETCH_HEADER);
@@ -255,12 +283,28 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(body) = body {
             self.metrics.upstream_bytes.increment(body.len() as u64);
+            if let Some(route) = ctx.route.as_ref() {
+                route.traffic.upstream_bytes.increment(body.len() as u64);
+            }
         }
         Ok(None)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        ctx.upstream_ms = ctx
+            .upstream_started
+            .map(|started| started.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
     }
 
     async fn logging(
@@ -269,21 +313,37 @@ impl ProxyHttp for EdgeProxy {
         _error: Option<&Error>,
         ctx: &mut RequestContext,
     ) {
-        if ctx.route.is_none() || ctx.is_prefetch {
-            // Unknown hosts never reach the cache; prefetches are the control plane's, not players'.
+        if ctx.is_prefetch {
+            // Prefetches are the control plane's (their outcome is in the task), not players'.
             return;
         }
-        match session.cache.phase() {
-            CachePhase::Hit
-            | CachePhase::Revalidated
-            | CachePhase::Stale
-            | CachePhase::StaleUpdating => self.metrics.hit(),
-            CachePhase::Miss | CachePhase::Expired => self.metrics.miss(),
-            _ => self.metrics.passes.increment(1),
+        let phase = session.cache.phase();
+        let bytes = session.body_bytes_sent();
+        if let Some(route) = ctx.route.as_ref() {
+            let (counter, domain_counter) = match phase {
+                CachePhase::Hit
+                | CachePhase::Revalidated
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating => {
+                    self.metrics.hit();
+                    (None, &route.traffic.hits)
+                }
+                CachePhase::Miss | CachePhase::Expired => {
+                    self.metrics.miss();
+                    (None, &route.traffic.misses)
+                }
+                _ => (Some(&self.metrics.passes), &route.traffic.passes),
+            };
+            if let Some(counter) = counter {
+                counter.increment(1);
+            }
+            domain_counter.increment(1);
+            self.metrics.bytes_served.increment(bytes as u64);
+            route.traffic.bytes_sent.increment(bytes as u64);
         }
-        self.metrics
-            .bytes_served
-            .increment(session.body_bytes_sent() as u64);
+        if let Some(log) = self.access_log.as_ref() {
+            log_request(log, session, ctx, phase, bytes);
+        }
     }
 
     fn fail_to_connect(
@@ -315,6 +375,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_request.insert_header(http::header::HOST, route.origin_host.as_str())?;
         }
         upstream_request.remove_header(PREFETCH_HEADER);
+        ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
 
@@ -367,6 +428,7 @@ impl ProxyHttp for EdgeProxy {
                 | CachePhase::StaleUpdating
         );
         response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if ctx.is_prefetch {
             let complete_hit = ctx.served_complete_hit
                 && matches!(
@@ -405,7 +467,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         error: &Error,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> FailToProxy {
         let code = match error.etype() {
             ErrorType::HTTPStatus(code) => *code,
@@ -420,6 +482,7 @@ impl ProxyHttp for EdgeProxy {
             let written = async {
                 let mut header = ResponseHeader::build(code, Some(3))?;
                 header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                header.insert_header("x-request-id", ctx.request_id.as_str())?;
                 if error.esource() == &ErrorSource::Upstream {
                     header.insert_header(UPSTREAM_ERROR_HEADER, describe_upstream_error(error))?;
                 }
@@ -435,6 +498,66 @@ impl ProxyHttp for EdgeProxy {
             can_reuse_downstream: false,
         }
     }
+}
+
+/// The access log's name for how the cache answered.
+fn cache_label(phase: CachePhase, reached_cache: bool) -> &'static str {
+    if !reached_cache {
+        return "NONE";
+    }
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Revalidated => "REVALIDATED",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired => "EXPIRED",
+        _ => "PASS",
+    }
+}
+
+fn log_request(
+    log: &AccessLog,
+    session: &Session,
+    ctx: &RequestContext,
+    phase: CachePhase,
+    bytes: usize,
+) {
+    let request = session.req_header();
+    let header = |name: http::header::HeaderName| {
+        request
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let elapsed = ctx.started.elapsed();
+    let arrived = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    log.record(&AccessRecord {
+        time: format!("{arrived:.3}"),
+        client: session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip().to_string())
+            .unwrap_or_default(),
+        host: &ctx.host,
+        method: request.method.as_str(),
+        path: request
+            .uri
+            .path_and_query()
+            .map_or("/", |path_and_query| path_and_query.as_str()),
+        status: session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16()),
+        bytes,
+        cache: cache_label(phase, ctx.route.is_some()),
+        ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        request_id: &ctx.request_id,
+        upstream_status: ctx.upstream_status,
+        upstream_ms: ctx.upstream_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+        range: header(http::header::RANGE),
+        user_agent: header(http::header::USER_AGENT),
+    });
 }
 
 #[cfg(test)]

@@ -1,0 +1,275 @@
+//! The data plane's access log: one JSON object per line for every request it answers.
+//!
+//! A request only formats its line and hands it to a bounded queue; one thread of its own owns
+//! the file and writes whole lines through a buffer, so players never wait for the disk. When
+//! the queue is full (the disk cannot keep up) the line is dropped and counted in
+//! `precache_edge_access_log_dropped_total` rather than slowing anyone down. [`AccessLog::reopen`]
+//! (SIGHUP) makes the writer finish the line it holds, flush, and reopen the path: logrotate's
+//! rename-then-HUP loses and tears nothing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::Counter;
+use serde::Serialize;
+
+/// Lines queued for the writer before new ones are dropped: about 16 MiB of typical lines, a few
+/// seconds of a saturated edge.
+const QUEUE_LINES: usize = 65_536;
+/// The writer flushes at least this often when lines keep coming, and looks for a reopen
+/// request this often when they do not.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Where the log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Appended to this file, reopened on [`AccessLog::reopen`].
+    File(PathBuf),
+    /// Standard output (`-`), for containers.
+    Stdout,
+}
+
+impl AccessLogTarget {
+    /// `-` is standard output; anything else a file path.
+    pub fn parse(text: &str) -> AccessLogTarget {
+        if text == "-" {
+            AccessLogTarget::Stdout
+        } else {
+            AccessLogTarget::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// One answered request, as written.
+#[derive(Debug, Serialize)]
+pub(crate) struct AccessRecord<'a> {
+    /// When the request arrived, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    pub client: String,
+    pub host: &'a str,
+    pub method: &'a str,
+    /// Path with the query, as the client sent it.
+    pub path: &'a str,
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: usize,
+    /// `HIT`, `MISS`, `EXPIRED`, `REVALIDATED`, `STALE`, `PASS` or `NONE` (never reached the cache).
+    pub cache: &'static str,
+    /// From the request's arrival to the last byte sent.
+    pub ms: f64,
+    pub request_id: &'a str,
+    /// The origin's (or the parent edge's) status, when the request went upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// From sending the request upstream to its response header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
+    /// The `Range` header the client sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<&'a str>,
+}
+
+/// The handle requests log through. Cloning it is cheap.
+#[derive(Clone)]
+pub struct AccessLog {
+    queue: SyncSender<Vec<u8>>,
+    reopen: Arc<AtomicBool>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// Opens the target and starts the writer thread. It ends once every handle is dropped,
+    /// after writing what was queued.
+    pub fn start(target: AccessLogTarget) -> std::io::Result<AccessLog> {
+        let sink = Sink::open(&target)?;
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer_reopen = Arc::clone(&reopen);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(target, sink, lines, writer_reopen))?;
+        Ok(AccessLog {
+            queue,
+            reopen,
+            dropped: metrics::counter!("precache_edge_access_log_dropped_total"),
+        })
+    }
+
+    /// Queues one record; drops (and counts) it when the writer is behind.
+    pub(crate) fn record(&self, record: &AccessRecord<'_>) {
+        let mut line = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut line, record).is_err() {
+            self.dropped.increment(1);
+            return;
+        }
+        line.push(b'\n');
+        match self.queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.increment(1),
+        }
+    }
+
+    /// Asks the writer to reopen the file (after logrotate moved it away).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+}
+
+enum Sink {
+    File(BufWriter<File>),
+    Stdout(BufWriter<std::io::Stdout>),
+}
+
+impl Sink {
+    fn open(target: &AccessLogTarget) -> std::io::Result<Sink> {
+        Ok(match target {
+            AccessLogTarget::File(path) => Sink::File(BufWriter::with_capacity(
+                64 * 1024,
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+            AccessLogTarget::Stdout => {
+                Sink::Stdout(BufWriter::with_capacity(64 * 1024, std::io::stdout()))
+            }
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::File(file) => file,
+            Sink::Stdout(out) => out,
+        }
+    }
+}
+
+fn write_lines(
+    target: AccessLogTarget,
+    mut sink: Sink,
+    lines: mpsc::Receiver<Vec<u8>>,
+    reopen: Arc<AtomicBool>,
+) {
+    let mut failing = false;
+    loop {
+        let received = lines.recv_timeout(FLUSH_EVERY);
+        match received {
+            Ok(line) => {
+                write_or_warn(sink.writer(), &line, &mut failing);
+                // Write what is already queued before flushing: one write call for a burst.
+                for line in lines.try_iter().take(4096) {
+                    write_or_warn(sink.writer(), &line, &mut failing);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = sink.writer().flush();
+                return;
+            }
+        }
+        if let Err(error) = sink.writer().flush() {
+            warn_once(&mut failing, &error);
+        }
+        if reopen.swap(false, Ordering::AcqRel) {
+            match Sink::open(&target) {
+                Ok(reopened) => {
+                    sink = reopened;
+                    failing = false;
+                    tracing::info!(?target, "access log reopened");
+                }
+                Err(error) => tracing::error!(?target, %error, "could not reopen the access log"),
+            }
+        }
+    }
+}
+
+fn write_or_warn(writer: &mut dyn Write, line: &[u8], failing: &mut bool) {
+    if let Err(error) = writer.write_all(line) {
+        warn_once(failing, &error);
+    }
+}
+
+/// A full or broken disk would otherwise log an error per request.
+fn warn_once(failing: &mut bool, error: &std::io::Error) {
+    if !*failing {
+        *failing = true;
+        tracing::error!(%error, "writing the access log failed; lines are lost until it works again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(path: &'a str) -> AccessRecord<'a> {
+        AccessRecord {
+            time: "2026-12-04T00:00:00.000Z".into(),
+            client: "127.0.0.1:5000".into(),
+            host: "game.example.com",
+            method: "GET",
+            path,
+            status: 200,
+            bytes: 10,
+            cache: "HIT",
+            ms: 0.5,
+            request_id: "r1",
+            upstream_status: None,
+            upstream_ms: None,
+            range: None,
+            user_agent: Some("launcher/1.0 \"quoted\""),
+        }
+    }
+
+    fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is one JSON object"))
+            .collect()
+    }
+
+    fn wait_for(path: &std::path::Path, count: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let lines = read_lines(path);
+            if lines.len() >= count {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        read_lines(path)
+    }
+
+    #[test]
+    fn lines_are_json_and_a_reopen_starts_the_new_file_without_losing_any() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(AccessLogTarget::File(path.clone())).expect("start");
+        log.record(&record("/a?x=1"));
+        let first = wait_for(&path, 1);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["path"], "/a?x=1");
+        assert_eq!(first[0]["user_agent"], "launcher/1.0 \"quoted\"");
+        assert!(first[0].get("upstream_status").is_none());
+
+        let rotated = dir.path().join("access.log.1");
+        std::fs::rename(&path, &rotated).expect("rotate");
+        log.record(&record("/b"));
+        log.reopen();
+        // Lines written before the reopen went to the renamed file; later ones to the new path.
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log.record(&record("/c"));
+        let new = wait_for(&path, 1);
+        let old = read_lines(&rotated);
+        let all: Vec<_> = old.iter().chain(&new).map(|l| l["path"].clone()).collect();
+        assert_eq!(all, ["/a?x=1", "/b", "/c"]);
+    }
+}
