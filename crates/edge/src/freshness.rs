@@ -1,29 +1,38 @@
 //! Whether a response may be stored, and for how long it stays fresh (RFC 9111 §3, §4.2), with
 //! the per-domain overrides an operator registered.
 //!
-//! Freshness, first rule that applies:
-//! 1. the origin's explicit word: `Cache-Control: s-maxage`, else `max-age`, else `Expires`
-//!    (relative to the origin's `Date`), minus the `Age` the response already has;
-//! 2. the domain's `default_ttl`, when the operator set one;
-//! 3. a heuristic from `Last-Modified`: a tenth of the time since the last change, at most
+//! The binding directives are `CDN-Cache-Control`'s when the origin sent that field (RFC 9213),
+//! else `Cache-Control`'s. Freshness, first rule that applies:
+//! 1. `no-cache` (or `Pragma: no-cache` without `Cache-Control`): stored stale, validated on
+//!    every use and never served stale for a failing origin;
+//! 2. the origin's explicit word: `s-maxage`, else `max-age`, else `Expires` (relative to the
+//!    origin's `Date`, any of the three HTTP-date forms); a malformed one (negative, quoted,
+//!    spaces around `=`, repeated, several `Expires`, an unreadable date) means stale;
+//! 3. the domain's `default_ttl`, when the operator set one;
+//! 4. a heuristic from `Last-Modified`: a tenth of the time since the last change, at most
 //!    [`MAX_HEURISTIC`];
-//! 4. [`FALLBACK_TTL`].
+//! 5. [`FALLBACK_TTL`].
 //!
-//! Rules 2–4 only apply to statuses that are cacheable by default (RFC 9110 §15.1): a 404 is
-//! cached only when the origin says for how long.
+//! Rules 3–5 only apply to statuses that are cacheable by default (RFC 9110 §15.1): a 404 is
+//! cached only when the origin says for how long. Every lifetime counts from the time the
+//! response was generated, as the origin's `Age` tells it (RFC 9111 §4.2.3).
 
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-use pingora::cache::filters::calculate_expires_header_time;
 use pingora::cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 use precache_model::edge_protocol::CachePolicy;
 
+use crate::cache_control::{DeltaSeconds, FreshnessDirectives};
+use crate::hop_by_hop;
+
 /// Freshness when the origin gives neither freshness nor `Last-Modified`: a day. Game assets
 /// rarely change under one URL, and a stale copy is revalidated (a cheap 304), not refetched.
 pub(crate) const FALLBACK_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A lifetime so long it cannot be represented is kept for this long instead.
+const MAX_STORED_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Cap of the `Last-Modified` heuristic.
 pub(crate) const MAX_HEURISTIC: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a stale copy may stand in for an origin that fails, unless the origin says
@@ -42,23 +51,31 @@ fn cacheable_by_default(status: StatusCode) -> bool {
     )
 }
 
-/// Statuses that may be cached when the origin gives explicit freshness.
+/// Statuses that may be cached when the origin gives explicit freshness: any final status but
+/// `304`, which only ever updates a stored response (RFC 9111 §3). An origin that says for how
+/// long its `503` holds has been asked, and answered.
 fn cacheable_when_explicit(status: StatusCode) -> bool {
-    cacheable_by_default(status) || matches!(status.as_u16(), 302 | 307 | 404 | 405 | 414 | 501)
+    !status.is_informational() && status != StatusCode::NOT_MODIFIED
 }
 
 fn header_date(response: &ResponseHeader, name: http::header::HeaderName) -> Option<SystemTime> {
     let text = response.headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(text).ok()
+    httpdate::parse_http_date(text.trim()).ok()
 }
 
-fn age(response: &ResponseHeader) -> Duration {
+/// The origin's `Age`: the first value of the first line (`Age: 7200, 0` is 7200, as a list
+/// joined by an intermediary would read), zero when it is not a number (RFC 9111 §5.1).
+fn origin_age(response: &ResponseHeader) -> Duration {
     response
         .headers
         .get(http::header::AGE)
         .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+        .and_then(|text| text.split(',').next())
+        .map(str::trim)
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(Duration::ZERO, |text| {
+            Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
+        })
 }
 
 /// Whether a `Vary` names every request header (`Vary: *`): such a response never matches a
@@ -73,38 +90,71 @@ fn varies_on_everything(response: &ResponseHeader) -> bool {
         .any(|name| name.trim() == "*")
 }
 
-/// The freshness lifetime the origin stated, if it stated one; `Some(ZERO)` for `no-cache`.
-fn explicit_lifetime(
-    response: &ResponseHeader,
-    cache_control: Option<&CacheControl>,
-    ignore_no_cache: bool,
-) -> Option<Duration> {
-    if let Some(cc) = cache_control {
-        if cc.no_cache() && !ignore_no_cache {
-            return Some(Duration::ZERO);
-        }
-        let seconds = cc
-            .s_maxage()
-            .ok()
-            .flatten()
-            .or_else(|| cc.max_age().ok().flatten());
-        if let Some(seconds) = seconds {
-            return Some(Duration::from_secs(u64::from(seconds)));
-        }
+/// The field whose directives bind the edge: `CDN-Cache-Control` when the origin sent one
+/// (RFC 9213 §2.1: a targeted field replaces `Cache-Control` for its caches), else
+/// `Cache-Control`.
+fn directive_field(response: &ResponseHeader) -> &'static str {
+    if response.headers.contains_key(CDN_CACHE_CONTROL) {
+        CDN_CACHE_CONTROL
+    } else {
+        "cache-control"
     }
-    if !ignore_no_cache && cache_control.is_none() {
-        let pragma_no_cache = response
+}
+
+/// The name of RFC 9213's field for CDN caches.
+pub(crate) const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
+/// The lifetime `Expires` states, counted from the origin's `Date`; zero (stale) for several
+/// `Expires` lines or one that is no HTTP-date in any of its three forms (RFC 9111 §5.3).
+fn expires_lifetime(response: &ResponseHeader, now: SystemTime) -> Option<Duration> {
+    let mut lines = response.headers.get_all(http::header::EXPIRES).iter();
+    let first = lines.next()?;
+    if lines.next().is_some() {
+        return Some(Duration::ZERO);
+    }
+    let Some(expires) = first
+        .to_str()
+        .ok()
+        .and_then(|text| httpdate::parse_http_date(text.trim()).ok())
+    else {
+        return Some(Duration::ZERO);
+    };
+    let date = header_date(response, http::header::DATE).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// Whether the origin asked that every use be validated first: `no-cache` in the binding
+/// field, or `Pragma: no-cache` from an origin that sent no `Cache-Control` at all.
+fn must_validate(response: &ResponseHeader, directives: &FreshnessDirectives) -> bool {
+    if directives.no_cache {
+        return true;
+    }
+    !response.headers.contains_key(http::header::CACHE_CONTROL)
+        && !response.headers.contains_key(CDN_CACHE_CONTROL)
+        && response
             .headers
             .get(http::header::PRAGMA)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|text| text.to_ascii_lowercase().contains("no-cache"));
-        if pragma_no_cache {
-            return Some(Duration::ZERO);
-        }
+            .is_some_and(|text| text.to_ascii_lowercase().contains("no-cache"))
+}
+
+/// The freshness lifetime the origin stated, if it stated one; `Some(ZERO)`, stale, for
+/// `no-cache` and for a lifetime stated invalidly.
+fn explicit_lifetime(
+    response: &ResponseHeader,
+    directives: &FreshnessDirectives,
+    validate_first: bool,
+    now: SystemTime,
+) -> Option<Duration> {
+    if validate_first {
+        return Some(Duration::ZERO);
     }
-    let expires = calculate_expires_header_time(response)?;
-    let date = header_date(response, http::header::DATE).unwrap_or_else(SystemTime::now);
-    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+    match directives.shared_max_age() {
+        DeltaSeconds::Seconds(seconds) => return Some(Duration::from_secs(seconds)),
+        DeltaSeconds::Invalid => return Some(Duration::ZERO),
+        DeltaSeconds::Absent => {}
+    }
+    expires_lifetime(response, now)
 }
 
 /// Decides whether `response` is stored, and builds its cache meta.
@@ -116,8 +166,10 @@ pub(crate) fn decide(
     let now = SystemTime::now();
     let uncacheable = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     let ignore = policy.ignore_origin_no_cache;
-    let cache_control = CacheControl::from_resp_headers(response);
+    let field = directive_field(response);
+    let cache_control = CacheControl::from_resp_headers_named(field, response);
     let cc = cache_control.as_ref();
+    let directives = FreshnessDirectives::parse(response.headers.get_all(field));
     if !ignore && cc.is_some_and(|cc| cc.is_cacheable() == Cacheable::No) {
         return uncacheable;
     }
@@ -128,8 +180,9 @@ pub(crate) fn decide(
         return uncacheable;
     }
     let status = response.status;
-    let lifetime = match explicit_lifetime(response, cc, ignore) {
-        Some(lifetime) if cacheable_when_explicit(status) => lifetime.saturating_sub(age(response)),
+    let validate_first = !ignore && must_validate(response, &directives);
+    let lifetime = match explicit_lifetime(response, &directives, validate_first, now) {
+        Some(lifetime) if cacheable_when_explicit(status) => lifetime,
         Some(_) => return uncacheable,
         None if !cacheable_by_default(status) => return uncacheable,
         None => match policy.default_ttl_secs {
@@ -137,25 +190,50 @@ pub(crate) fn decide(
             None => heuristic_lifetime(response, now),
         },
     };
-    let fresh_until = if lifetime.is_zero() {
+    // The response is as old as its `Age` says when it arrives (RFC 9111 §4.2.3): its
+    // lifetime counts from then, and pingora's `Age` on hits counts from the epoch.
+    let age = origin_age(response);
+    let epoch = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let fresh_until = if lifetime > age {
+        epoch
+            .checked_add(lifetime)
+            .unwrap_or(now + MAX_STORED_LIFETIME)
+    } else {
         // Stored, but stale at once: every use revalidates.
         now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-    } else {
-        now + lifetime
     };
-    let (stale_while_revalidate, stale_if_error) =
-        pingora::cache::filters::calculate_serve_stale_durations(cc, &STALE_DEFAULTS);
+    let (stale_while_revalidate, stale_if_error) = if validate_first {
+        // `no-cache` means a stored copy is used only once the origin has said it is current;
+        // an origin that cannot say so cannot be stood in for (RFC 9111 §5.2.2.4).
+        (0, 0)
+    } else {
+        pingora::cache::filters::calculate_serve_stale_durations(cc, &STALE_DEFAULTS)
+    };
     let mut header = response.clone();
     if let Some(cc) = cc {
         cc.strip_private_headers(&mut header);
     }
-    RespCacheable::Cacheable(CacheMeta::new(
+    hop_by_hop::strip_for_storage(&mut header);
+    // Hits carry their age as pingora computes it from the epoch, never the origin's
+    // number from the time it was stored.
+    header.remove_header(&http::header::AGE);
+    if !header.headers.contains_key(http::header::DATE) {
+        // RFC 9110 §6.6.1: a cache that stores a response without `Date` records when it came.
+        header
+            .insert_header(http::header::DATE, httpdate::fmt_http_date(now))
+            .ok();
+    }
+    let mut meta = CacheMeta::new(
         fresh_until,
         now,
         stale_while_revalidate,
         stale_if_error,
         header,
-    ))
+    );
+    if !age.is_zero() {
+        meta.set_epoch_override(epoch);
+    }
+    RespCacheable::Cacheable(meta)
 }
 
 /// A tenth of the time since `Last-Modified`, capped; the fallback without one.
@@ -289,10 +367,17 @@ mod tests {
     #[test]
     fn errors_are_cached_only_with_explicit_freshness() {
         assert_eq!(lifetime(&response(404, &[]), &DEFAULT), None);
-        assert_eq!(
-            lifetime(&response(500, &[("cache-control", "max-age=60")]), &DEFAULT),
-            None
-        );
+        for status in [500, 503] {
+            assert_eq!(
+                lifetime(
+                    &response(status, &[("cache-control", "max-age=60")]),
+                    &DEFAULT
+                ),
+                Some(Duration::from_secs(60)),
+                "{status} with explicit freshness"
+            );
+            assert_eq!(lifetime(&response(status, &[]), &DEFAULT), None);
+        }
         assert_eq!(
             lifetime(&response(404, &[("cache-control", "max-age=60")]), &DEFAULT),
             Some(Duration::from_secs(60))
@@ -329,6 +414,120 @@ mod tests {
         assert!(!meta.serve_stale_while_revalidate(after(31)));
         assert!(meta.serve_stale_if_error(after(599)));
         assert!(!meta.serve_stale_if_error(after(601)));
+    }
+
+    #[test]
+    fn invalid_freshness_is_stale_never_fresh_and_never_a_default() {
+        for cc in [
+            "max-age=-1",
+            "max-age='3600'",
+            "max-age=\"3600\"",
+            "max-age = 60",
+            "s-maxage=abc, max-age=60",
+        ] {
+            let r = response(200, &[("cache-control", cc)]);
+            assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::ZERO), "{cc}");
+        }
+        let future = http_date(SystemTime::now() + Duration::from_secs(3600));
+        let two = response(200, &[("expires", &future), ("expires", &future)]);
+        assert_eq!(lifetime(&two, &DEFAULT), Some(Duration::ZERO));
+        let garbage = response(200, &[("expires", "tomorrow")]);
+        assert_eq!(lifetime(&garbage, &DEFAULT), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn every_http_date_form_of_expires_is_read() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        for expires in [
+            "Sun, 06 Nov 1994 09:49:37 GMT",
+            "Sunday, 06-Nov-94 09:49:37 GMT",
+            "Sun Nov  6 09:49:37 1994",
+        ] {
+            let r = response(200, &[("date", date), ("expires", expires)]);
+            assert_eq!(
+                lifetime(&r, &DEFAULT),
+                Some(Duration::from_secs(3600)),
+                "{expires}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_origin_s_age_counts_and_hits_age_from_it() {
+        let r = response(
+            200,
+            &[("cache-control", "max-age=3600"), ("age", "7200, 0")],
+        );
+        assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::ZERO));
+        let r = response(200, &[("cache-control", "max-age=3600"), ("age", "600")]);
+        let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+            panic!("cacheable");
+        };
+        assert!(meta.age() >= Duration::from_secs(600) && meta.age() < Duration::from_secs(660));
+        assert!(
+            meta.headers().get("age").is_none(),
+            "the stored Age is never replayed"
+        );
+    }
+
+    #[test]
+    fn cdn_cache_control_binds_the_edge_over_cache_control() {
+        let r = response(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=600"),
+            ],
+        );
+        assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::from_secs(600)));
+        let r = response(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("cdn-cache-control", "max-age=0"),
+            ],
+        );
+        assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::ZERO));
+        let r = response(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+        );
+        assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn no_cache_is_never_served_stale_for_a_failing_origin() {
+        let r = response(200, &[("cache-control", "no-cache, stale-if-error=600")]);
+        let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+            panic!("cacheable");
+        };
+        assert!(!meta.serve_stale_if_error(SystemTime::now()));
+        let r = response(200, &[("cache-control", "max-age=0, stale-if-error=600")]);
+        let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+            panic!("cacheable");
+        };
+        assert!(meta.serve_stale_if_error(SystemTime::now()));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_not_stored() {
+        let r = response(
+            200,
+            &[
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=77"),
+                ("etag", "\"v1\""),
+            ],
+        );
+        let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+            panic!("cacheable");
+        };
+        let names: Vec<&str> = meta.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["etag", "date"]);
     }
 
     #[test]

@@ -9,12 +9,14 @@
 mod access_log;
 mod admin;
 mod admin_tls;
+mod cache_control;
 pub mod cache_key;
 pub mod control_link;
 pub mod disk_cache;
 mod domain_routes;
 mod edge_metrics;
 mod freshness;
+mod hop_by_hop;
 mod prefetch;
 mod proxy;
 mod vary;

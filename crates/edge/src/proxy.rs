@@ -22,6 +22,7 @@ use crate::disk_cache::{self, DiskCache};
 use crate::domain_routes::{DomainRoutes, Route};
 use crate::edge_metrics::{EdgeMetrics, RequestIds};
 use crate::freshness;
+use crate::hop_by_hop;
 use crate::vary;
 use crate::OriginTimeouts;
 
@@ -34,6 +35,10 @@ pub(crate) const PREFETCH_SOURCE_HEADER: &str = "x-precache-source";
 pub(crate) const NO_CACHE_HEADER: &str = "x-precache-no-cache";
 /// On answers the proxy generated because the origin could not be used: what went wrong.
 pub(crate) const UPSTREAM_ERROR_HEADER: &str = "x-precache-upstream-error";
+
+/// On requests a child edge sends its parent: the parent then keeps `CDN-Cache-Control`, which
+/// binds every CDN tier, where it removes it from answers to players.
+const EDGE_TIER_HEADER: &str = "x-precache-tier";
 
 /// A prefetch does not revalidate a cached copy fetched from the origin more recently than this.
 const JUST_FETCHED: Duration = Duration::from_secs(5);
@@ -70,6 +75,13 @@ pub struct RequestContext {
     via_parent: bool,
     /// The parent could not be reached for this request; the origin is used instead.
     parent_failed: bool,
+    /// The method may change the resource (not GET, HEAD, OPTIONS, TRACE): a success
+    /// invalidates what is stored for its URL (RFC 9111 §4.4).
+    unsafe_method: bool,
+    /// The request came from a child edge.
+    from_child_edge: bool,
+    /// A `304` the origin answered to a revalidation: its fields update the stored ones.
+    not_modified: Option<ResponseHeader>,
 }
 
 fn request_host(request: &RequestHeader) -> String {
@@ -155,6 +167,9 @@ impl ProxyHttp for EdgeProxy {
             no_cache_reason: None,
             via_parent: false,
             parent_failed: false,
+            unsafe_method: false,
+            from_child_edge: false,
+            not_modified: None,
         }
     }
 
@@ -163,17 +178,9 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        let method = &session.req_header().method;
-        if method != http::Method::GET && method != http::Method::HEAD {
-            respond_plain(
-                session,
-                &ctx.request_id,
-                405,
-                "only GET and HEAD are served\n",
-            )
-            .await?;
-            return Ok(true);
-        }
+        // Other methods than GET and HEAD pass to the origin uncached, as nginx and Varnish
+        // pass them: a studio's web site or API may sit behind the same edge.
+        ctx.unsafe_method = !session.req_header().method.is_safe();
         ctx.host = request_host(session.req_header());
         ctx.route = self.routes.route(&ctx.host);
         if ctx.route.is_none() {
@@ -188,6 +195,10 @@ impl ProxyHttp for EdgeProxy {
                 self.prefetch_secret.as_bytes(),
             ));
         session.req_header_mut().remove_header(PREFETCH_HEADER);
+        ctx.from_child_edge = session
+            .req_header_mut()
+            .remove_header(EDGE_TIER_HEADER)
+            .is_some();
         Ok(false)
     }
 
@@ -195,6 +206,10 @@ impl ProxyHttp for EdgeProxy {
         // Until the edge has applied every purge it may have missed, players are proxied past
         // the cache. A prefetch still fills it: it revalidates what it finds, so it is current.
         if !self.link.cache_open() && !ctx.is_prefetch {
+            return Ok(());
+        }
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
             return Ok(());
         }
         session
@@ -296,7 +311,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
@@ -304,6 +319,16 @@ impl ProxyHttp for EdgeProxy {
         ctx.upstream_ms = ctx
             .upstream_started
             .map(|started| started.elapsed().as_secs_f64() * 1000.0);
+        hop_by_hop::strip_for_forwarding(upstream_response);
+        if upstream_response.status == http::StatusCode::NOT_MODIFIED {
+            ctx.not_modified = Some(upstream_response.clone());
+        }
+        let status = upstream_response.status;
+        if ctx.unsafe_method && (status.is_success() || status.is_redirection()) {
+            // Before the player hears of the change, so its next GET cannot get the old copy.
+            self.invalidate_after_unsafe_request(session, upstream_response, ctx)
+                .await;
+        }
         Ok(())
     }
 
@@ -371,6 +396,7 @@ impl ProxyHttp for EdgeProxy {
         if ctx.via_parent {
             // The parent routes by the domain, like any edge.
             upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+            upstream_request.insert_header(EDGE_TIER_HEADER, "child")?;
         } else if let Some(route) = ctx.route.as_ref() {
             upstream_request.insert_header(http::header::HOST, route.origin_host.as_str())?;
         }
@@ -394,6 +420,14 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .map(|route| route.cache)
             .unwrap_or_default();
+        // pingora merges only a few of a 304's fields into the stored response; RFC 9111 §4.3.4
+        // wants them all (but the hop-by-hop ones and Content-Length), and `Vary` stays as
+        // stored because pingora keeps the stored variance.
+        let updated = ctx
+            .not_modified
+            .take()
+            .map(|not_modified| with_fields_of_304(response, &not_modified));
+        let response = updated.as_ref().unwrap_or(response);
         let mut cacheable = freshness::decide(response, authorization_present, &policy);
         if matches!(cacheable, RespCacheable::Cacheable(_)) && !self.cache.has_room() {
             // A full disk: serve the response, keep nothing (the cache logged why).
@@ -428,6 +462,9 @@ impl ProxyHttp for EdgeProxy {
                 | CachePhase::StaleUpdating
         );
         response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
+        if !ctx.from_child_edge {
+            response.remove_header(freshness::CDN_CACHE_CONTROL);
+        }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if ctx.is_prefetch {
             let complete_hit = ctx.served_complete_hit
@@ -498,6 +535,100 @@ impl ProxyHttp for EdgeProxy {
             can_reuse_downstream: false,
         }
     }
+}
+
+impl EdgeProxy {
+    /// Marks stale what is stored for the request's URL and for the `Location` and
+    /// `Content-Location` of the answer when they are on the same host (RFC 9111 §4.4): the
+    /// next use revalidates, a cheap 304 when the request did not change the resource after all.
+    async fn invalidate_after_unsafe_request(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &RequestContext,
+    ) {
+        let request_path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |path_and_query| path_and_query.as_str());
+        let mut paths = vec![request_path.to_string()];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let target = response
+                .headers
+                .get(&name)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|text| same_host_path(&ctx.host, request_path, text));
+            if let Some(path) = target {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        let primaries: Vec<String> = paths
+            .iter()
+            .map(|path| self.routes.primary_key(&ctx.host, path))
+            .collect();
+        let cache = self.cache;
+        let invalidated = tokio::task::spawn_blocking(move || {
+            primaries.iter().try_fold(0u64, |objects, primary| {
+                cache
+                    .purge_objects(primary, false, disk_cache::PurgeAction::Invalidate)
+                    .map(|done| objects + done.objects)
+            })
+        })
+        .await;
+        match invalidated {
+            Ok(Ok(objects)) => {
+                tracing::debug!(host = %ctx.host, ?paths, objects, "invalidated after an unsafe request");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(host = %ctx.host, ?paths, %error, "could not invalidate after an unsafe request");
+            }
+            Err(error) => {
+                tracing::warn!(host = %ctx.host, %error, "invalidation after an unsafe request stopped");
+            }
+        }
+    }
+}
+
+/// The path and query `reference` (a `Location` or `Content-Location`) names on `host`,
+/// resolved against the request's path; `None` for another host or an unreadable reference.
+fn same_host_path(host: &str, request_path: &str, reference: &str) -> Option<String> {
+    let base = reqwest::Url::parse(&format!("http://{host}{request_path}")).ok()?;
+    let target = base.join(reference.trim()).ok()?;
+    let same_host = target
+        .host_str()
+        .is_some_and(|target_host| target_host.eq_ignore_ascii_case(host));
+    if !same_host || !matches!(target.scheme(), "http" | "https") {
+        return None;
+    }
+    Some(match target.query() {
+        Some(query) => format!("{}?{query}", target.path()),
+        None => target.path().to_string(),
+    })
+}
+
+/// The stored response `stored` (as pingora merged it) with every field of the origin's `304`
+/// in place of its own, but hop-by-hop fields, `Content-Length` and `Vary`.
+fn with_fields_of_304(stored: &ResponseHeader, not_modified: &ResponseHeader) -> ResponseHeader {
+    let mut updated = stored.clone();
+    let names: Vec<&http::header::HeaderName> = not_modified.headers.keys().collect();
+    for name in names {
+        if *name == http::header::CONTENT_LENGTH
+            || *name == http::header::VARY
+            || hop_by_hop::is_hop_by_hop(name, &not_modified.headers)
+        {
+            continue;
+        }
+        updated.remove_header(name);
+        for value in not_modified.headers.get_all(name) {
+            if let Err(error) = updated.append_header(name.clone(), value.clone()) {
+                tracing::debug!(%error, %name, "304 field not merged");
+            }
+        }
+    }
+    updated
 }
 
 /// The access log's name for how the cache answered.
