@@ -85,7 +85,6 @@ pub async fn start(
     let (engine, engine_handle) = Engine::new(
         store.clone(),
         edges.clone(),
-        edge_client,
         EngineConfig {
             concurrency: config.task_concurrency,
             per_origin: config.task_per_origin,

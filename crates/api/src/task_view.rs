@@ -23,7 +23,15 @@ fn rates(summary: &TaskSummary) -> (f64, f64) {
     } else {
         percent(summary.n_finished, summary.n_pairs)
     };
-    (progress, percent(summary.n_success, summary.n_pairs))
+    // Pairs their target cannot carry out are finished, but no measure of success: a task
+    // with nothing it could do anywhere failed nowhere.
+    let supported = summary.n_pairs - summary.n_unsupported;
+    let success_rate = if supported == 0 {
+        100.0
+    } else {
+        percent(summary.n_success, supported)
+    };
+    (progress, success_rate)
 }
 
 /// The fields every view of a task has.
@@ -52,17 +60,29 @@ pub(crate) fn summary_fields(summary: &TaskSummary) -> Map<String, Value> {
     fields.insert("pairs_total".into(), json!(summary.n_pairs));
     fields.insert("pairs_finished".into(), json!(summary.n_finished));
     fields.insert("pairs_success".into(), json!(summary.n_success));
+    fields.insert("pairs_unsupported".into(), json!(summary.n_unsupported));
     fields
 }
 
 fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
+    let (backend, target) = match &pair.backend {
+        Some((backend, url)) => (backend.as_str(), url.as_str()),
+        None => (precache_store::EDGES_BACKEND, pair.edge_name.as_str()),
+    };
+    // On a success, the text is a note (e.g. "deleted: nginx cannot invalidate"), not an error.
+    let (error, note) = match pair.status {
+        PairStatus::Success => (None, pair.error.as_deref()),
+        _ => (pair.error.as_deref(), None),
+    };
     let mut fields = json!({
-        "edge": pair.edge_name,
+        "edge": if pair.backend.is_some() { target } else { pair.edge_name.as_str() },
+        "backend": backend,
+        "target": target,
         "status": pair.status.as_str(),
         "attempts": pair.attempts,
         "http_status": pair.http_status,
         "bytes": pair.bytes,
-        "error": pair.error,
+        "error": error,
         "started_at": pair.started_at.map(rfc3339_millis),
         "finished_at": pair.finished_at.map(rfc3339_millis),
     });
@@ -71,17 +91,22 @@ fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
         fields["expected_bytes"] = json!(pair.expected_bytes);
     }
     if kind == TaskKind::Refresh {
-        // What the purge found on this edge: for a URL, whether it was cached at all.
+        // What the purge found on this target: for a URL, whether it was cached at all (null
+        // where the target cannot tell: never a guess).
         fields["objects"] = json!(pair.objects);
         fields["was_cached"] = json!(pair.objects.map(|objects| objects > 0));
+    }
+    if let Some(note) = note {
+        fields["note"] = json!(note);
     }
     fields
 }
 
 /// One URL's entry: its state over all edges, and each edge's.
 ///
-/// A URL is `success` only when every edge has it, `failed` when every edge finished and one
-/// did not; `edges_success` says how many have it either way.
+/// A URL is `success` only when every target that can has it (`unsupported` when none can),
+/// `failed` when every target finished and one did not; `edges_success` says how many have
+/// it either way.
 fn url_json(url: &str, is_dir: bool, kind: TaskKind, phase: i64, pairs: &[&PairRecord]) -> Value {
     let finished = pairs.iter().filter(|pair| pair.status.is_final()).count();
     let succeeded = pairs
@@ -94,8 +119,14 @@ fn url_json(url: &str, is_dir: bool, kind: TaskKind, phase: i64, pairs: &[&PairR
     let cancelled = pairs
         .iter()
         .any(|pair| pair.status == PairStatus::Cancelled);
+    let unsupported = pairs
+        .iter()
+        .filter(|pair| pair.status == PairStatus::Unsupported)
+        .count();
     let status = if !pairs.is_empty() && finished == pairs.len() {
-        if succeeded == pairs.len() {
+        if unsupported == pairs.len() {
+            "unsupported"
+        } else if succeeded + unsupported == pairs.len() {
             "success"
         } else if cancelled {
             "cancelled"

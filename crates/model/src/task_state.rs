@@ -43,6 +43,9 @@ pub enum PairStatus {
     Cancelled,
     /// Waits for the task's earlier phase (a warm after a refresh) before it may start.
     Held,
+    /// Its target cannot do this (a prefetch on a cache kind without one, a directory purge
+    /// on nginx): finished, with the reason, and left out of `success_rate`.
+    Unsupported,
 }
 
 impl TaskStatus {
@@ -60,7 +63,10 @@ impl PairStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            PairStatus::Success | PairStatus::Failed | PairStatus::Cancelled
+            PairStatus::Success
+                | PairStatus::Failed
+                | PairStatus::Cancelled
+                | PairStatus::Unsupported
         )
     }
 }
@@ -99,7 +105,7 @@ macro_rules! wire_names {
 
 wire_names!(TaskKind { Prefetch => "prefetch", Refresh => "refresh" });
 wire_names!(TaskStatus { Waiting => "waiting", Running => "running", Done => "done", Failed => "failed", Cancelled => "cancelled" });
-wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled", Held => "held" });
+wire_names!(PairStatus { Waiting => "waiting", Running => "running", Success => "success", Failed => "failed", Cancelled => "cancelled", Held => "held", Unsupported => "unsupported" });
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use crate::{Domain, Error, Result, Store};
 
 const DOMAIN_SELECT: &str =
-    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.origin_limits, d.created_at \
+    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.origin_limits, d.backends, d.created_at \
      FROM domains d JOIN accounts a ON a.id = d.account_id";
 
 fn decode_domain(row: &AnyRow) -> Result<Domain> {
@@ -23,6 +23,7 @@ fn decode_domain(row: &AnyRow) -> Result<Domain> {
         origin_host: row.try_get("origin_host")?,
         cache: decode_policy(row.try_get("cache_policy")?)?,
         origin_limits: decode_json(row.try_get("origin_limits")?, "origin limits")?,
+        backends: decode_backends(row.try_get("backends")?)?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -33,6 +34,43 @@ fn decode_policy(text: Option<String>) -> Result<CachePolicy> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| Error::Corrupt(format!("domain cache policy {text:?}: {e}"))),
     }
+}
+
+/// The backend a domain uses when it names none: precache's own edges.
+pub const EDGES_BACKEND: &str = "edges";
+
+fn decode_backends(text: Option<String>) -> Result<Vec<String>> {
+    match text {
+        None => Ok(vec![EDGES_BACKEND.to_string()]),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("domain backends {text:?}: {e}"))),
+    }
+}
+
+fn encode_backends(backends: &[String]) -> Result<Option<String>> {
+    if backends == [EDGES_BACKEND] {
+        return Ok(None);
+    }
+    serde_json::to_string(backends)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("encode a domain's backends: {e}")))
+}
+
+/// `NotFound` unless every name is `edges` or a registered backend.
+pub(crate) async fn check_backends_exist(
+    connection: &mut AnyConnection,
+    backends: &[String],
+) -> Result<()> {
+    for name in backends.iter().filter(|name| *name != EDGES_BACKEND) {
+        let found = sqlx::query("SELECT 1 AS one FROM backends WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *connection)
+            .await?;
+        if found.is_none() {
+            return Err(Error::NotFound(format!("backend {name:?}")));
+        }
+    }
+    Ok(())
 }
 
 fn decode_json<T: serde::de::DeserializeOwned + Default>(
@@ -72,9 +110,11 @@ impl Store {
         origin: Origin,
         origin_host: Option<String>,
         cache: CachePolicy,
+        backends: Vec<String>,
     ) -> Result<Domain> {
         let taken = format!("domain {:?}", name.as_str());
         let encoded_policy = encode_policy(&cache)?;
+        let encoded_backends = encode_backends(&backends)?;
         let owner = owner.to_string();
         let created_at = now_millis();
         let result = self
@@ -90,14 +130,16 @@ impl Store {
                     let Some(owner_id) = owner_id else {
                         return Err(Error::NotFound(format!("owner account {owner:?}")));
                     };
+                    check_backends_exist(connection, &backends).await?;
                     sqlx::query(
-                        "INSERT INTO domains (name, account_id, origin, origin_host, cache_policy, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO domains (name, account_id, origin, origin_host, cache_policy, backends, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(name.as_str())
                     .bind(owner_id)
                     .bind(origin.to_string())
                     .bind(origin_host.clone())
                     .bind(encoded_policy)
+                    .bind(encoded_backends)
                     .bind(created_at)
                     .execute(&mut *connection)
                     .await?;
@@ -110,6 +152,7 @@ impl Store {
                         origin_host,
                         cache,
                         origin_limits: OriginLimits::default(),
+                        backends,
                         created_at,
                     })
                 })
@@ -192,6 +235,29 @@ impl Store {
                         return Err(Error::NotFound(format!("domain {name:?}")));
                     }
                     bump_domains_revision(connection).await
+                })
+            })
+            .await
+    }
+
+    /// Replaces the backends a domain's tasks run on. `NotFound` when the domain or one of the
+    /// backends is not registered.
+    pub async fn set_domain_backends(&self, name: &str, backends: Vec<String>) -> Result<()> {
+        let name = name.to_string();
+        let encoded = encode_backends(&backends)?;
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    check_backends_exist(connection, &backends).await?;
+                    let updated = sqlx::query("UPDATE domains SET backends = $1 WHERE name = $2")
+                        .bind(encoded)
+                        .bind(&name)
+                        .execute(&mut *connection)
+                        .await?;
+                    if updated.rows_affected() == 0 {
+                        return Err(Error::NotFound(format!("domain {name:?}")));
+                    }
+                    Ok(())
                 })
             })
             .await

@@ -15,7 +15,7 @@ use sqlx::Row;
 use crate::{Edge, Error, Result, Store};
 
 const EDGE_COLUMNS: &str = "id, name, admin_url, admin_secret, created_at, last_seen_at, \
-     parent_id, data_url, revoked_at, join_token_hash";
+     parent_id, data_url, revoked_at, join_token_hash, backend_id, backend";
 
 fn decode_edge(row: &AnyRow) -> Result<Edge> {
     Ok(Edge {
@@ -31,6 +31,10 @@ fn decode_edge(row: &AnyRow) -> Result<Edge> {
         join_pending: row
             .try_get::<Option<String>, _>("join_token_hash")?
             .is_some(),
+        backend: match row.try_get::<Option<String>, _>("backend")? {
+            Some(name) => Some((row.try_get("backend_id")?, name)),
+            None => None,
+        },
     })
 }
 

@@ -1,4 +1,5 @@
-//! Durable state of the control plane: accounts, tokens, domains, edges, tasks and quotas.
+//! Durable state of the control plane: accounts, tokens, domains, edges, backends, tasks and
+//! quotas.
 //!
 //! One [`Store`] runs the same portable SQL on SQLite (the default, a file in the data dir) and,
 //! through sqlx's `Any` driver, on PostgreSQL. What is durable and when:
@@ -12,6 +13,7 @@
 //! - Reads go to a pool of connections and see only committed state.
 
 mod accounts;
+mod backends;
 mod callbacks;
 mod connect;
 mod domains;
@@ -27,6 +29,7 @@ mod writer;
 
 pub use callbacks::AttemptOutcome;
 pub use connect::Backend;
+pub use domains::EDGES_BACKEND;
 pub use edges::EdgeAddresses;
 pub use error::{Error, Result};
 pub use precache_model::{AccountId, EdgeId, TaskId};

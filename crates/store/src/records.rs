@@ -50,6 +50,8 @@ pub struct Domain {
     pub cache: precache_model::edge_protocol::CachePolicy,
     /// How hard prefetching may press the origin.
     pub origin_limits: precache_model::edge_protocol::OriginLimits,
+    /// The backends its tasks run on, by name (`edges` is precache's own).
+    pub backends: Vec<String>,
     /// Registration time, ms since the epoch.
     pub created_at: i64,
 }
@@ -77,6 +79,9 @@ pub struct Edge {
     pub revoked_at: Option<i64>,
     /// Whether a join token was issued and not used yet.
     pub join_pending: bool,
+    /// Set when this row is a target of a backend (a cache the operator runs), not a precache
+    /// edge: the backend's id (gone once the backend is deleted) and name (kept for history).
+    pub backend: Option<(Option<i64>, String)>,
 }
 
 /// A task to create, with everything needed to commit it at once.
@@ -207,6 +212,8 @@ pub struct TaskSummary {
     pub n_finished: i64,
     /// Pairs that succeeded.
     pub n_success: i64,
+    /// Pairs their target cannot carry out (finished, left out of `success_rate`).
+    pub n_unsupported: i64,
 }
 
 /// One (URL, edge) pair as stored.
@@ -218,6 +225,8 @@ pub struct PairRecord {
     pub edge_id: EdgeId,
     /// The edge's name (empty when the edge was removed since).
     pub edge_name: String,
+    /// When the target is a backend's: the backend's name and the target's base URL.
+    pub backend: Option<(String, String)>,
     /// Its state.
     pub status: PairStatus,
     /// Attempts made.
@@ -341,10 +350,12 @@ pub struct PairResult {
     pub bytes: Option<i64>,
     /// Refresh: cached objects the purge affected on the edge.
     pub objects: Option<i64>,
-    /// Why it failed.
+    /// Why it failed (or, on success, a note such as "deleted: nginx cannot invalidate").
     pub error: Option<String>,
     /// When it ended, ms.
     pub finished_at: i64,
+    /// Its target cannot do this: the pair ends `unsupported` (then `success` is false).
+    pub unsupported: bool,
 }
 
 impl PairResult {
@@ -359,8 +370,48 @@ impl PairResult {
             objects: None,
             error: Some(error),
             finished_at: precache_model::time::now_millis(),
+            unsupported: false,
         }
     }
+
+    /// A pair its target cannot carry out, for this reason.
+    pub fn unsupported(key: PairKey, reason: String) -> PairResult {
+        PairResult {
+            unsupported: true,
+            attempts: 0,
+            ..PairResult::failed(key, 0, reason)
+        }
+    }
+}
+
+/// A backend to create: a cache fleet (or CDN) the operator already runs.
+#[derive(Debug, Clone)]
+pub struct NewBackend {
+    /// Unique name (not `edges`).
+    pub name: String,
+    /// Its kind (`varnish`, `nginx`, ...), validated by the caller.
+    pub kind: String,
+    /// The kind's settings, as JSON.
+    pub settings: serde_json::Value,
+    /// Base URLs of its targets (one per cache server), in order.
+    pub targets: Vec<String>,
+}
+
+/// A registered backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendRecord {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// The kind's settings.
+    pub settings: serde_json::Value,
+    /// Its targets: the pair target (an `edges` row) and its base URL.
+    pub targets: Vec<(EdgeId, String)>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
 }
 
 /// An account's quota for one kind, today.

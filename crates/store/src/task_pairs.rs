@@ -380,14 +380,15 @@ pub(crate) async fn record_finish_many(
     results: &[PairResult],
 ) -> Result<Vec<Option<TaskSummary>>> {
     let params = Params::of(connection);
-    // Per task, in order of first appearance: pairs finished, of which successful, latest end.
-    let mut advanced: Vec<(String, i64, i64, i64)> = Vec::new();
+    // Per task, in order of first appearance: pairs finished, of which successful, latest end,
+    // and of which unsupported.
+    let mut advanced: Vec<(String, i64, i64, i64, i64)> = Vec::new();
     for chunk in results.chunks(PAIRS_PER_STATEMENT) {
         let sql = format!(
             "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, objects, error, finished_at) AS (VALUES {}) \
              UPDATE task_pairs SET status = v.status, attempts = v.attempts, http_status = v.http_status, \
                     bytes = v.bytes, objects = v.objects, error = v.error, finished_at = v.finished_at, \
-                    owed = CASE WHEN v.status = 'success' THEN 0 ELSE task_pairs.owed END, \
+                    owed = CASE WHEN v.status IN ('success', 'unsupported') THEN 0 ELSE task_pairs.owed END, \
                     started_at = COALESCE(task_pairs.started_at, v.finished_at) \
              FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
              AND task_pairs.edge_id = v.edge_id AND task_pairs.status IN ('waiting', 'running') \
@@ -410,7 +411,9 @@ pub(crate) async fn record_finish_many(
         );
         let mut query = sqlx::query(&sql);
         for result in chunk {
-            let status = if result.success {
+            let status = if result.unsupported {
+                PairStatus::Unsupported
+            } else if result.success {
                 PairStatus::Success
             } else {
                 PairStatus::Failed
@@ -429,30 +432,37 @@ pub(crate) async fn record_finish_many(
         }
         for row in query.fetch_all(&mut *connection).await? {
             let task_id: String = row.try_get("task_id")?;
-            let succeeded = row.try_get::<String, _>("status")? == PairStatus::Success.as_str();
+            let status: String = row.try_get("status")?;
+            let succeeded = i64::from(status == PairStatus::Success.as_str());
+            let unsupported = i64::from(status == PairStatus::Unsupported.as_str());
             let finished_at: i64 = row.try_get("finished_at")?;
             match advanced.iter_mut().find(|(id, ..)| *id == task_id) {
-                Some((_, finished, success, latest)) => {
+                Some((_, finished, success, latest, not_supported)) => {
                     *finished += 1;
-                    *success += i64::from(succeeded);
+                    *success += succeeded;
                     *latest = (*latest).max(finished_at);
+                    *not_supported += unsupported;
                 }
-                None => advanced.push((task_id, 1, i64::from(succeeded), finished_at)),
+                None => advanced.push((task_id, 1, succeeded, finished_at, unsupported)),
             }
         }
     }
     let mut ended: Vec<TaskSummary> = Vec::new();
-    for (task_id, finished, success, latest) in &advanced {
+    for (task_id, finished, success, latest, unsupported) in &advanced {
+        // A task ends done when something succeeded, or when nothing could be done anywhere
+        // (every pair unsupported): there was no failure.
         let row = sqlx::query(&format!(
             "UPDATE tasks SET n_finished = n_finished + $1, n_success = n_success + $2, \
+                    n_unsupported = n_unsupported + $5, \
                     started_at = COALESCE(started_at, $3), \
                     status = CASE WHEN n_finished + $1 < n_pairs THEN 'running' \
                                   WHEN cancelled_at IS NOT NULL THEN '{cancelled}' \
-                                  WHEN n_success + $2 > 0 THEN '{done}' ELSE '{failed}' END, \
+                                  WHEN n_success + $2 > 0 OR n_unsupported + $5 >= n_pairs THEN '{done}' \
+                                  ELSE '{failed}' END, \
                     finished_at = CASE WHEN n_finished + $1 < n_pairs THEN NULL ELSE $3 END \
              WHERE id = $4 \
              RETURNING id, account_id, kind, domain, status, created_at, started_at, finished_at, \
-                       n_urls, n_pairs, n_finished, n_success",
+                       n_urls, n_pairs, n_finished, n_success, n_unsupported",
             done = TaskStatus::Done.as_str(),
             failed = TaskStatus::Failed.as_str(),
             cancelled = TaskStatus::Cancelled.as_str(),
@@ -461,6 +471,7 @@ pub(crate) async fn record_finish_many(
         .bind(*success)
         .bind(*latest)
         .bind(task_id.as_str())
+        .bind(*unsupported)
         .fetch_one(&mut *connection)
         .await?;
         let summary = decode_summary(&row)?;

@@ -17,7 +17,7 @@ use crate::{
 };
 
 const TASK_COLUMNS: &str =
-    "id, account_id, kind, domain, status, created_at, started_at, finished_at, n_urls, n_pairs, n_finished, n_success";
+    "id, account_id, kind, domain, status, created_at, started_at, finished_at, n_urls, n_pairs, n_finished, n_success, n_unsupported";
 
 /// Rows per multi-row INSERT: far below SQLite's 32766 bound variables.
 const ROWS_PER_INSERT: usize = 500;
@@ -43,6 +43,7 @@ pub(crate) fn decode_summary(row: &AnyRow) -> Result<TaskSummary> {
         n_pairs: row.try_get("n_pairs")?,
         n_finished: row.try_get("n_finished")?,
         n_success: row.try_get("n_success")?,
+        n_unsupported: row.try_get("n_unsupported")?,
     })
 }
 
@@ -440,8 +441,9 @@ impl Store {
     ) -> Result<Option<TaskDetail>> {
         let rows = sqlx::query(
             "SELECT t.id, t.account_id, t.kind, t.domain, t.status, t.created_at, t.started_at, t.finished_at, \
-                    t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.mode, \
-                    u.url_idx, u.url, u.is_dir, u.phase, p.edge_id, e.name AS edge_name, p.status AS pair_status, p.attempts, \
+                    t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.n_unsupported, t.mode, \
+                    u.url_idx, u.url, u.is_dir, u.phase, p.edge_id, e.name AS edge_name, e.backend AS edge_backend, \
+                    e.admin_url AS edge_url, p.status AS pair_status, p.attempts, \
                     p.http_status, p.bytes, p.expected_bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
              FROM tasks t \
              JOIN task_urls u ON u.task_id = t.id \
@@ -479,6 +481,14 @@ impl Store {
                 edge_name: row
                     .try_get::<Option<String>, _>("edge_name")?
                     .unwrap_or_default(),
+                backend: match row.try_get::<Option<String>, _>("edge_backend")? {
+                    Some(backend) => Some((
+                        backend,
+                        row.try_get::<Option<String>, _>("edge_url")?
+                            .unwrap_or_default(),
+                    )),
+                    None => None,
+                },
                 status: parse(&status)?,
                 attempts: row.try_get("attempts")?,
                 http_status: row.try_get("http_status")?,

@@ -13,6 +13,7 @@ async fn register_domain(store: &Store, owner: &str) {
             Origin::parse("http://127.0.0.1:9").expect("origin"),
             None,
             precache_model::edge_protocol::CachePolicy::default(),
+            vec!["edges".to_string()],
         )
         .await
         .expect("domain");
@@ -265,6 +266,7 @@ async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
         objects: None,
         error: (!success).then(|| "origin answered 404 Not Found".to_string()),
         finished_at: 20,
+        unsupported: false,
     };
     assert_eq!(
         store

@@ -1,5 +1,6 @@
-//! The edges this control plane drives: how to reach each, whether it is up, and keeping each
-//! one's domain table at the registry's current revision.
+//! The targets this control plane drives: precache's edges (how to reach each, whether it is
+//! up, keeping each one's domain table at the registry's current revision) and the targets of
+//! the backends an admin registered (each with its kind's implementation).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,7 @@ use precache_model::{EdgeId, TaskKind};
 use precache_store::Store;
 use tokio::sync::{watch, Mutex, Notify};
 
+use crate::backends::{self, Backend, Target};
 use crate::{EdgeClient, EdgeTarget};
 
 /// What the control plane last learned about an edge.
@@ -34,6 +36,8 @@ pub struct EdgeHealth {
 #[derive(Debug, Clone)]
 struct Known {
     target: Option<EdgeTarget>,
+    /// For a backend's target: the backend's id and the target's base URL.
+    backend: Option<(i64, String)>,
     parent: Option<EdgeId>,
     health: EdgeHealth,
     last_seen_persisted: i64,
@@ -43,6 +47,10 @@ struct Known {
 
 impl Known {
     fn usable(&self, now: i64) -> bool {
+        if self.backend.is_some() {
+            // A cache is driven whatever its state: an unreachable one fails its pairs.
+            return true;
+        }
         if self.health.probed {
             self.health.up
         } else {
@@ -67,6 +75,11 @@ pub fn heard_recently(heard_at: Option<i64>, now: i64) -> bool {
 pub struct EdgeDirectory {
     store: Store,
     client: EdgeClient,
+    /// The built-in backend `edges`.
+    edges_backend: Arc<dyn Backend>,
+    /// Registered backends' implementations by id (built once: a backend does not change
+    /// after it is created).
+    backends: RwLock<HashMap<i64, Arc<dyn Backend>>>,
     known: RwLock<HashMap<EdgeId, Known>>,
     /// Each domain's origin limits, as of the last round (absent: none).
     origin_limits: RwLock<HashMap<String, OriginLimits>>,
@@ -79,6 +92,8 @@ impl EdgeDirectory {
     pub fn new(store: Store, client: EdgeClient) -> Arc<EdgeDirectory> {
         Arc::new(EdgeDirectory {
             store,
+            edges_backend: Arc::new(backends::edges::Edges::new(client.clone())),
+            backends: RwLock::new(HashMap::new()),
             client,
             known: RwLock::new(HashMap::new()),
             origin_limits: RwLock::new(HashMap::new()),
@@ -98,21 +113,111 @@ impl EdgeDirectory {
         self.read().get(&id).and_then(|known| known.target.clone())
     }
 
-    /// The edges a new task runs on. A prefetch runs on every edge that is up (one that is down
-    /// would only make the task wait); a refresh on every edge that can be driven, up or not,
-    /// so that one away owes the purge and applies it before serving from its cache again.
-    ///
-    /// Another control-plane process may have joined or revoked an edge a moment ago, so the
-    /// edge list is read from the database here (one small query), never taken from the last
-    /// round: an edge that joined elsewhere counts as up when it said hello recently, until
-    /// this process's own call confirms it.
-    pub async fn task_edges(&self, kind: TaskKind) -> Result<Vec<EdgeId>, precache_store::Error> {
+    /// What drives a pair's target, and the target: an edge through the built-in backend, or
+    /// a registered backend's cache server. `None` once it is revoked or deleted.
+    pub fn runner(&self, id: EdgeId) -> Option<(Arc<dyn Backend>, Target)> {
+        let known = self.read();
+        let entry = known.get(&id)?;
+        if let Some((backend_id, url)) = &entry.backend {
+            let backends = self
+                .backends
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let backend = backends.get(backend_id)?;
+            return Some((
+                Arc::clone(backend),
+                Target {
+                    id,
+                    name: url.clone(),
+                    url: url.clone(),
+                    secret: None,
+                },
+            ));
+        }
+        let edge = entry.target.as_ref()?;
+        Some((
+            Arc::clone(&self.edges_backend),
+            Target {
+                id,
+                name: edge.name.clone(),
+                url: edge.admin_url.clone(),
+                secret: Some(edge.secret.clone()),
+            },
+        ))
+    }
+
+    /// A registered backend by name, with its implementation and targets, read from the
+    /// database now (for `check`).
+    pub async fn backend(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Arc<dyn Backend>, Vec<Target>)>, precache_store::Error> {
         let edges = self.store.list_edges().await?;
-        if self.merge(&edges) {
+        let registered = self.store.list_backends().await?;
+        self.merge(&edges, &registered);
+        let Some(record) = registered.iter().find(|backend| backend.name == name) else {
+            return Ok(None);
+        };
+        Ok(self.runner_targets(record))
+    }
+
+    fn runner_targets(
+        &self,
+        record: &precache_store::BackendRecord,
+    ) -> Option<(Arc<dyn Backend>, Vec<Target>)> {
+        let backends = self
+            .backends
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let backend = backends.get(&record.id)?;
+        let targets = record
+            .targets
+            .iter()
+            .map(|(id, url)| Target {
+                id: *id,
+                name: url.clone(),
+                url: url.clone(),
+                secret: None,
+            })
+            .collect();
+        Some((Arc::clone(backend), targets))
+    }
+
+    /// The targets a new task on a domain with these backends runs on. On the built-in
+    /// backend `edges`, a prefetch runs on every edge that is up (one that is down would only
+    /// make the task wait) and a refresh on every edge that can be driven, up or not, so that
+    /// one away owes the purge and applies it before serving from its cache again. On any
+    /// other backend, on every one of its targets.
+    ///
+    /// Another control-plane process may have joined or revoked an edge, or registered a
+    /// backend, a moment ago, so the list is read from the database here (two small queries),
+    /// never taken from the last round: an edge that joined elsewhere counts as up when it said
+    /// hello recently, until this process's own call confirms it.
+    pub async fn task_targets(
+        &self,
+        kind: TaskKind,
+        domain_backends: &[String],
+    ) -> Result<Vec<EdgeId>, precache_store::Error> {
+        let edges = self.store.list_edges().await?;
+        let registered = self.store.list_backends().await?;
+        if self.merge(&edges, &registered) {
             // Call the newcomers now rather than at the next round.
             self.wake();
         }
-        Ok(self.usable_edges(kind))
+        let mut targets = Vec::new();
+        if domain_backends
+            .iter()
+            .any(|name| name == precache_store::EDGES_BACKEND)
+        {
+            targets = self.usable_edges(kind);
+        }
+        for record in registered
+            .iter()
+            .filter(|backend| domain_backends.contains(&backend.name))
+        {
+            targets.extend(record.targets.iter().map(|(id, _)| *id));
+        }
+        Ok(targets)
     }
 
     fn usable_edges(&self, kind: TaskKind) -> Vec<EdgeId> {
@@ -120,7 +225,7 @@ impl EdgeDirectory {
         let mut ids: Vec<EdgeId> = self
             .read()
             .iter()
-            .filter(|(_, known)| known.target.is_some())
+            .filter(|(_, known)| known.target.is_some() && known.backend.is_none())
             .filter(|(_, known)| kind == TaskKind::Refresh || known.usable(now))
             .map(|(id, _)| *id)
             .collect();
@@ -147,9 +252,10 @@ impl EdgeDirectory {
     /// a newcomer's pairs wait (parked) for the first call, which [`EdgeDirectory::task_edges`]
     /// asks for at once.
     pub fn is_up(&self, id: EdgeId) -> bool {
-        self.read()
-            .get(&id)
-            .is_some_and(|known| known.health.probed && known.health.up)
+        // A backend's cache is never parked: its pairs fail after their attempts instead.
+        self.read().get(&id).is_some_and(|known| {
+            known.backend.is_some() || (known.health.probed && known.health.up)
+        })
     }
 
     /// Records that a call to the edge got no answer; the next round checks it again.
@@ -192,6 +298,7 @@ impl EdgeDirectory {
     pub async fn sync_now(&self) -> Result<(), precache_store::Error> {
         let _round = self.sync_lock.lock().await;
         let edges = self.store.list_edges().await?;
+        let registered = self.store.list_backends().await?;
         let (revision, domains) = self.store.domain_table().await?;
         *self
             .origin_limits
@@ -214,7 +321,7 @@ impl EdgeDirectory {
                 })
                 .collect(),
         };
-        self.merge(&edges);
+        self.merge(&edges, &registered);
         let targets: Vec<EdgeTarget> = self
             .read()
             .values()
@@ -229,7 +336,12 @@ impl EdgeDirectory {
 
     /// Brings the directory in line with the database's edge list: edges added, changed (address,
     /// credential, parent) or gone. Answers whether an edge was added.
-    fn merge(&self, edges: &[precache_store::Edge]) -> bool {
+    fn merge(
+        &self,
+        edges: &[precache_store::Edge],
+        registered: &[precache_store::BackendRecord],
+    ) -> bool {
+        self.merge_backends(registered);
         let mut known = self
             .known
             .write()
@@ -237,8 +349,12 @@ impl EdgeDirectory {
         known.retain(|id, _| edges.iter().any(|edge| edge.id == *id));
         let mut added = false;
         for edge in edges {
+            let backend = match (&edge.backend, &edge.admin_url) {
+                (Some((Some(backend_id), _)), Some(url)) => Some((*backend_id, url.clone())),
+                _ => None,
+            };
             let target = match (&edge.admin_url, &edge.admin_secret) {
-                (Some(admin_url), Some(secret)) => Some(EdgeTarget {
+                (Some(admin_url), Some(secret)) if edge.backend.is_none() => Some(EdgeTarget {
                     id: edge.id,
                     name: edge.name.clone(),
                     admin_url: admin_url.clone(),
@@ -250,6 +366,7 @@ impl EdgeDirectory {
                 added = true;
                 Known {
                     target: None,
+                    backend: None,
                     parent: None,
                     health: EdgeHealth {
                         last_seen_at: edge.last_seen_at,
@@ -264,10 +381,34 @@ impl EdgeDirectory {
                 added = true;
             }
             entry.target = target;
+            entry.backend = backend;
             entry.parent = edge.parent_id;
             entry.heard_at = edge.last_seen_at;
         }
         added
+    }
+
+    /// Builds the implementation of every backend not known yet, and forgets deleted ones.
+    fn merge_backends(&self, registered: &[precache_store::BackendRecord]) {
+        let mut backends = self
+            .backends
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        backends.retain(|id, _| registered.iter().any(|backend| backend.id == *id));
+        for record in registered {
+            if backends.contains_key(&record.id) {
+                continue;
+            }
+            match backends::build(&record.kind, &record.settings) {
+                Ok(backend) => {
+                    backends.insert(record.id, backend);
+                }
+                // Settings were checked when it was created; a newer version may disagree.
+                Err(error) => {
+                    tracing::error!(backend = %record.name, %error, "cannot drive this backend")
+                }
+            }
+        }
     }
 
     async fn check_edge(

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::pair_runner::{record_pair, run_pair, Ran};
 use crate::queues::Queues;
-use crate::{EdgeClient, EdgeDirectory, ProgressBoard};
+use crate::{EdgeDirectory, ProgressBoard};
 
 /// Limits and retry policy of the engine.
 #[derive(Debug, Clone)]
@@ -149,7 +149,6 @@ pub(crate) struct EngineContext {
     pub(crate) requeue: mpsc::UnboundedSender<Vec<PairJob>>,
     pub(crate) store: Store,
     pub(crate) edges: Arc<EdgeDirectory>,
-    pub(crate) client: EdgeClient,
     pub(crate) config: EngineConfig,
     pub(crate) progress: Arc<ProgressBoard>,
 }
@@ -167,7 +166,6 @@ impl Engine {
     pub fn new(
         store: Store,
         edges: Arc<EdgeDirectory>,
-        client: EdgeClient,
         config: EngineConfig,
         progress: Arc<ProgressBoard>,
     ) -> (Engine, EngineHandle) {
@@ -176,7 +174,6 @@ impl Engine {
             requeue: queue.clone(),
             store,
             edges,
-            client,
             config,
             progress,
         });

@@ -1,5 +1,7 @@
 //! The task engine: carries out every (URL, edge) pair of every task, durably.
 //!
+//! - [`backends`] is what a pair runs on: the [`backends::Backend`] interface, precache's
+//!   edges as its built-in implementation, and the cache kinds an admin can register.
 //! - [`edge_client`] speaks the edge protocol to one edge's admin listener.
 //! - [`edge_directory`] knows the edges, keeps each one's domain table current and watches
 //!   whether it is up.
@@ -8,6 +10,7 @@
 //!   records every outcome in the store.
 //! - [`lease`] keeps this engine's lease and takes over the pairs of engines that died.
 
+pub mod backends;
 pub mod edge_client;
 pub mod edge_directory;
 pub mod engine;

@@ -1,13 +1,14 @@
-//! Running one (URL, edge) pair: attempts with backoff, then a durable outcome.
+//! Running one (URL, target) pair on its backend: attempts with backoff, then a durable
+//! outcome.
 
 use std::time::Duration;
 
-use precache_model::edge_protocol::{PairOutcome, PurgeCommand, PurgeTarget};
+use precache_model::edge_protocol::PairOutcome;
 use precache_model::time::now_millis;
 use precache_model::TaskKind;
 use precache_store::PairResult;
 
-use crate::edge_client::EdgeCallError;
+use crate::backends::{mode_note, unsupported_reason, Away, Backend, Target};
 use crate::engine::EngineContext;
 use crate::PairJob;
 
@@ -23,8 +24,13 @@ pub(crate) struct Ran {
     pub(crate) edge_unreachable: bool,
 }
 
-/// One attempt; `Err` when the edge did not answer.
-async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, EdgeCallError> {
+/// One attempt; `Err` when the target is an edge that did not answer (the pair waits for it).
+async fn attempt(
+    context: &EngineContext,
+    job: &PairJob,
+    backend: &dyn Backend,
+    target: &Target,
+) -> Result<PairOutcome, Away> {
     if job.origin.is_none() {
         return Ok(PairOutcome::failed(
             None,
@@ -32,62 +38,23 @@ async fn attempt(context: &EngineContext, job: &PairJob) -> Result<PairOutcome, 
             false,
         ));
     }
-    let Some(edge) = context.edges.target(job.key.edge_id) else {
-        return Ok(PairOutcome::failed(
-            None,
-            format!(
-                "edge {} is no longer registered or was revoked",
-                job.key.edge_id
-            ),
-            false,
-        ));
-    };
-    let answered = |error: EdgeCallError| {
-        if error.unreachable {
-            context.edges.mark_down(job.key.edge_id, error.to_string());
-            Err(error)
-        } else {
-            Ok(PairOutcome::failed(None, error.to_string(), true))
+    let outcome = match job.kind {
+        TaskKind::Prefetch => {
+            backend
+                .prefetch(
+                    target,
+                    job,
+                    bandwidth_share(context, job),
+                    &|bytes, total| context.progress.report(job.key, bytes, total),
+                )
+                .await
         }
+        TaskKind::Refresh => backend.purge(target, job).await,
     };
-    match job.kind {
-        TaskKind::Prefetch => match context
-            .client
-            .prefetch(
-                &edge,
-                &job.url,
-                bandwidth_share(context, job),
-                |bytes, total| context.progress.report(job.key, bytes, total),
-            )
-            .await
-        {
-            Ok(outcome) => Ok(outcome),
-            Err(error) => answered(error),
-        },
-        TaskKind::Refresh => {
-            let target = if job.is_dir {
-                PurgeTarget::Prefix(job.url.clone())
-            } else {
-                PurgeTarget::Url(job.url.clone())
-            };
-            let command = PurgeCommand {
-                target,
-                mode: job.mode,
-                dry_run: job.dry_run,
-            };
-            match context.client.purge(&edge, &command).await {
-                Ok(purged) => Ok(PairOutcome {
-                    success: true,
-                    http_status: None,
-                    bytes: purged.bytes,
-                    objects: Some(purged.objects),
-                    error: None,
-                    retryable: false,
-                }),
-                Err(error) => answered(error),
-            }
-        }
+    if let Err(away) = &outcome {
+        context.edges.mark_down(job.key.edge_id, away.to_string());
     }
+    outcome
 }
 
 /// A pair's share of its domain's origin bandwidth: the cap split evenly between the domain's
@@ -110,10 +77,31 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");
     }
+    let Some((backend, target)) = context.edges.runner(job.key.edge_id) else {
+        return Ran {
+            result: PairResult::failed(
+                job.key,
+                0,
+                format!(
+                    "target {} is no longer registered (edge revoked or backend deleted)",
+                    job.key.edge_id
+                ),
+            ),
+            edge_unreachable: false,
+        };
+    };
+    let capabilities = backend.capabilities();
+    if let Some(reason) = unsupported_reason(backend.kind(), capabilities, job) {
+        context.progress.finished(&job.key);
+        return Ran {
+            result: PairResult::unsupported(job.key, reason),
+            edge_unreachable: false,
+        };
+    }
     let mut attempts: u32 = 0;
     let outcome = loop {
         attempts += 1;
-        let outcome = match attempt(context, job).await {
+        let outcome = match attempt(context, job, backend.as_ref(), &target).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::debug!(url = %job.url, %error, "edge unreachable; the pair waits for it");
@@ -147,14 +135,14 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
         http_status: outcome.http_status.map(i64::from),
         bytes: Some(outcome.bytes as i64),
         objects: outcome.objects.map(|objects| objects as i64),
-        error: outcome.error.map(|error| {
-            if attempts > 1 {
-                format!("{error} (after {attempts} attempts)")
-            } else {
-                error
-            }
-        }),
+        error: match outcome.error {
+            Some(error) if attempts > 1 => Some(format!("{error} (after {attempts} attempts)")),
+            Some(error) => Some(error),
+            None if outcome.success => mode_note(backend.kind(), capabilities, job),
+            None => None,
+        },
         finished_at: now_millis(),
+        unsupported: false,
     };
     Ran {
         result,

@@ -30,6 +30,7 @@ fn domain_json(domain: &Domain) -> Value {
             "max_concurrent_fetches": domain.origin_limits.max_concurrent_fetches,
             "max_bandwidth": domain.origin_limits.max_bandwidth,
         },
+        "backends": domain.backends,
         "created_at": rfc3339_millis(domain.created_at),
     })
 }
@@ -83,6 +84,36 @@ fn parse_policy(value: Option<&Value>) -> Result<CachePolicy, ApiError> {
         }
     }
     Ok(policy)
+}
+
+/// Reads a list of backend names (absent: `["edges"]`): at least one, no repeats. Whether each
+/// exists is the store's to say (`3002`).
+fn parse_backends(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Ok(vec![precache_store::EDGES_BACKEND.to_string()]);
+    };
+    let bad = |msg: String| ApiError::new(Ret::BadField, msg);
+    let names = value.as_array().ok_or_else(|| {
+        bad(format!(
+            "backends must be a list of backend names, not {value}"
+        ))
+    })?;
+    let mut backends: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name
+            .as_str()
+            .ok_or_else(|| bad(format!("backends must hold names (strings), not {name}")))?;
+        if backends.iter().any(|seen| seen == name) {
+            return Err(bad(format!("backend {name:?} is listed twice")));
+        }
+        backends.push(name.to_string());
+    }
+    if backends.is_empty() {
+        return Err(bad(
+            "backends must name at least one backend (\"edges\" is precache's own)".into(),
+        ));
+    }
+    Ok(backends)
 }
 
 /// The answer for a domain the caller may not see: the same whether it exists or not.
@@ -157,10 +188,11 @@ pub(crate) async fn create(
         None => None,
     };
     let cache = parse_policy(body.get("cache"))?;
+    let backends = parse_backends(body.get("backends"))?;
     let domain = state
         .inner
         .store
-        .create_domain(name, owner, origin, origin_host, cache)
+        .create_domain(name, owner, origin, origin_host, cache, backends)
         .await
         .map_err(from_store)?;
     sync_edges(&state).await;
@@ -335,6 +367,60 @@ pub(crate) async fn set_origin_limits(
         .inner
         .store
         .set_domain_origin_limits(&name, limits)
+        .await
+        .map_err(from_store)?;
+    changed(&state, &name).await
+}
+
+/// `PUT /cdn_api/domains/{domain}/backends` (admin): the backends the domain's tasks run on
+/// from now on (tasks already accepted keep theirs).
+#[utoipa::path(
+    put,
+    path = "/cdn_api/domains/{domain}/backends",
+    tag = "domains",
+    operation_id = "domain_set_backends",
+    summary = "Set the backends a domain's tasks run on (admin)",
+    description = "`edges` is precache's own edges; other names are backends registered with \
+                   `POST /cdn_api/backends` (`3002` for one that is not). Tasks already \
+                   accepted keep the targets they had.",
+    params(("domain" = String, Path, description = "The domain's host name (any case).")),
+    request_body = schemas::BackendsChange,
+    responses((
+        status = 200,
+        description = "The domain as changed.",
+        body = Envelope<schemas::ChangedDomain>
+    )),
+    security(("token" = [])),
+    extensions(("x-ret-codes" = json!(ret_codes(&[TOKEN, ADMIN, BODY, &[Ret::NotFound]])))),
+)]
+pub(crate) async fn set_backends(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    caller.require_admin()?;
+    let body = json_object(body, state.inner.config.max_body_bytes).await?;
+    if let Some(other) = body.keys().find(|key| *key != "backends") {
+        return Err(ApiError::new(
+            Ret::BadField,
+            format!("unknown field {other:?} (the body is {{\"backends\": [...]}})"),
+        ));
+    }
+    let backends = match body.get("backends") {
+        Some(value) if !value.is_null() => parse_backends(Some(value))?,
+        _ => {
+            return Err(ApiError::new(
+                Ret::BadField,
+                "backends is required: a list of backend names",
+            ))
+        }
+    };
+    let name = name.to_ascii_lowercase();
+    state
+        .inner
+        .store
+        .set_domain_backends(&name, backends)
         .await
         .map_err(from_store)?;
     changed(&state, &name).await

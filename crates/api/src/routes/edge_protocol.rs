@@ -273,6 +273,7 @@ pub(crate) async fn caught_up(
             objects: Some(i64::try_from(applied.outcome.objects).unwrap_or(i64::MAX)),
             error: None,
             finished_at: now,
+            unsupported: false,
         });
     }
     let store = &state.inner.store;

@@ -22,7 +22,7 @@ use crate::token_auth::{new_secret, Caller};
 const JOIN_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Edge names: what a host name label allows, so they read well in logs and unit names.
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|byte| {
@@ -208,7 +208,9 @@ pub(crate) async fn list(
     caller: Caller,
 ) -> Result<Answer, ApiError> {
     caller.require_admin()?;
-    let edges = state.inner.store.list_edges().await.map_err(from_store)?;
+    let mut edges = state.inner.store.list_edges().await.map_err(from_store)?;
+    // Backends' targets are listed with their backend (`GET /cdn_api/backends`).
+    edges.retain(|edge| edge.backend.is_none());
     let backlogs = state
         .inner
         .store

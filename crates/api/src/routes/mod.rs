@@ -1,6 +1,7 @@
 //! The route table of the control plane.
 
 // Visible to the crate so that `openapi.rs` can list the handlers' descriptions.
+pub(crate) mod backends;
 pub(crate) mod domains;
 pub(crate) mod edge_protocol;
 pub(crate) mod edges;
@@ -54,6 +55,19 @@ pub(crate) fn router(state: AppState) -> Router {
             "/cdn_api/domains/{domain}/origin_limits",
             axum::routing::put(domains::set_origin_limits),
         )
+        .route(
+            "/cdn_api/domains/{domain}/backends",
+            axum::routing::put(domains::set_backends),
+        )
+        .route(
+            "/cdn_api/backends",
+            get(backends::list).post(backends::create),
+        )
+        .route(
+            "/cdn_api/backends/{name}",
+            get(backends::show).delete(backends::delete),
+        )
+        .route("/cdn_api/backends/{name}/check", post(backends::check))
         .route("/cdn_api/edges", get(edges::list).post(edges::create))
         .route("/cdn_api/edges/{name}/join_token", post(edges::renew_token))
         .route("/cdn_api/edges/{name}/revoke", post(edges::revoke))

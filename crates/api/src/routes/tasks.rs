@@ -200,16 +200,25 @@ pub(crate) async fn accept(
         .map(|url| url.host().to_string())
         .unwrap_or_default();
     let domain = DomainName::parse(&host).map_err(|_| not_yours(&host))?;
+    // The store checks again, in the task's transaction, that the domain is the caller's.
+    let registered = state
+        .inner
+        .store
+        .domain(domain.as_str())
+        .await
+        .map_err(from_store)?
+        .filter(|registered| registered.owner_id == caller.account_id)
+        .ok_or_else(|| not_yours(&host))?;
     let edges = state
         .inner
         .edges
-        .task_edges(submission.kind)
+        .task_targets(submission.kind, &registered.backends)
         .await
         .map_err(from_store)?;
     if edges.is_empty() {
         return Err(ApiError::new(
             Ret::Unavailable,
-            "no edge is up to carry out the task; nothing was accepted",
+            "no edge is up to carry out the task (and the domain has no other backend); nothing was accepted",
         ));
     }
     let day = quota_day(&config.quota_time_zone, jiff::Timestamp::now());

@@ -52,14 +52,18 @@ pub(crate) enum PairStatus {
     Cancelled,
     /// A warm pair waiting for its refresh's purges.
     Held,
+    /// Its target cannot do this (see `error`): finished, left out of `success_rate`.
+    Unsupported,
 }
 
 /// The state of one URL over every edge.
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum UrlStatus {
-    /// Every edge has it (or confirmed the purge).
+    /// Every target that can has it (or confirmed the purge).
     Success,
+    /// No target of the task can do this.
+    Unsupported,
     /// Every edge finished and one or more failed (or no edge ran it).
     Failed,
     /// Every edge finished, some pairs were cancelled.
@@ -96,7 +100,8 @@ pub(crate) struct TaskSummary {
     /// Finished pairs, percent with two decimals (100 when there are none).
     #[schema(minimum = 0, maximum = 100, example = 50.0)]
     progress: f64,
-    /// Successful pairs, percent with two decimals.
+    /// Successful pairs, percent with two decimals, of the pairs their target can carry out
+    /// (100 when there are none).
     #[schema(minimum = 0, maximum = 100, example = 100.0)]
     success_rate: f64,
     /// Distinct URLs (and directories).
@@ -107,6 +112,8 @@ pub(crate) struct TaskSummary {
     pairs_finished: i64,
     /// Pairs that succeeded.
     pairs_success: i64,
+    /// Pairs their target cannot carry out (`unsupported`).
+    pairs_unsupported: i64,
 }
 
 /// A prefetch task's status.
@@ -150,8 +157,13 @@ pub(crate) struct PrefetchUrl {
 /// One (URL, edge) pair of a prefetch.
 #[derive(ToSchema)]
 pub(crate) struct PrefetchPair {
-    /// The edge (empty when it was removed since).
+    /// The edge (empty when it was removed since); for a backend's target, its URL.
     edge: String,
+    /// `edges` (precache's own) or the backend's name.
+    #[schema(example = "varnish-sh")]
+    backend: String,
+    /// The edge's name, or the backend target's base URL.
+    target: String,
     /// Its state.
     status: PairStatus,
     /// Attempts made (3 at most; 5xx, timeouts and resets are retried).
@@ -174,6 +186,9 @@ pub(crate) struct PrefetchPair {
     /// The object's size, when the origin said.
     #[schema(required = true)]
     expected_bytes: Option<i64>,
+    /// Only on a success that has something to say.
+    #[schema(nullable = false)]
+    note: Option<String>,
 }
 
 /// The phase of a refresh's URL entry.
@@ -247,8 +262,13 @@ pub(crate) struct RefreshUrl {
 /// One (URL, edge) pair of a refresh.
 #[derive(ToSchema)]
 pub(crate) struct RefreshPair {
-    /// The edge (empty when it was removed since).
+    /// The edge (empty when it was removed since); for a backend's target, its URL.
     edge: String,
+    /// `edges` (precache's own) or the backend's name.
+    #[schema(example = "varnish-sh")]
+    backend: String,
+    /// The edge's name, or the backend target's base URL.
+    target: String,
     /// Its state.
     status: PairStatus,
     /// Attempts made.
@@ -271,9 +291,12 @@ pub(crate) struct RefreshPair {
     /// Cached objects the purge affected on this edge.
     #[schema(required = true)]
     objects: Option<i64>,
-    /// Whether the edge held anything for it.
+    /// Whether the target held anything for it; null where it cannot tell.
     #[schema(required = true)]
     was_cached: Option<bool>,
+    /// Only on a success that has something to say, e.g. `deleted: nginx cannot invalidate`.
+    #[schema(nullable = false)]
+    note: Option<String>,
 }
 
 /// The two phases of a refresh with `"prefetch": true`.

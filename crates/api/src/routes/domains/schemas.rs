@@ -21,6 +21,19 @@ pub(crate) struct NewDomain {
     origin_host: Option<String>,
     /// Caching overrides; the defaults when absent.
     cache: Option<CacheSettings>,
+    /// The backends its tasks run on (`edges`: precache's own edges; others registered with
+    /// `POST /cdn_api/backends`); `["edges"]` when absent.
+    #[schema(example = json!(["edges", "varnish-sh"]))]
+    backends: Option<Vec<String>>,
+}
+
+/// The backends a domain's tasks run on from now on.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendsChange {
+    /// At least one name, none twice.
+    #[schema(example = json!(["edges", "varnish-sh"]))]
+    backends: Vec<String>,
 }
 
 /// The operator's caching overrides for a domain; every key optional, unknown keys are `2002`.
@@ -68,6 +81,8 @@ pub(crate) struct Domain {
     cache: CachePolicy,
     /// Its origin limits.
     origin_limits: OriginLimits,
+    /// The backends its tasks run on.
+    backends: Vec<String>,
     /// When it was registered.
     #[schema(format = DateTime)]
     created_at: String,
