@@ -7,6 +7,7 @@ mod support;
 
 mod access_log;
 mod auth_and_admin;
+mod backend_caches;
 mod callbacks;
 mod cli;
 mod durability;

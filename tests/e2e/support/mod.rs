@@ -1,5 +1,6 @@
 //! Fixtures of the end-to-end tests: the real `precache` binary, a counting origin, a client.
 
+pub mod caches;
 pub mod client;
 pub mod origin;
 #[path = "../../../crates/store/tests/support/pg_cluster.rs"]
