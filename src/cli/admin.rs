@@ -1,4 +1,5 @@
-//! `precache admin user|domain|edge add|list|rm`: the administration routes from a terminal.
+//! `precache admin user|domain|edge|backend add|list|rm`: the administration routes from a
+//! terminal.
 
 use anyhow::{anyhow, Context};
 use reqwest::Method;
@@ -26,6 +27,9 @@ enum What {
     /// Edge nodes.
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Backends: cache fleets the operator runs, where tasks also run (docs/backends.md).
+    #[command(subcommand)]
+    Backend(BackendCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -62,9 +66,20 @@ enum DomainCommand {
         /// `Host` header sent to the origin, when not the domain.
         #[arg(long)]
         origin_host: Option<String>,
+        /// A backend its tasks run on (repeat for several); `edges` (precache's own) when none.
+        #[arg(long = "backend")]
+        backends: Vec<String>,
     },
     /// Every domain.
     List,
+    /// Set the backends a domain's tasks run on, e.g. `edges varnish-sh`.
+    Backends {
+        /// The domain.
+        domain: String,
+        /// Backend names (`edges` is precache's own edges).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Unregister a domain.
     Rm {
         /// The domain.
@@ -89,6 +104,45 @@ enum EdgeCommand {
         /// Its name.
         name: String,
     },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+enum BackendCommand {
+    /// Register a backend.
+    Add {
+        /// Its name.
+        name: String,
+        /// `varnish`, `nginx` or `trafficserver`.
+        #[arg(long)]
+        kind: String,
+        /// Base URL of one cache server, http://host[:port] (repeat for a fleet).
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// A setting, KEY=VALUE (repeat); VALUE is read as JSON when it parses, else as text:
+        /// `--setting concurrency=16 --setting purge_prefix=/purge`.
+        #[arg(long = "setting", value_parser = parse_setting)]
+        settings: Vec<(String, Value)>,
+    },
+    /// Every backend, its kind and targets.
+    List,
+    /// Delete a backend (no domain may name it).
+    Rm {
+        /// Its name.
+        name: String,
+    },
+    /// Reach every target now; exit status 1 when one cannot be used.
+    Check {
+        /// Its name.
+        name: String,
+    },
+}
+
+fn parse_setting(text: &str) -> Result<(String, Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((key.to_string(), value))
 }
 
 fn password_from_stdin_or_env() -> anyhow::Result<String> {
@@ -150,13 +204,26 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<bool> {
             origin,
             owner,
             origin_host,
+            backends,
         }) => (
             Method::POST,
             "/cdn_api/domains".into(),
-            Some(
-                json!({"domain": domain, "origin": origin, "owner": owner, "origin_host": origin_host}),
-            ),
+            Some(json!({"domain": domain, "origin": origin, "owner": owner,
+                        "origin_host": origin_host,
+                        "backends": (!backends.is_empty()).then_some(backends)})),
             &|_| {},
+        ),
+        What::Domain(DomainCommand::Backends { domain, names }) => (
+            Method::PUT,
+            format!("/cdn_api/domains/{domain}/backends"),
+            Some(json!({"backends": names})),
+            &|answer| {
+                println!(
+                    "{}  backends {}",
+                    answer["domain"]["domain"].as_str().unwrap_or(""),
+                    answer["domain"]["backends"]
+                )
+            },
         ),
         What::Domain(DomainCommand::List) => {
             (Method::GET, "/cdn_api/domains".into(), None, &|answer| {
@@ -200,6 +267,57 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<bool> {
             None,
             &|_| {},
         ),
+        What::Backend(BackendCommand::Add {
+            name,
+            kind,
+            targets,
+            settings,
+        }) => (
+            Method::POST,
+            "/cdn_api/backends".into(),
+            Some(json!({"name": name, "kind": kind, "targets": targets,
+                        "settings": settings.iter().cloned().collect::<serde_json::Map<_, _>>()})),
+            &|_| {},
+        ),
+        What::Backend(BackendCommand::List) => {
+            (Method::GET, "/cdn_api/backends".into(), None, &|answer| {
+                for backend in answer["backends"].as_array().into_iter().flatten() {
+                    let targets: Vec<&str> = backend["targets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!(
+                        "{}  {}  {}",
+                        backend["name"].as_str().unwrap_or(""),
+                        backend["kind"].as_str().unwrap_or(""),
+                        targets.join(" ")
+                    );
+                }
+            })
+        }
+        What::Backend(BackendCommand::Rm { name }) => (
+            Method::DELETE,
+            format!("/cdn_api/backends/{name}"),
+            None,
+            &|_| {},
+        ),
+        What::Backend(BackendCommand::Check { name }) => (
+            Method::POST,
+            format!("/cdn_api/backends/{name}/check"),
+            None,
+            &|answer| {
+                for target in answer["targets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}",
+                        target["target"].as_str().unwrap_or(""),
+                        if target["ok"] == true { "ok" } else { "FAILED" },
+                        target["reason"].as_str().unwrap_or("")
+                    );
+                }
+            },
+        ),
     };
     let answer = client.call(method, &path, body.as_ref()).await?;
     if json_out {
@@ -210,5 +328,6 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<bool> {
             eprintln!("OK");
         }
     }
-    Ok(true)
+    // A check that found a target it cannot use is a failed command.
+    Ok(answer.get("ok") != Some(&Value::Bool(false)))
 }

@@ -8,6 +8,7 @@ mod support;
 mod access_log;
 mod auth_and_admin;
 mod backend_caches;
+mod backends;
 mod callbacks;
 mod cli;
 mod durability;

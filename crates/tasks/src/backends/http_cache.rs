@@ -34,6 +34,9 @@ pub struct HttpCache {
 pub struct Answer {
     /// Its HTTP status.
     pub status: u16,
+    /// How many objects it removed, when its configuration says (`X-Precache-Purged`, from
+    /// Varnish's VCL: every `Vary` variant counts).
+    pub purged: Option<u64>,
 }
 
 impl HttpCache {
@@ -228,9 +231,14 @@ impl HttpCache {
             .await
             .map_err(|error| self.unreachable(target, &error))?;
         let status = response.status().as_u16();
+        let purged = response
+            .headers()
+            .get("x-precache-purged")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.trim().parse().ok());
         // Read the (small) body so the connection can be used again.
         let _ = response.bytes().await;
-        Ok(Answer { status })
+        Ok(Answer { status, purged })
     }
 }
 
@@ -254,17 +262,19 @@ pub fn purge_outcome(
 ) -> PairOutcome {
     match answer {
         Err(unreachable) => PairOutcome::failed(None, unreachable, true),
-        Ok(Answer { status }) if removed.contains(&status) || not_cached.contains(&status) => {
+        Ok(Answer { status, purged })
+            if removed.contains(&status) || not_cached.contains(&status) =>
+        {
             PairOutcome {
                 success: true,
                 http_status: Some(status),
                 bytes: 0,
-                objects: Some(u64::from(removed.contains(&status))),
+                objects: Some(purged.unwrap_or(u64::from(removed.contains(&status)))),
                 error: None,
                 retryable: false,
             }
         }
-        Ok(Answer { status }) => PairOutcome::failed(
+        Ok(Answer { status, .. }) => PairOutcome::failed(
             Some(status),
             format!(
                 "{kind} {} answered {status} to the purge (is it configured as in docs/backends.md?)",
