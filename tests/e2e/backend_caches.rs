@@ -21,6 +21,10 @@ const OTHER_HOST: &str = "other.example.com";
 /// A loopback address that is not 127.0.0.1, so outside every configuration's purge ACL.
 const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
+/// How often, and how far apart, a repeated purge is retried while the first one settles.
+const SETTLE_TRIES: usize = 20;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One answer of a cache.
 struct Answer {
     status: u16,
@@ -231,7 +235,16 @@ async fn check_prefetch_and_exact_purge(
     // Purge: 200 when it removed something, then 404.
     let answer = form.purge(&client, first, HOST, "/game/a.js").await?;
     expect_status(&answer, 200, "purge of a cached object", first)?;
-    let answer = form.purge(&client, first, HOST, "/game/a.js").await?;
+    // Varnish removes a purged object in its expiry thread, a moment after answering: a PURGE
+    // in between still finds (and counts) it. Other kinds answer 404 at once.
+    let mut answer = form.purge(&client, first, HOST, "/game/a.js").await?;
+    for _ in 0..SETTLE_TRIES {
+        if answer.status != 200 {
+            break;
+        }
+        tokio::time::sleep(SETTLE_PAUSE).await;
+        answer = form.purge(&client, first, HOST, "/game/a.js").await?;
+    }
     expect_status(&answer, 404, "the same purge again", first)?;
     let answer = form.purge(&client, first, HOST, "/game/never.js").await?;
     expect_status(&answer, 404, "purge of an object never fetched", first)?;
