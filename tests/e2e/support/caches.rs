@@ -362,9 +362,10 @@ fn spawn(
         collect(stderr, Arc::clone(&output));
     }
     // In a session of its own, so that whatever ends the test process's group spares it.
+    // (`-KILL -PGID` without `--`: dash's kill refuses `--`.)
     let reaper = Command::new("setsid")
         .args(["sh", "-c"])
-        .arg(format!("read _; kill -KILL -- -{}", child.id()))
+        .arg(format!("read _; kill -KILL -{}", child.id()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
