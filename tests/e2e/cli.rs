@@ -276,7 +276,7 @@ async fn the_command_line_waits_out_rate_limits() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_spent_quota_stops_the_rest_and_admins_manage_edges_and_domains() -> TestResult {
+async fn a_spent_quota_stops_the_rest_and_admins_manage_edges_domains_and_backends() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     let api = Api::new(&server);
@@ -360,6 +360,44 @@ async fn a_spent_quota_stops_the_rest_and_admins_manage_edges_and_domains() -> T
         "{}",
         text(&domains)
     );
+    // Backends: registered, named by the domain, checked (a dead target fails the command),
+    // deleted once no domain names them.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let dead = format!("http://{dead}");
+    let added = run(as_admin(&[
+        "admin",
+        "backend",
+        "add",
+        "fleet",
+        "--kind",
+        "nginx",
+        "--target",
+        &dead,
+        "--setting",
+        "concurrency=4",
+    ]))
+    .await?;
+    assert!(added.status.success(), "{}", text(&added));
+    let listed = run(as_admin(&["admin", "backend", "list"])).await?;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&format!("fleet  nginx  {dead}")),
+        "{}",
+        text(&listed)
+    );
+    let named = run(as_admin(&[
+        "admin", "domain", "backends", HOST, "edges", "fleet",
+    ]))
+    .await?;
+    assert!(named.status.success(), "{}", text(&named));
+    let checked = run(as_admin(&["admin", "backend", "check", "fleet"])).await?;
+    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("FAILED"));
+    let in_use = run(as_admin(&["admin", "backend", "rm", "fleet"])).await?;
+    assert_eq!(in_use.status.code(), Some(2), "{}", text(&in_use));
+    let unnamed = run(as_admin(&["admin", "domain", "backends", HOST, "edges"])).await?;
+    assert!(unnamed.status.success(), "{}", text(&unnamed));
+    let removed = run(as_admin(&["admin", "backend", "rm", "fleet"])).await?;
+    assert!(removed.status.success(), "{}", text(&removed));
     let gone = run(as_admin(&["admin", "domain", "rm", HOST])).await?;
     assert!(gone.status.success(), "{}", text(&gone));
     let again = run(as_admin(&["admin", "domain", "rm", HOST])).await?;
