@@ -93,6 +93,9 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
     let capabilities = backend.capabilities();
     if let Some(reason) = unsupported_reason(backend.kind(), capabilities, job) {
         context.progress.finished(&job.key);
+        metrics::counter!("precache_pairs_finished_total", "kind" => job.kind.as_str(),
+            "outcome" => "unsupported")
+        .increment(1);
         return Ran {
             result: PairResult::unsupported(job.key, reason),
             edge_unreachable: false,
