@@ -10,6 +10,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 
 use crate::support::caches::{self, CacheServer};
+use crate::support::origin::PLAIN_VARIANT;
 use crate::support::{Behavior, Origin, TestResult};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -282,6 +283,40 @@ async fn check_prefetch_and_exact_purge(
     Ok(())
 }
 
+/// An object with two `Vary` variants in `cache`, both gone after one purge (answered 200,
+/// which is returned).
+async fn check_variants_purged(
+    cache: &CacheServer,
+    origin: &Origin,
+    form: PurgeForm,
+) -> Result<Answer, Error> {
+    let client = Client::local()?;
+    let path = "/variants.js";
+    origin.set(
+        path,
+        Behavior::WithHeaders(
+            body_of(path),
+            vec![("cache-control", "max-age=3600"), ("vary", "X-Variant")],
+        ),
+    );
+    for variant in ["a", "b", "a", "b"] {
+        let answer = client
+            .send(cache, "GET", HOST, path, &[("X-Variant", variant)])
+            .await?;
+        expect_status(&answer, 200, "GET of a variant", cache)?;
+    }
+    expect_origin(origin, path, 2, "two variants, each cached", &[cache])?;
+    let answer = form.purge(&client, cache, HOST, path).await?;
+    expect_status(&answer, 200, "purge of two variants", cache)?;
+    for variant in ["a", "b"] {
+        client
+            .send(cache, "GET", HOST, path, &[("X-Variant", variant)])
+            .await?;
+    }
+    expect_origin(origin, path, 4, "both variants purged", &[cache])?;
+    Ok(answer)
+}
+
 /// Starts two caches of one kind, or `None` when the kind is not installed.
 fn fleet(
     start: fn(SocketAddr) -> std::io::Result<Option<CacheServer>>,
@@ -304,17 +339,14 @@ async fn varnish_prefetches_purges_and_refuses_strangers() -> TestResult {
     };
     check_prefetch_and_exact_purge([&first, &second], &origin, PurgeForm::PurgeMethod).await?;
 
-    // The answer says how many objects went (every Vary variant counts).
+    // One PURGE removes every Vary variant, and the answer counts them.
     let client = Client::local()?;
-    serve(&origin, "/count.js");
-    client.get(&first, HOST, "/count.js").await?;
-    let answer = client.send(&first, "PURGE", HOST, "/count.js", &[]).await?;
-    expect_status(&answer, 200, "purge", &first)?;
+    let answer = check_variants_purged(&first, &origin, PurgeForm::PurgeMethod).await?;
     let purged = answer
         .headers
         .get("x-precache-purged")
         .and_then(|value| value.to_str().ok());
-    assert_eq!(purged, Some("1"), "X-Precache-Purged of one object");
+    assert_eq!(purged, Some("2"), "X-Precache-Purged of two variants");
 
     // PURGE and BAN from outside the ACL: 405, and the object stays.
     serve(&origin, "/kept.js");
@@ -437,6 +469,51 @@ async fn nginx_prefetches_purges_and_refuses_other_forms() -> TestResult {
     client.get(&first, HOST, "/sp%20ace.js").await?;
     expect_origin(&origin, "/sp%20ace.js", 2, "encoded path purged", &[&first])?;
 
+    // A `Vary: Accept-Encoding` object is one object, fetched uncompressed, whatever the
+    // players accept; so the purge removes it for all of them.
+    origin.set("/encoded.js", Behavior::VaryOnEncoding);
+    for accept in [Some("gzip"), None, Some("gzip, br")] {
+        let headers: Vec<(&str, &str)> = accept
+            .map(|value| ("Accept-Encoding", value))
+            .into_iter()
+            .collect();
+        let answer = client
+            .send(&first, "GET", HOST, "/encoded.js", &headers)
+            .await?;
+        expect_status(&answer, 200, "GET of a Vary object", &first)?;
+        assert_eq!(
+            answer.body, PLAIN_VARIANT,
+            "the origin was asked without Accept-Encoding"
+        );
+    }
+    expect_origin(
+        &origin,
+        "/encoded.js",
+        1,
+        "one object for every Accept-Encoding",
+        &[&first],
+    )?;
+    let answer = client
+        .send(&first, "GET", HOST, "/purge/encoded.js", &[])
+        .await?;
+    expect_status(&answer, 200, "purge of a Vary object", &first)?;
+    client
+        .send(
+            &first,
+            "GET",
+            HOST,
+            "/encoded.js",
+            &[("Accept-Encoding", "gzip")],
+        )
+        .await?;
+    expect_origin(
+        &origin,
+        "/encoded.js",
+        2,
+        "purged for gzip players too",
+        &[&first],
+    )?;
+
     // The forms nginx refuses, leaving the object cached and the origin alone: PURGE on the
     // object's own path (405), and /purge from outside the allowed addresses (403).
     serve(&origin, "/kept.js");
@@ -459,6 +536,9 @@ async fn trafficserver_prefetches_purges_and_refuses_strangers() -> TestResult {
         return Ok(());
     };
     check_prefetch_and_exact_purge([&first, &second], &origin, PurgeForm::PurgeMethod).await?;
+
+    // One PURGE removes every Vary variant (alternates of one cache entry).
+    check_variants_purged(&first, &origin, PurgeForm::PurgeMethod).await?;
 
     // PURGE from outside ip_allow.yaml's loopback rule: 403, and the object stays.
     let client = Client::local()?;
