@@ -14,6 +14,7 @@ mod cli;
 mod durability;
 mod edge_cache;
 mod events;
+mod http_conformance;
 mod isolation;
 mod large_object;
 mod observability;

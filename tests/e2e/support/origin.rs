@@ -33,6 +33,16 @@ pub enum Behavior {
     Truncated(u64, u64),
     /// A [`Behavior::Large`] body sent in 64 KiB chunks with a pause after each.
     SlowLarge(u64, Duration),
+    /// This status, exactly these header lines (a name may repeat, nothing is added but what
+    /// the HTTP server must) and this body. A status 200 with an `ETag` answers a matching
+    /// `If-None-Match` with a 304 carrying the same lines.
+    Answer(u16, Vec<(String, String)>, Bytes),
+    /// One behavior per request in turn; the last one repeats.
+    Then(Vec<Behavior>),
+    /// Closes the connection without answering.
+    Hangup,
+    /// 200 with `<method> <request body length>`, after reading the whole request body.
+    Echo,
 }
 
 /// Body of [`Behavior::VaryOnEncoding`] for a request that accepts gzip.
@@ -212,8 +222,16 @@ fn large_response(len: u64, pause: Duration, fail_at: Option<u64>) -> Response {
 }
 
 async fn answer(State(origin): State<Origin>, request: Request) -> Response {
-    let (request, _) = request.into_parts();
+    let (request, body) = request.into_parts();
     let path = request.uri.path().to_string();
+    if matches!(origin.lock().behaviors.get(&path), Some(Behavior::Echo)) {
+        let _in_flight = InFlight::start(&origin);
+        *origin.lock().counts.entry(path).or_default() += 1;
+        return match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(received) => format!("{} {}\n", request.method, received.len()).into_response(),
+            Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        };
+    }
     let response = answer_unconditionally(&origin, &path, &request.headers).await;
     // A revalidation whose validator still matches gets a bodiless 304.
     let etag = response.headers().get(header::ETAG).cloned();
@@ -228,7 +246,7 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
             if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
                 not_modified
                     .headers_mut()
-                    .insert(name.clone(), value.clone());
+                    .append(name.clone(), value.clone());
             }
         }
         return not_modified;
@@ -239,7 +257,7 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
 async fn answer_unconditionally(origin: &Origin, path: &str, headers: &HeaderMap) -> Response {
     let _in_flight = InFlight::start(origin);
     let path = path.to_string();
-    let (behavior, nth) = {
+    let (mut behavior, nth) = {
         let mut shared = origin.lock();
         let nth = {
             let count = shared.counts.entry(path.clone()).or_default();
@@ -248,6 +266,9 @@ async fn answer_unconditionally(origin: &Origin, path: &str, headers: &HeaderMap
         };
         (shared.behaviors.get(&path).cloned(), nth)
     };
+    while let Some(Behavior::Then(turns)) = behavior {
+        behavior = turns.get(nth - 1).or(turns.last()).cloned();
+    }
     match behavior {
         None => (StatusCode::NOT_FOUND, "no such object\n").into_response(),
         Some(Behavior::Body(body)) => ok_body(body),
@@ -286,6 +307,28 @@ async fn answer_unconditionally(origin: &Origin, path: &str, headers: &HeaderMap
                 response.headers_mut().insert(header::ETAG, etag);
             }
             response
+        }
+        Some(Behavior::Answer(code, lines, body)) => {
+            let mut response = body.into_response();
+            *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
+            response.headers_mut().remove(header::CONTENT_TYPE);
+            for (name, value) in lines {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    header::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().append(name, value);
+                }
+            }
+            response
+        }
+        Some(Behavior::Echo) => (StatusCode::IM_A_TEAPOT, "echo answers earlier\n").into_response(),
+        Some(Behavior::Then(_)) => (StatusCode::IM_A_TEAPOT, "nested too deep\n").into_response(),
+        Some(Behavior::Hangup) => {
+            // axum always answers; unwinding out of the handler is what makes hyper drop the
+            // connection unanswered, as a crashing origin does. The panic ends only this
+            // connection's task.
+            std::panic::resume_unwind(Box::new("the test origin hangs up by design"))
         }
         Some(Behavior::Slow(delay, body)) => {
             tokio::time::sleep(delay).await;
