@@ -267,6 +267,13 @@ async fn check_prefetch_and_exact_purge(
     client.get(first, HOST, "/game/b.js").await?;
     expect_origin(origin, "/game/b.js", 1, "another path stayed", &fleet)?;
 
+    // precache's `check` of a target: a purge of `/` on the reserved `.invalid` domain, which no
+    // cache holds, must answer "not cached".
+    let answer = form
+        .purge(&client, first, "precache-check.invalid", "/")
+        .await?;
+    expect_status(&answer, 404, "the backend check's purge", first)?;
+
     // The query is part of the object.
     let answer = form.purge(&client, first, HOST, "/game/q.js?v=1").await?;
     expect_status(&answer, 200, "purge of an object with a query", first)?;
