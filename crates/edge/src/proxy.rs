@@ -696,6 +696,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_same_host_locations_are_invalidated() {
+        let host = "web.example.com";
+        assert_eq!(
+            same_host_path(host, "/form", "/items/7?x=1").as_deref(),
+            Some("/items/7?x=1")
+        );
+        assert_eq!(
+            same_host_path(host, "/a/form", "done").as_deref(),
+            Some("/a/done")
+        );
+        assert_eq!(
+            same_host_path(host, "/form", "https://WEB.example.com/x").as_deref(),
+            Some("/x")
+        );
+        assert_eq!(
+            same_host_path(host, "/form", "http://other.example/x"),
+            None
+        );
+        assert_eq!(
+            same_host_path(host, "/form", "mailto:a@web.example.com"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_304_replaces_stored_fields_but_hop_by_hop_length_and_vary() {
+        let mut stored = ResponseHeader::build(200, None).expect("response");
+        for (name, value) in [
+            ("etag", "\"v1\""),
+            ("x-version", "1"),
+            ("content-length", "11"),
+            ("vary", "accept-encoding"),
+            ("content-type", "text/plain"),
+        ] {
+            stored.append_header(name, value).expect("header");
+        }
+        let mut not_modified = ResponseHeader::build(304, None).expect("response");
+        for (name, value) in [
+            ("etag", "\"v1\""),
+            ("x-version", "2"),
+            ("x-version", "2b"),
+            ("content-length", "0"),
+            ("vary", "*"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+        ] {
+            not_modified.append_header(name, value).expect("header");
+        }
+        let updated = with_fields_of_304(&stored, &not_modified);
+        let values = |name: &str| -> Vec<&str> {
+            updated
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect()
+        };
+        assert_eq!(values("x-version"), ["2", "2b"]);
+        assert_eq!(values("content-length"), ["11"]);
+        assert_eq!(values("vary"), ["accept-encoding"]);
+        assert_eq!(values("content-type"), ["text/plain"]);
+        assert!(values("x-secret").is_empty() && values("connection").is_empty());
+    }
+
+    #[test]
     fn host_header_loses_port_dot_and_case() {
         let mut request = RequestHeader::build("GET", b"/x", None).expect("request");
         request
