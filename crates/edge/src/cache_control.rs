@@ -39,8 +39,6 @@ pub(crate) struct FreshnessDirectives {
     /// `no-cache`, with or without a field list: the edge does not keep partial responses, so
     /// a qualified `no-cache` is treated like the unqualified one.
     pub no_cache: bool,
-    /// A directive the grammar does not allow, such as `max-age = 60`.
-    pub malformed: bool,
 }
 
 impl FreshnessDirectives {
@@ -50,11 +48,10 @@ impl FreshnessDirectives {
             s_maxage: DeltaSeconds::Absent,
             max_age: DeltaSeconds::Absent,
             no_cache: false,
-            malformed: false,
         };
         for line in lines {
+            // A line that is not visible ASCII holds no directive this parser could trust.
             let Ok(text) = line.to_str() else {
-                directives.malformed = true;
                 continue;
             };
             for item in split_list(text) {
@@ -67,7 +64,6 @@ impl FreshnessDirectives {
                     None => (item, None),
                 };
                 if !is_token(name) || value.is_some_and(|value| !is_token_or_quoted(value)) {
-                    directives.malformed = true;
                     // `max-age = 60` still says the origin meant a max-age: it is invalid, not
                     // absent, so the response is stale rather than fresh by a default.
                     let name = name.trim().to_ascii_lowercase();
@@ -177,7 +173,7 @@ mod tests {
         let d = parse(&["public, max-age=60", "S-MaxAge=600"]);
         assert_eq!(d.max_age, DeltaSeconds::Seconds(60));
         assert_eq!(d.shared_max_age(), DeltaSeconds::Seconds(600));
-        assert!(!d.malformed && !d.no_cache);
+        assert!(!d.no_cache);
         assert!(parse(&["no-cache=\"set-cookie, x-a\", max-age=5"]).no_cache);
         assert_eq!(
             parse(&["max-age=99999999999999999999999"]).max_age,

@@ -538,9 +538,10 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
-    /// Marks stale what is stored for the request's URL and for the `Location` and
-    /// `Content-Location` of the answer when they are on the same host (RFC 9111 §4.4): the
-    /// next use revalidates, a cheap 304 when the request did not change the resource after all.
+    /// Removes what is stored for the request's URL and for the `Location` and
+    /// `Content-Location` of the answer when they are on the same host (RFC 9111 §4.4).
+    /// Removed rather than marked stale: a stale copy may still be served within its
+    /// `stale-while-revalidate` window, and after a change it must not be served at all.
     async fn invalidate_after_unsafe_request(
         &self,
         session: &Session,
@@ -573,7 +574,7 @@ impl EdgeProxy {
         let invalidated = tokio::task::spawn_blocking(move || {
             primaries.iter().try_fold(0u64, |objects, primary| {
                 cache
-                    .purge_objects(primary, false, disk_cache::PurgeAction::Invalidate)
+                    .purge_objects(primary, false, disk_cache::PurgeAction::Delete)
                     .map(|done| objects + done.objects)
             })
         })
