@@ -333,6 +333,17 @@ async fn no_cache_is_never_served_stale_when_the_origin_hangs_up() -> TestResult
         failed.status, 502,
         "no stale copy stands in for a failed validation"
     );
+    // Nor for an origin that answers an error.
+    fixture.origin.set(
+        "/no-cache-503",
+        Behavior::Then(vec![
+            ok_with(&[("cache-control", "no-cache"), ("etag", "\"v1\"")]),
+            Behavior::Answer(503, vec![], Bytes::new()),
+        ]),
+    );
+    assert_eq!(fixture.get("/no-cache-503").await?.status, 200);
+    let failed = fixture.get("/no-cache-503").await?;
+    assert_eq!((failed.status, failed.x_cache()), (503, "MISS"));
     // The control: without no-cache, an explicit stale-if-error lets the stale copy stand in.
     fixture.origin.set(
         "/stale-if-error",
