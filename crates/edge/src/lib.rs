@@ -457,6 +457,9 @@ async fn run(
     })
     .await;
     save_recency(cache).await;
+    if let Some(log) = access_log {
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
 }
 
 /// The next SIGHUP, or never when nothing listens for it.
