@@ -219,6 +219,10 @@ settings! {
         edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
         /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
+        /// The key (32 bytes in base64) that seals backends' credentials at rest; every control-plane process of one database needs the same [env: PRECACHE_SECRET_KEY_FILE] [default: secret.key in the data dir, generated at the first start; none on PostgreSQL]
+        secret_key_file: PathBuf, env "PRECACHE_SECRET_KEY_FILE";
+        /// While rotating: the key the credentials were sealed with; they are sealed again with --secret-key-file at start [env: PRECACHE_PREVIOUS_SECRET_KEY_FILE]
+        previous_secret_key_file: PathBuf, env "PRECACHE_PREVIOUS_SECRET_KEY_FILE";
         /// The edge's access log: one JSON object per line for every player request; `-` for standard output; SIGHUP reopens the file [env: PRECACHE_EDGE_ACCESS_LOG] [default: none]
         edge_access_log: String, env "PRECACHE_EDGE_ACCESS_LOG";
         /// Log lines as `text` or `json` (one object per line, with the request's id) [env: PRECACHE_LOG_FORMAT] [default: text]
@@ -304,6 +308,10 @@ pub struct ServeConfig {
     pub edge_admin_tls: Option<precache_edge::TlsFiles>,
     /// Where the edge's access log goes.
     pub edge_access_log: Option<precache_edge::AccessLogTarget>,
+    /// The key file sealing credentials, when given.
+    pub secret_key_file: Option<PathBuf>,
+    /// The previous key file, while rotating.
+    pub previous_secret_key_file: Option<PathBuf>,
     /// How completion callbacks are delivered.
     pub callbacks: precache_api::CallbackPolicy,
     /// How log lines are written.
@@ -433,6 +441,8 @@ impl ServeConfig {
                 })
                 .transpose()?,
             log_format: raw.log_format.unwrap_or_default(),
+            secret_key_file: raw.secret_key_file,
+            previous_secret_key_file: raw.previous_secret_key_file,
             edge_access_log: raw
                 .edge_access_log
                 .filter(|target| !target.is_empty())

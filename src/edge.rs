@@ -32,20 +32,7 @@ fn read_credential(path: &Path) -> Option<SavedCredential> {
 }
 
 fn write_credential(path: &Path, saved: &SavedCredential) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("write {}", temp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(saved)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("write {}", path.display()))?;
-    Ok(())
+    crate::serve::write_private(path, &serde_json::to_vec_pretty(saved)?)
 }
 
 fn advertised(

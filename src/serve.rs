@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use precache_api::PasswordHasher;
 use precache_model::time::now_millis;
+use precache_store::sealed::{SecretKey, SecretKeys};
 use precache_store::Store;
 use rand::RngCore;
 
@@ -101,11 +102,79 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 
 /// Opens the database and creates the first admin on an empty one.
 pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
-    let store = Store::open(&config.database_url)
+    let mut store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("open the database {}", config.database_url))?;
+    if let Some(keys) = secret_keys(config)? {
+        let primary = keys.primary.id().to_string();
+        store = store.with_secret_keys(keys);
+        let resealed = store
+            .reseal_credentials()
+            .await
+            .context("seal credentials with the new key")?;
+        if resealed > 0 {
+            tracing::info!(resealed, key = %primary, "credentials sealed again with the new key");
+        }
+    }
     bootstrap_admin(&store, config.admin_password.clone()).await?;
     Ok(store)
+}
+
+/// The keys sealing credentials at rest: the configured file or, for a process that owns its
+/// database (SQLite), `secret.key` in the data dir, generated (0600) at the first start. On
+/// PostgreSQL several processes must share one key, so none is made up there.
+fn secret_keys(config: &ServeConfig) -> anyhow::Result<Option<SecretKeys>> {
+    let read = |path: &Path| -> anyhow::Result<SecretKey> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the secret key {}", path.display()))?;
+        SecretKey::from_text(&text)
+            .map_err(|e| anyhow!("the secret key {} is not usable: {e}", path.display()))
+    };
+    let previous = config
+        .previous_secret_key_file
+        .as_deref()
+        .map(read)
+        .transpose()?;
+    let primary = match &config.secret_key_file {
+        Some(path) => read(path)?,
+        None if config.database_url.starts_with("postgres") => {
+            tracing::info!("no --secret-key-file: backends with credentials cannot be used");
+            return Ok(None);
+        }
+        None => {
+            let path = config.data_dir.join("secret.key");
+            if !path.exists() {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("create {}", config.data_dir.display()))?;
+                write_private(&path, SecretKey::generate().as_bytes())?;
+                tracing::info!(path = %path.display(), "generated the key that seals credentials; back it up");
+            }
+            read(&path)?
+        }
+    };
+    Ok(Some(SecretKeys { primary, previous }))
+}
+
+/// Writes a file only its owner can read (created 0600, never briefly readable by others),
+/// whole or not at all: a temp file synced, then renamed over `path`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("write {}", temp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("write {}", temp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("sync {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("write {}", path.display()))
 }
 
 async fn bootstrap_admin(store: &Store, password: Option<String>) -> anyhow::Result<()> {

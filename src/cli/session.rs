@@ -49,8 +49,7 @@ pub fn load() -> anyhow::Result<Option<Session>> {
 
 /// Saves the session with mode 0600 (the directory 0700), replacing any earlier one.
 pub fn save(session: &Session) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let path = path()?;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -59,16 +58,6 @@ pub fn save(session: &Session) -> anyhow::Result<PathBuf> {
             .create(dir)
             .with_context(|| format!("create {}", dir.display()))?;
     }
-    let temp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("write {}", temp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(session)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, &path).with_context(|| format!("write {}", path.display()))?;
+    crate::serve::write_private(&path, &serde_json::to_vec_pretty(session)?)?;
     Ok(path)
 }

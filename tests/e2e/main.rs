@@ -25,3 +25,4 @@ mod prefetch_flow;
 mod refresh;
 mod ret_codes;
 mod scale_out;
+mod vendors;

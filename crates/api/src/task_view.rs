@@ -95,6 +95,8 @@ fn pair_json(pair: &PairRecord, kind: TaskKind) -> Value {
         // where the target cannot tell: never a guess).
         fields["objects"] = json!(pair.objects);
         fields["was_cached"] = json!(pair.objects.map(|objects| objects > 0));
+        // `false`: the target only accepted the purge (a CDN with nothing to poll).
+        fields["confirmed"] = json!(pair.confirmed);
     }
     if let Some(note) = note {
         fields["note"] = json!(note);

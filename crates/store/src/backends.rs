@@ -12,11 +12,23 @@ use precache_model::EdgeId;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use std::collections::BTreeMap;
+
 use crate::domains::EDGES_BACKEND;
+use crate::sealed::SecretKeys;
 use crate::{BackendRecord, Error, NewBackend, Result, Store};
 
-fn decode_backend(row: &AnyRow, targets: Vec<(EdgeId, String)>) -> Result<BackendRecord> {
+fn decode_backend(
+    row: &AnyRow,
+    targets: Vec<(EdgeId, String)>,
+    keys: Option<&SecretKeys>,
+) -> Result<BackendRecord> {
     let settings: String = row.try_get("settings")?;
+    let name: String = row.try_get("name")?;
+    let credentials = match row.try_get::<Option<String>, _>("credentials")? {
+        None => Ok(BTreeMap::new()),
+        Some(sealed) => open_credentials(keys, &name, &sealed),
+    };
     Ok(BackendRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -24,8 +36,31 @@ fn decode_backend(row: &AnyRow, targets: Vec<(EdgeId, String)>) -> Result<Backen
         settings: serde_json::from_str(&settings)
             .map_err(|e| Error::Corrupt(format!("backend settings {settings:?}: {e}")))?,
         targets,
+        credentials,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn open_credentials(
+    keys: Option<&SecretKeys>,
+    name: &str,
+    sealed: &str,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let keys = keys.ok_or("no secret key is configured to open the credentials")?;
+    let opened = keys.open(name, sealed)?;
+    serde_json::from_slice(&opened).map_err(|e| format!("credentials that are not a map: {e}"))
+}
+
+fn seal_credentials(
+    keys: Option<&SecretKeys>,
+    name: &str,
+    credentials: &BTreeMap<String, String>,
+) -> Result<String> {
+    let keys = keys
+        .ok_or_else(|| Error::Refused("no secret key is configured to seal credentials".into()))?;
+    let plain = serde_json::to_vec(credentials)
+        .map_err(|e| Error::Corrupt(format!("encode credentials: {e}")))?;
+    keys.seal(name, &plain).map_err(Error::Corrupt)
 }
 
 impl Store {
@@ -37,17 +72,27 @@ impl Store {
         }
         let settings = serde_json::to_string(&backend.settings)
             .map_err(|e| Error::Corrupt(format!("encode backend settings: {e}")))?;
+        let sealed = match backend.credentials.is_empty() {
+            true => None,
+            false => Some(seal_credentials(
+                self.keys.as_deref(),
+                &backend.name,
+                &backend.credentials,
+            )?),
+        };
         let created_at = now_millis();
         let result = self
             .writer
             .run(move |connection| {
                 Box::pin(async move {
                     let id: i64 = sqlx::query(
-                        "INSERT INTO backends (name, kind, settings, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                        "INSERT INTO backends (name, kind, settings, credentials, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     )
                     .bind(&backend.name)
                     .bind(&backend.kind)
                     .bind(&settings)
+                    .bind(sealed)
                     .bind(created_at)
                     .fetch_one(&mut *connection)
                     .await?
@@ -77,6 +122,7 @@ impl Store {
                         kind: backend.kind,
                         settings: backend.settings,
                         targets,
+                        credentials: Ok(backend.credentials),
                         created_at,
                     })
                 })
@@ -90,10 +136,11 @@ impl Store {
 
     /// Every backend, by name, with its targets.
     pub async fn list_backends(&self) -> Result<Vec<BackendRecord>> {
-        let rows =
-            sqlx::query("SELECT id, name, kind, settings, created_at FROM backends ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, kind, settings, credentials, created_at FROM backends ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let targets = sqlx::query(
             "SELECT id, backend_id, admin_url FROM edges WHERE backend_id IS NOT NULL ORDER BY id",
         )
@@ -113,7 +160,7 @@ impl Store {
                     ));
                 }
             }
-            backends.push(decode_backend(row, own)?);
+            backends.push(decode_backend(row, own, self.keys.as_deref())?);
         }
         Ok(backends)
     }
@@ -125,6 +172,50 @@ impl Store {
             .await?
             .into_iter()
             .find(|backend| backend.name == name))
+    }
+
+    /// Seals again, under the primary key, every credential sealed by the previous one (after a
+    /// key rotation); answers how many. Credentials that open with neither key are left as they
+    /// are (and reported by the backends that use them).
+    pub async fn reseal_credentials(&self) -> Result<usize> {
+        let Some(keys) = self.keys.clone() else {
+            return Ok(0);
+        };
+        let rows =
+            sqlx::query("SELECT id, name, credentials FROM backends WHERE credentials IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut resealed = Vec::new();
+        for row in &rows {
+            let sealed: String = row.try_get("credentials")?;
+            if keys.is_current(&sealed) {
+                continue;
+            }
+            let name: String = row.try_get("name")?;
+            if let Ok(plain) = keys.open(&name, &sealed) {
+                let again = keys.seal(&name, &plain).map_err(Error::Corrupt)?;
+                resealed.push((row.try_get::<i64, _>("id")?, again));
+            }
+        }
+        let count = resealed.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        self.writer
+            .run(move |connection| {
+                Box::pin(async move {
+                    for (id, sealed) in &resealed {
+                        sqlx::query("UPDATE backends SET credentials = $1 WHERE id = $2")
+                            .bind(sealed)
+                            .bind(*id)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(count)
     }
 
     /// Deletes a backend. `NotFound` when there is none by that name, `Conflict` while a domain

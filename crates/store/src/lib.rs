@@ -21,6 +21,7 @@ mod edges;
 mod error;
 mod quota;
 mod records;
+pub mod sealed;
 mod task_pairs;
 mod tasks;
 mod tokens;
@@ -49,6 +50,8 @@ pub struct Store {
     writer: Writer,
     backend: Backend,
     worker: Arc<str>,
+    /// Seals and opens backends' credentials; `None` until [`Store::with_secret_keys`].
+    keys: Option<Arc<sealed::SecretKeys>>,
 }
 
 impl Store {
@@ -65,7 +68,14 @@ impl Store {
             writer: Writer::start(writer_connection, backend, Arc::clone(&worker)),
             backend,
             worker,
+            keys: None,
         })
+    }
+
+    /// This store with the keys that seal secrets at rest (backends' credentials).
+    pub fn with_secret_keys(mut self, keys: sealed::SecretKeys) -> Store {
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// This process's engine: the owner of the pairs it accepts and takes over.

@@ -227,6 +227,8 @@ pub struct PairRecord {
     pub edge_name: String,
     /// When the target is a backend's: the backend's name and the target's base URL.
     pub backend: Option<(String, String)>,
+    /// A refresh's success: confirmed by the target, or only accepted.
+    pub confirmed: Option<bool>,
     /// Its state.
     pub status: PairStatus,
     /// Attempts made.
@@ -356,6 +358,9 @@ pub struct PairResult {
     pub finished_at: i64,
     /// Its target cannot do this: the pair ends `unsupported` (then `success` is false).
     pub unsupported: bool,
+    /// A refresh's success: whether the target confirmed the purge was done (`false` when it
+    /// only accepted it, as a CDN without a completion to poll does).
+    pub confirmed: Option<bool>,
 }
 
 impl PairResult {
@@ -371,6 +376,7 @@ impl PairResult {
             error: Some(error),
             finished_at: precache_model::time::now_millis(),
             unsupported: false,
+            confirmed: None,
         }
     }
 
@@ -395,6 +401,8 @@ pub struct NewBackend {
     pub settings: serde_json::Value,
     /// Base URLs of its targets (one per cache server), in order.
     pub targets: Vec<String>,
+    /// Its credentials (sealed before they are stored); empty when it takes none.
+    pub credentials: std::collections::BTreeMap<String, String>,
 }
 
 /// A registered backend.
@@ -410,6 +418,8 @@ pub struct BackendRecord {
     pub settings: serde_json::Value,
     /// Its targets: the pair target (an `edges` row) and its base URL.
     pub targets: Vec<(EdgeId, String)>,
+    /// Its credentials, opened; `Err` says why they cannot be (e.g. sealed with another key).
+    pub credentials: Result<std::collections::BTreeMap<String, String>, String>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
 }

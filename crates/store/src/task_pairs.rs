@@ -385,9 +385,10 @@ pub(crate) async fn record_finish_many(
     let mut advanced: Vec<(String, i64, i64, i64, i64)> = Vec::new();
     for chunk in results.chunks(PAIRS_PER_STATEMENT) {
         let sql = format!(
-            "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, objects, error, finished_at) AS (VALUES {}) \
+            "WITH v (task_id, url_idx, edge_id, status, attempts, http_status, bytes, objects, error, finished_at, confirmed) AS (VALUES {}) \
              UPDATE task_pairs SET status = v.status, attempts = v.attempts, http_status = v.http_status, \
                     bytes = v.bytes, objects = v.objects, error = v.error, finished_at = v.finished_at, \
+                    confirmed = v.confirmed, \
                     owed = CASE WHEN v.status IN ('success', 'unsupported') THEN 0 ELSE task_pairs.owed END, \
                     started_at = COALESCE(task_pairs.started_at, v.finished_at) \
              FROM v WHERE task_pairs.task_id = v.task_id AND task_pairs.url_idx = v.url_idx \
@@ -405,6 +406,7 @@ pub(crate) async fn record_finish_many(
                     Some("BIGINT"),
                     Some("BIGINT"),
                     Some("TEXT"),
+                    Some("BIGINT"),
                     Some("BIGINT"),
                 ]
             )
@@ -428,7 +430,8 @@ pub(crate) async fn record_finish_many(
                 .bind(result.bytes)
                 .bind(result.objects)
                 .bind(result.error.clone())
-                .bind(result.finished_at);
+                .bind(result.finished_at)
+                .bind(result.confirmed.map(i64::from));
         }
         for row in query.fetch_all(&mut *connection).await? {
             let task_id: String = row.try_get("task_id")?;

@@ -444,7 +444,7 @@ impl Store {
                     t.n_urls, t.n_pairs, t.n_finished, t.n_success, t.n_unsupported, t.mode, \
                     u.url_idx, u.url, u.is_dir, u.phase, p.edge_id, e.name AS edge_name, e.backend AS edge_backend, \
                     e.admin_url AS edge_url, p.status AS pair_status, p.attempts, \
-                    p.http_status, p.bytes, p.expected_bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at \
+                    p.http_status, p.bytes, p.expected_bytes, p.objects, p.error, p.started_at AS pair_started_at, p.finished_at AS pair_finished_at, p.confirmed \
              FROM tasks t \
              JOIN task_urls u ON u.task_id = t.id \
              LEFT JOIN task_pairs p ON p.task_id = u.task_id AND p.url_idx = u.url_idx \
@@ -498,6 +498,9 @@ impl Store {
                 error: row.try_get("error")?,
                 started_at: row.try_get("pair_started_at")?,
                 finished_at: row.try_get("pair_finished_at")?,
+                confirmed: row
+                    .try_get::<Option<i64>, _>("confirmed")?
+                    .map(|confirmed| confirmed != 0),
             });
         }
         Ok(Some(TaskDetail {

@@ -267,6 +267,7 @@ async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
         error: (!success).then(|| "origin answered 404 Not Found".to_string()),
         finished_at: 20,
         unsupported: false,
+        confirmed: None,
     };
     assert_eq!(
         store

@@ -399,11 +399,19 @@ impl EdgeDirectory {
             if backends.contains_key(&record.id) {
                 continue;
             }
-            match backends::build(&record.kind, &record.settings) {
+            let built = record
+                .credentials
+                .as_ref()
+                .map_err(|error| format!("its credentials cannot be opened: {error}"))
+                .and_then(|credentials| {
+                    backends::build(&record.kind, &record.settings, credentials)
+                });
+            match built {
                 Ok(backend) => {
                     backends.insert(record.id, backend);
                 }
-                // Settings were checked when it was created; a newer version may disagree.
+                // Checked when it was created; a key that changed or a newer version may
+                // disagree. Its pairs fail, saying the backend cannot be driven.
                 Err(error) => {
                     tracing::error!(backend = %record.name, %error, "cannot drive this backend")
                 }

@@ -146,6 +146,8 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
         },
         finished_at: now_millis(),
         unsupported: false,
+        confirmed: (job.kind == TaskKind::Refresh && outcome.success)
+            .then_some(capabilities.confirms),
     };
     Ran {
         result,

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use precache_model::time::rfc3339_millis;
 use precache_store::{BackendRecord, NewBackend, EDGES_BACKEND};
-use precache_tasks::backends::{self, KINDS};
+use precache_tasks::backends::{self, Credentials, KINDS};
 use serde_json::{json, Value};
 
 use crate::envelope::schemas::{Empty, Envelope};
@@ -24,14 +24,27 @@ use crate::token_auth::Caller;
 const MAX_TARGETS: usize = 64;
 
 fn backend_json(backend: &BackendRecord) -> Value {
-    let capabilities = backends::build(&backend.kind, &backend.settings)
-        .map(|implementation| implementation.capabilities())
-        .ok();
+    let capabilities = backend
+        .credentials
+        .as_ref()
+        .ok()
+        .and_then(|credentials| backends::build(&backend.kind, &backend.settings, credentials).ok())
+        .map(|implementation| implementation.capabilities());
+    // Never a credential: at most its last four characters, so an admin can tell which it is.
+    let credentials = match &backend.credentials {
+        Ok(credentials) => json!(credentials
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(hint(value))))
+            .collect::<serde_json::Map<_, _>>()),
+        Err(_) => Value::Null,
+    };
     json!({
         "name": backend.name,
         "kind": backend.kind,
         "targets": backend.targets.iter().map(|(_, url)| url).collect::<Vec<_>>(),
         "settings": backend.settings,
+        "credentials": credentials,
+        "credentials_error": backend.credentials.as_ref().err(),
         "capabilities": capabilities.map(|c| json!({
             "prefetch": c.prefetch,
             "url_purge": c.url_purge,
@@ -43,6 +56,15 @@ fn backend_json(backend: &BackendRecord) -> Value {
         })),
         "created_at": rfc3339_millis(backend.created_at),
     })
+}
+
+/// `…` and the last four characters of a secret long enough to keep most of it hidden.
+fn hint(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < 16 {
+        return "…".into();
+    }
+    format!("…{}", chars[chars.len() - 4..].iter().collect::<String>())
 }
 
 /// A target is the base URL of one cache server: `http(s)://host[:port]`, nothing after.
@@ -74,11 +96,12 @@ fn check_target(value: &Value) -> Result<String, ApiError> {
     tag = "backends",
     operation_id = "backend_create",
     summary = "Register a backend: a cache fleet tasks also run on (admin)",
-    description = "`kind` is one of `varnish`, `nginx`, `trafficserver` (else `2002`); \
-                   `targets` the base URLs of its cache servers (1 to 64); `settings` what the \
-                   kind takes (`concurrency`, `timeout`, and nginx's `purge_prefix`; unknown \
-                   keys are `2002`). A taken name is `2007`. Configure each cache as \
-                   docs/backends.md says.",
+    description = "`kind` is one of `varnish`, `nginx`, `trafficserver`, `cloudflare` (else \
+                   `2002`); for a cache, `targets` the base URLs of its servers (1 to 64), for a \
+                   CDN none (its API is the target); `settings` what the kind takes (unknown \
+                   keys are `2002`); `credentials` a CDN's secrets, sealed at rest and never \
+                   answered back (caches take none). A taken name is `2007`. See \
+                   docs/backends.md.",
     request_body = schemas::NewBackend,
     responses((status = 201, description = "Registered.", body = Envelope<schemas::OneBackend>)),
     security(("token" = [])),
@@ -113,18 +136,46 @@ pub(crate) async fn create(
             KINDS.join(", ")
         )));
     }
-    let targets = match body.get("targets") {
-        Some(Value::Array(targets)) if !targets.is_empty() && targets.len() <= MAX_TARGETS => {
-            targets.iter().map(check_target).collect::<Result<Vec<_>, _>>()?
+    let settings = body.get("settings").cloned().unwrap_or(Value::Null);
+    let settings = match settings {
+        Value::Null => json!({}),
+        Value::Object(_) => settings,
+        other => return Err(bad(format!("settings must be an object, not {other}"))),
+    };
+    let credentials: Credentials = match body.get("credentials") {
+        None | Some(Value::Null) => Credentials::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(name, value)| match value.as_str() {
+                Some(text) => Ok((name.clone(), text.to_string())),
+                None => Err(bad(format!("credentials.{name} must be a string"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("credentials must be an object of strings".into())),
+    };
+    let targets = match backends::implicit_targets(kind, &settings) {
+        // A CDN's target is its API, from the settings.
+        Some(implicit) => {
+            if body.get("targets").is_some_and(|targets| !targets.is_null()) {
+                return Err(bad(format!(
+                    "{kind} takes no targets: its API is the target (settings.endpoint overrides it)"
+                )));
+            }
+            implicit.map_err(bad)?
         }
-        Some(Value::Array(targets)) if !targets.is_empty() => {
-            return Err(bad(format!("at most {MAX_TARGETS} targets per backend")))
-        }
-        _ => {
-            return Err(bad(
-                "targets is required: the base URLs of the cache servers, e.g. [\"http://10.1.2.3:6081\"]".into(),
-            ))
-        }
+        None => match body.get("targets") {
+            Some(Value::Array(targets)) if !targets.is_empty() && targets.len() <= MAX_TARGETS => {
+                targets.iter().map(check_target).collect::<Result<Vec<_>, _>>()?
+            }
+            Some(Value::Array(targets)) if !targets.is_empty() => {
+                return Err(bad(format!("at most {MAX_TARGETS} targets per backend")))
+            }
+            _ => {
+                return Err(bad(
+                    "targets is required: the base URLs of the cache servers, e.g. [\"http://10.1.2.3:6081\"]".into(),
+                ))
+            }
+        },
     };
     if let Some(twice) = targets
         .iter()
@@ -133,24 +184,7 @@ pub(crate) async fn create(
     {
         return Err(bad(format!("target {twice} is listed twice")));
     }
-    let settings = body.get("settings").cloned().unwrap_or(Value::Null);
-    let settings = match settings {
-        Value::Null => json!({}),
-        Value::Object(_) => settings,
-        other => return Err(bad(format!("settings must be an object, not {other}"))),
-    };
-    backends::build(kind, &settings).map_err(bad)?;
-    match body.get("credentials") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) if map.is_empty() => {}
-        // Caches allow purges by client address; accepting a secret here would only be one
-        // more secret to keep.
-        Some(_) => {
-            return Err(bad(format!(
-                "{kind} takes no credentials: its purges are allowed by address (docs/backends.md)"
-            )))
-        }
-    }
+    backends::build(kind, &settings, &credentials).map_err(bad)?;
     let backend = state
         .inner
         .store
@@ -159,6 +193,7 @@ pub(crate) async fn create(
             kind: kind.to_string(),
             settings,
             targets,
+            credentials,
         })
         .await
         .map_err(from_store)?;

@@ -274,6 +274,7 @@ pub(crate) async fn caught_up(
             error: None,
             finished_at: now,
             unsupported: false,
+            confirmed: Some(true),
         });
     }
     let store = &state.inner.store;

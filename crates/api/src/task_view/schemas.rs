@@ -294,6 +294,10 @@ pub(crate) struct RefreshPair {
     /// Whether the target held anything for it; null where it cannot tell.
     #[schema(required = true)]
     was_cached: Option<bool>,
+    /// On a success: `true` when the target confirmed the purge was done, `false` when it only
+    /// accepted it (a CDN without a completion to poll); null otherwise.
+    #[schema(required = true)]
+    confirmed: Option<bool>,
     /// Only on a success that has something to say, e.g. `deleted: nginx cannot invalidate`.
     #[schema(nullable = false)]
     note: Option<String>,

@@ -47,42 +47,7 @@ impl HttpCache {
         settings: &Value,
         own_settings: &[&str],
     ) -> Result<HttpCache, String> {
-        let empty = serde_json::Map::new();
-        let map = match settings {
-            Value::Null => &empty,
-            Value::Object(map) => map,
-            _ => return Err("settings must be an object".into()),
-        };
-        if let Some(unknown) = map.keys().find(|key| {
-            !COMMON_SETTINGS.contains(&key.as_str()) && !own_settings.contains(&key.as_str())
-        }) {
-            return Err(format!("{kind} has no setting {unknown:?}"));
-        }
-        let concurrency = match map.get("concurrency") {
-            None => DEFAULT_CONCURRENCY,
-            Some(value) => value
-                .as_u64()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or("settings.concurrency must be an integer from 1 to 1024")?
-                as usize,
-        };
-        let timeout = match map.get("timeout") {
-            None => DEFAULT_TIMEOUT,
-            Some(value) => Duration::from_secs(
-                value
-                    .as_u64()
-                    .filter(|n| (1..=86_400).contains(n))
-                    .ok_or("settings.timeout must be a number of seconds from 1 to 86400")?,
-            ),
-        };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("build an HTTP client: {e}"))?;
+        let (http, concurrency) = client_for(kind, settings, own_settings)?;
         Ok(HttpCache {
             kind,
             http,
@@ -242,8 +207,55 @@ impl HttpCache {
     }
 }
 
+/// The HTTP client every kind talks through, from the settings every kind takes
+/// (`concurrency`, `timeout`) besides its `own_settings`; answers the client and the
+/// concurrency. Unknown keys are refused.
+pub fn client_for(
+    kind: &str,
+    settings: &Value,
+    own_settings: &[&str],
+) -> Result<(reqwest::Client, usize), String> {
+    let empty = serde_json::Map::new();
+    let map = match settings {
+        Value::Null => &empty,
+        Value::Object(map) => map,
+        _ => return Err("settings must be an object".into()),
+    };
+    if let Some(unknown) = map.keys().find(|key| {
+        !COMMON_SETTINGS.contains(&key.as_str()) && !own_settings.contains(&key.as_str())
+    }) {
+        return Err(format!("{kind} has no setting {unknown:?}"));
+    }
+    let concurrency = match map.get("concurrency") {
+        None => DEFAULT_CONCURRENCY,
+        Some(value) => value
+            .as_u64()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or("settings.concurrency must be an integer from 1 to 1024")?
+            as usize,
+    };
+    let timeout = match map.get("timeout") {
+        None => DEFAULT_TIMEOUT,
+        Some(value) => Duration::from_secs(
+            value
+                .as_u64()
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or("settings.timeout must be a number of seconds from 1 to 86400")?,
+        ),
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("build an HTTP client: {e}"))?;
+    Ok((http, concurrency))
+}
+
 /// The innermost error's words: reqwest wraps hyper's, which wraps the socket's.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(inner) = cause.source() {
         cause = inner;

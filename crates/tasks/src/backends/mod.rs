@@ -8,6 +8,7 @@
 //! before any call ([`unsupported_reason`]). A new kind is one file here plus a line in
 //! [`build`].
 
+pub mod cloudflare;
 pub mod edges;
 pub mod http_cache;
 pub mod nginx;
@@ -92,18 +93,51 @@ pub trait Backend: Send + Sync {
 }
 
 /// The kinds an admin can register, besides the built-in `edges`.
-pub const KINDS: [&str; 3] = ["varnish", "nginx", "trafficserver"];
+pub const KINDS: [&str; 4] = ["varnish", "nginx", "trafficserver", "cloudflare"];
 
-/// The implementation of `kind` with these settings; `Err` says what is wrong with them.
-pub fn build(kind: &str, settings: &serde_json::Value) -> Result<Arc<dyn Backend>, String> {
+/// A backend's credentials, by name (what `POST /cdn_api/backends` takes in `credentials`).
+pub type Credentials = std::collections::BTreeMap<String, String>;
+
+/// The implementation of `kind` with these settings and credentials; `Err` says what is wrong
+/// with them.
+pub fn build(
+    kind: &str,
+    settings: &serde_json::Value,
+    credentials: &Credentials,
+) -> Result<Arc<dyn Backend>, String> {
+    let no_credentials = || match credentials.is_empty() {
+        true => Ok(()),
+        // Caches allow purges by client address; a secret here would only be one more to keep.
+        false => Err(format!(
+            "{kind} takes no credentials: its purges are allowed by address (docs/backends.md)"
+        )),
+    };
     match kind {
-        "varnish" => Ok(Arc::new(varnish::Varnish::new(settings)?)),
-        "nginx" => Ok(Arc::new(nginx::Nginx::new(settings)?)),
-        "trafficserver" => Ok(Arc::new(trafficserver::TrafficServer::new(settings)?)),
+        "varnish" => no_credentials().and(Ok(Arc::new(varnish::Varnish::new(settings)?))),
+        "nginx" => no_credentials().and(Ok(Arc::new(nginx::Nginx::new(settings)?))),
+        "trafficserver" => {
+            no_credentials().and(Ok(Arc::new(trafficserver::TrafficServer::new(settings)?)))
+        }
+        "cloudflare" => Ok(Arc::new(cloudflare::Cloudflare::new(
+            settings,
+            credentials,
+        )?)),
         other => Err(format!(
             "unknown backend kind {other:?} (expected one of: {})",
             KINDS.join(", ")
         )),
+    }
+}
+
+/// The targets of a kind that has no servers of the operator's to list: a CDN's API, as
+/// `settings` name it. `None` for the kinds whose targets the admin gives (caches).
+pub fn implicit_targets(
+    kind: &str,
+    settings: &serde_json::Value,
+) -> Option<Result<Vec<String>, String>> {
+    match kind {
+        "cloudflare" => Some(cloudflare::Cloudflare::target_url(settings).map(|url| vec![url])),
+        _ => None,
     }
 }
 

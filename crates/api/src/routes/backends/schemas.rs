@@ -13,18 +13,20 @@ pub(crate) struct NewBackend {
     /// 1–63 of `a-z 0-9 - _ .`, not `edges`; a taken name is `2007`.
     #[schema(example = "varnish-sh", pattern = "^[a-z0-9._-]{1,63}$")]
     name: String,
-    /// `varnish`, `nginx` or `trafficserver`.
+    /// `varnish`, `nginx`, `trafficserver` or `cloudflare`.
     #[schema(example = "varnish")]
     kind: String,
-    /// Base URLs of the cache servers (1 to 64), `http://host[:port]`.
+    /// A cache's servers (1 to 64), `http://host[:port]`; none for a CDN.
     #[schema(example = json!(["http://10.1.2.3:6081", "http://10.1.2.4:6081"]))]
-    targets: Vec<String>,
+    targets: Option<Vec<String>>,
     /// `concurrency` (requests at once per target, default 8), `timeout` (seconds per request,
-    /// default 60), for nginx `purge_prefix` (default `/purge`).
+    /// default 60), for nginx `purge_prefix` (default `/purge`), for cloudflare `zone_id`
+    /// (required), `endpoint`, `max_files_per_call` (default 30).
     #[schema(value_type = Option<Object>, example = json!({"concurrency": 16}))]
     settings: Option<serde_json::Value>,
-    /// The cache kinds take none (purges are allowed by address); anything but `{}` is `2002`.
-    #[schema(value_type = Option<Object>)]
+    /// A CDN's secrets (cloudflare: `api_token`), sealed at rest, never answered back; the
+    /// cache kinds take none (their purges are allowed by address).
+    #[schema(value_type = Option<Object>, example = json!({"api_token": "..."}))]
     credentials: Option<serde_json::Value>,
 }
 
@@ -50,6 +52,13 @@ pub(crate) struct Backend {
     targets: Vec<String>,
     #[schema(value_type = Object)]
     settings: serde_json::Value,
+    /// Each credential's name with at most its last four characters (`…abcd`); null when they
+    /// cannot be opened (see `credentials_error`).
+    #[schema(value_type = Option<Object>, required = true)]
+    credentials: Option<serde_json::Value>,
+    /// Why the credentials cannot be opened (e.g. sealed with another key), if so.
+    #[schema(required = true)]
+    credentials_error: Option<String>,
     #[schema(required = true)]
     capabilities: Option<Capabilities>,
     #[schema(format = DateTime)]
