@@ -8,10 +8,13 @@
 //! before any call ([`unsupported_reason`]). A new kind is one file here plus a line in
 //! [`build`].
 
+pub mod alibaba;
 pub mod cloudflare;
+pub mod cloudfront;
 pub mod edges;
 pub mod http_cache;
 pub mod nginx;
+pub mod tencent;
 pub mod trafficserver;
 pub mod varnish;
 
