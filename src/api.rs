@@ -21,7 +21,7 @@ async fn api(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    let store = open_store(&config).await?;
+    let store = open_store(&config, sqlite).await?;
     let ownership = match store.backend() {
         Backend::Sqlite => Ownership::Exclusive,
         Backend::Postgres => Ownership::Shared,

@@ -101,11 +101,13 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 }
 
 /// Opens the database and creates the first admin on an empty one.
-pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
+/// Opens the database; `own_key` lets this process make up the key that seals credentials
+/// when none is configured (a process alone with its data dir: `serve`, or `api` on SQLite).
+pub async fn open_store(config: &ServeConfig, own_key: bool) -> anyhow::Result<Store> {
     let mut store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("open the database {}", config.database_url))?;
-    if let Some(keys) = secret_keys(config)? {
+    if let Some(keys) = secret_keys(config, own_key)? {
         let primary = keys.primary.id().to_string();
         store = store.with_secret_keys(keys);
         let resealed = store
@@ -120,10 +122,10 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The keys sealing credentials at rest: the configured file or, for a process that owns its
-/// database (SQLite), `secret.key` in the data dir, generated (0600) at the first start. On
-/// PostgreSQL several processes must share one key, so none is made up there.
-fn secret_keys(config: &ServeConfig) -> anyhow::Result<Option<SecretKeys>> {
+/// The keys sealing credentials at rest: the configured file or, for a process alone with its
+/// data dir (`own_key`), `secret.key` there, generated (0600) at the first start. Several
+/// `api` processes on PostgreSQL must share one key, so none is made up for them.
+fn secret_keys(config: &ServeConfig, own_key: bool) -> anyhow::Result<Option<SecretKeys>> {
     let read = |path: &Path| -> anyhow::Result<SecretKey> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read the secret key {}", path.display()))?;
@@ -137,7 +139,7 @@ fn secret_keys(config: &ServeConfig) -> anyhow::Result<Option<SecretKeys>> {
         .transpose()?;
     let primary = match &config.secret_key_file {
         Some(path) => read(path)?,
-        None if config.database_url.starts_with("postgres") => {
+        None if !own_key => {
             tracing::info!("no --secret-key-file: backends with credentials cannot be used");
             return Ok(None);
         }
@@ -205,7 +207,7 @@ async fn bootstrap_admin(store: &Store, password: Option<String>) -> anyhow::Res
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let render_metrics = install_metrics()?;
-    let store = open_store(&config).await?;
+    let store = open_store(&config, true).await?;
     let api_listener = bind(config.api_listen, "the API")?;
     let edge_secret = config
         .edge_admin_secret
