@@ -249,7 +249,7 @@ impl EdgeDirectory {
     }
 
     /// Whether the edge answered this process's last call. The engine drives an edge only then:
-    /// a newcomer's pairs wait (parked) for the first call, which [`EdgeDirectory::task_edges`]
+    /// a newcomer's pairs wait (parked) for the first call, which [`EdgeDirectory::task_targets`]
     /// asks for at once.
     pub fn is_up(&self, id: EdgeId) -> bool {
         // A backend's cache is never parked: its pairs fail after their attempts instead.

@@ -3,7 +3,7 @@
 //! path, no scheme). Cloudflare only *accepts* a purge (there is no completion to poll), so a
 //! pair ends `success` unconfirmed; it has no prefetch API.
 //!
-//! One call carries many URLs: pairs arriving within [`WINDOW`] of each other are sent together,
+//! One call carries many URLs: pairs arriving within 50 ms of each other are sent together,
 //! at most `settings.max_files_per_call` (30 by default: the documented cap on Free, Pro and
 //! Business; 500 on Enterprise) per call. A `429` is waited out and the call sent again; a `400`
 //! on a batch is split in halves until the refused URLs are alone, so a partly refused batch
