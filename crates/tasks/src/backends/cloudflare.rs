@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use precache_model::edge_protocol::PairOutcome;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
+use super::batch::{BatchSender, Batcher, Waiting};
 use super::http_cache::{client_for, root_cause};
 use super::{split_url, Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
@@ -35,6 +35,7 @@ const RATE_LIMIT_RETRIES: u32 = 6;
 
 /// A Cloudflare zone.
 pub struct Cloudflare {
+    batcher: Arc<Batcher<Purge>>,
     inner: Arc<Inner>,
 }
 
@@ -44,9 +45,6 @@ struct Inner {
     endpoint: String,
     zone_id: String,
     token: String,
-    max_files: usize,
-    /// Pairs waiting for the next call, per kind of purge.
-    waiting: Mutex<BTreeMap<Purge, Vec<Waiting>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,11 +60,6 @@ impl Purge {
             Purge::Prefixes => "prefixes",
         }
     }
-}
-
-struct Waiting {
-    item: String,
-    reply: oneshot::Sender<PairOutcome>,
 }
 
 impl Cloudflare {
@@ -108,16 +101,17 @@ impl Cloudflare {
             .filter(|token| !token.is_empty())
             .ok_or("cloudflare needs credentials.api_token (a token allowed to purge the zone)")?
             .clone();
+        let inner = Arc::new(Inner {
+            http,
+            calls: Semaphore::new(concurrency),
+            endpoint,
+            zone_id,
+            token,
+        });
+        let sender: Arc<dyn BatchSender<Purge>> = Arc::clone(&inner) as _;
         Ok(Cloudflare {
-            inner: Arc::new(Inner {
-                http,
-                calls: Semaphore::new(concurrency),
-                endpoint,
-                zone_id,
-                token,
-                max_files,
-                waiting: Mutex::new(BTreeMap::new()),
-            }),
+            batcher: Batcher::new(WINDOW, max_files, sender),
+            inner,
         })
     }
 
@@ -150,50 +144,23 @@ pub(crate) fn endpoint(settings: &Value, default: &str) -> Result<String, String
     }
 }
 
+#[async_trait]
+impl BatchSender<Purge> for Inner {
+    async fn send(&self, purge: Purge, batch: Vec<Waiting>) {
+        self.call(purge, batch).await
+    }
+}
+
 impl Inner {
-    /// Joins the next call of this kind (starting its window when first) and waits for its answer.
-    async fn submit(self: &Arc<Self>, purge: Purge, item: String) -> PairOutcome {
-        let (reply, answer) = oneshot::channel();
-        let first = {
-            let mut waiting = self.waiting.lock();
-            let queue = waiting.entry(purge).or_default();
-            queue.push(Waiting { item, reply });
-            queue.len() == 1
-        };
-        if first {
-            let inner = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(WINDOW).await;
-                inner.flush(purge).await;
-            });
-        }
-        answer.await.unwrap_or_else(|_| {
-            PairOutcome::failed(None, "cloudflare: the call was abandoned", true)
-        })
-    }
-
-    async fn flush(self: Arc<Self>, purge: Purge) {
-        let batch = self.waiting.lock().remove(&purge).unwrap_or_default();
-        let mut calls = tokio::task::JoinSet::new();
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(self.max_files));
-            let chunk = std::mem::replace(&mut rest, tail);
-            let inner = Arc::clone(&self);
-            calls.spawn(async move { inner.call(purge, chunk).await });
-        }
-        while calls.join_next().await.is_some() {}
-    }
-
     /// One call for `batch`; a `400` splits it, a `429` is waited out.
-    async fn call(self: Arc<Self>, purge: Purge, batch: Vec<Waiting>) {
+    async fn call(&self, purge: Purge, batch: Vec<Waiting>) {
         let mut pending = vec![batch];
         while let Some(batch) = pending.pop() {
             let items: Vec<&str> = batch.iter().map(|w| w.item.as_str()).collect();
             match self.send(purge, &items).await {
                 Answered::Accepted(id) => {
                     for waiting in batch {
-                        let _ = waiting.reply.send(PairOutcome {
+                        waiting.answer(PairOutcome {
                             success: true,
                             http_status: Some(200),
                             bytes: 0,
@@ -213,7 +180,7 @@ impl Inner {
                 }
                 Answered::Refused(status, reason) => {
                     for waiting in batch {
-                        let _ = waiting.reply.send(PairOutcome::failed(
+                        waiting.answer(PairOutcome::failed(
                             Some(status),
                             format!("cloudflare answered {status}: {reason}"),
                             status >= 500,
@@ -222,9 +189,7 @@ impl Inner {
                 }
                 Answered::Unreachable(reason) => {
                     for waiting in batch {
-                        let _ = waiting
-                            .reply
-                            .send(PairOutcome::failed(None, reason.clone(), true));
+                        waiting.answer(PairOutcome::failed(None, reason.clone(), true));
                     }
                 }
             }
@@ -348,11 +313,11 @@ impl Backend for Cloudflare {
                 ));
             };
             return Ok(self
-                .inner
+                .batcher
                 .submit(Purge::Prefixes, format!("{host}{path}"))
                 .await);
         }
-        Ok(self.inner.submit(Purge::Files, job.url.clone()).await)
+        Ok(self.batcher.submit(Purge::Files, job.url.clone()).await)
     }
 
     async fn check(&self, _target: &Target) -> Result<String, String> {

@@ -9,6 +9,7 @@
 //! [`build`].
 
 pub mod alibaba;
+pub mod batch;
 pub mod cloudflare;
 pub mod cloudfront;
 pub mod edges;
