@@ -22,6 +22,7 @@ mod openapi;
 mod origin_limits;
 mod postgres;
 mod prefetch_flow;
+mod ranges_during_fill;
 mod refresh;
 mod ret_codes;
 mod scale_out;

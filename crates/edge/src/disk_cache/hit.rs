@@ -83,11 +83,13 @@ impl CompleteHit {
     }
 }
 
-/// Follows a fill in progress from the start of its body.
+/// Follows a fill in progress, from the start of its body or from where a range asks.
 pub(super) struct PartialHit {
     file: Arc<File>,
     state: watch::Receiver<FillState>,
     pos: u64,
+    /// Exclusive end of a range; `None` reads until the fill is done.
+    end: Option<u64>,
 }
 
 impl PartialHit {
@@ -97,11 +99,34 @@ impl PartialHit {
             file,
             state,
             pos: 0,
+            end: None,
         }
+    }
+
+    /// A range of a body still arriving: pingora checked it against the stored
+    /// `Content-Length` (it only ranges responses that have one), so the start is not checked
+    /// here. A range ahead of the writer waits for the fill to reach it (`read`), like the
+    /// readers before it: asking the origin for the range would cost a second fetch of bytes
+    /// that are on their way anyway.
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let start = start as u64;
+        let end = end.map(|end| end as u64);
+        if end.is_some_and(|end| end < start) {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek range ends before it starts: {start}..{end:?}"),
+            );
+        }
+        self.pos = start;
+        self.end = end;
+        Ok(())
     }
 
     async fn read(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self.end.is_some_and(|end| self.pos >= end) {
+                return Ok(None);
+            }
             let state = *self.state.borrow_and_update();
             if state.status == FillStatus::Failed {
                 return Error::e_explain(
@@ -110,7 +135,8 @@ impl PartialHit {
                 );
             }
             if state.written > self.pos {
-                let len = (state.written - self.pos).min(READ_CHUNK);
+                let readable = self.end.unwrap_or(u64::MAX).min(state.written);
+                let len = (readable - self.pos).min(READ_CHUNK);
                 let chunk = read_chunk(self.file.clone(), self.pos, len).await?;
                 self.pos += len;
                 return Ok(Some(chunk));
@@ -175,16 +201,16 @@ impl HandleHit for DiskHit {
     }
 
     fn can_seek(&self) -> bool {
-        matches!(self, DiskHit::Complete(_))
+        // Pingora answers a range only from a hit handler that can seek; a fill in progress
+        // must answer ranges too (issue 16: segmented downloads of a cold object), and so must
+        // the request that fetches it, which reads its own fill through this handler.
+        true
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         match self {
             DiskHit::Complete(hit) => hit.seek(start, end),
-            DiskHit::Partial(_) => Error::e_explain(
-                ErrorType::InternalError,
-                "seek not supported while the object is being filled",
-            ),
+            DiskHit::Partial(hit) => hit.seek(start, end),
         }
     }
 
