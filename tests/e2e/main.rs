@@ -16,6 +16,7 @@ mod edge_cache;
 mod events;
 mod http_conformance;
 mod isolation;
+mod keepalive_framing;
 mod large_object;
 mod observability;
 mod openapi;

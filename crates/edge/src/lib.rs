@@ -17,6 +17,7 @@ mod domain_routes;
 mod edge_metrics;
 mod freshness;
 mod hop_by_hop;
+mod message_framing;
 mod prefetch;
 mod proxy;
 mod vary;

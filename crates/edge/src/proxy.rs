@@ -23,6 +23,7 @@ use crate::domain_routes::{DomainRoutes, Route};
 use crate::edge_metrics::{EdgeMetrics, RequestIds};
 use crate::freshness;
 use crate::hop_by_hop;
+use crate::message_framing;
 use crate::vary;
 use crate::OriginTimeouts;
 
@@ -171,6 +172,19 @@ impl ProxyHttp for EdgeProxy {
             from_child_edge: false,
             not_modified: None,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestContext,
+    ) -> Result<()> {
+        // Interim answers from the origin (102, 103) are dropped, as most caches do: a hit
+        // cannot replay them, so forwarding them on misses only would make the same request
+        // look different by cache state. A 100 the client asked for with `Expect` and a 101
+        // still pass (pingora keeps those).
+        session.as_mut().set_ignore_info_resp(true);
+        Ok(())
     }
 
     async fn request_filter(
@@ -461,6 +475,7 @@ impl ProxyHttp for EdgeProxy {
                 | CachePhase::Stale
                 | CachePhase::StaleUpdating
         );
+        message_framing::strip_from_bodiless(response);
         response.insert_header("x-cache", if from_cache { "HIT" } else { "MISS" })?;
         if !ctx.from_child_edge {
             response.remove_header(freshness::CDN_CACHE_CONTROL);
@@ -516,6 +531,10 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         if code > 0 {
+            // Pingora closes the connection after this answer (`can_reuse_downstream` below), so
+            // the answer must say so: with `Connection: keep-alive` a client sends its next
+            // request on a connection that is going away and loses it unanswered (issue 16).
+            session.set_keepalive(None);
             let written = async {
                 let mut header = ResponseHeader::build(code, Some(3))?;
                 header.insert_header(http::header::CONTENT_LENGTH, "0")?;
