@@ -264,10 +264,12 @@ async fn partial_reader_started_mid_fill_gets_the_whole_body() {
     assert_eq!(cache.stats().fills_in_progress, 1);
     let (partial_meta, mut partial) = lookup(cache, &key).await.expect("partial hit");
     assert!(same_meta(&meta, &partial_meta));
-    assert!(!partial.can_seek());
+    assert!(
+        partial.can_seek(),
+        "ranges of a fill are answered (issue 16)"
+    );
     assert!(!partial.should_count_access());
     assert_eq!(partial.get_eviction_weight(), 0);
-    assert!(partial.seek(0, None).is_err());
 
     let readers =
         [own, partial].map(|mut hit| tokio::spawn(async move { read_all(&mut hit).await }));
@@ -285,6 +287,58 @@ async fn partial_reader_started_mid_fill_gets_the_whole_body() {
     assert_eq!(cache.stats().fills_in_progress, 0);
     let (_, stored) = read_object(cache, &key).await.expect("hit");
     assert_eq!(stored, body);
+}
+
+/// Issue 16: a range of a fill in progress gets its bytes as they arrive, including a range ahead
+/// of the writer, which waits for them.
+#[tokio::test]
+async fn partial_reader_serves_ranges_of_a_fill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = open(dir.path());
+    let key = key("5:a.com/ranged-fill");
+    let body = body(700_000, 3);
+    let mut miss = cache
+        .get_miss_handler(&key, &meta(), &span())
+        .await
+        .expect("miss");
+    miss.write_body(Bytes::copy_from_slice(&body[..300_000]), false)
+        .await
+        .expect("write");
+
+    let (_, mut behind) = lookup(cache, &key).await.expect("partial hit");
+    behind
+        .seek(1_000, Some(2_000))
+        .expect("seek behind the writer");
+    assert_eq!(
+        read_all(&mut behind).await.expect("read"),
+        body[1_000..2_000]
+    );
+
+    let (_, mut ahead) = lookup(cache, &key).await.expect("partial hit");
+    ahead.seek(650_000, None).expect("seek ahead of the writer");
+    assert!(
+        ahead.read_body().now_or_never().is_none(),
+        "a range ahead of the writer waits"
+    );
+    let (_, mut across) = lookup(cache, &key).await.expect("partial hit");
+    across
+        .seek(250_000, Some(400_000))
+        .expect("seek across the writer");
+    let readers =
+        [ahead, across].map(|mut hit| tokio::spawn(async move { read_all(&mut hit).await }));
+    for part in body[300_000..].chunks(50_000) {
+        miss.write_body(Bytes::copy_from_slice(part), false)
+            .await
+            .expect("write");
+        tokio::task::yield_now().await;
+    }
+    miss.finish().await.expect("finish");
+    let [ahead, across] = readers;
+    assert_eq!(ahead.await.expect("join").expect("read"), body[650_000..]);
+    assert_eq!(
+        across.await.expect("join").expect("read"),
+        body[250_000..400_000]
+    );
 }
 
 #[tokio::test]
@@ -395,7 +449,6 @@ async fn lookup_prefers_the_fill_over_the_stored_object() {
         .expect("write");
     let (meta, mut partial) = lookup(cache, &key).await.expect("partial hit");
     assert!(same_meta(&meta, &new_meta));
-    assert!(!partial.can_seek());
     // The reader follows the fill, whose last batch is written by finish().
     let reader = tokio::spawn(async move { read_all(&mut partial).await });
     miss.finish().await.expect("finish");
