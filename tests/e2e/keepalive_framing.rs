@@ -170,7 +170,7 @@ async fn serve_origin_connection(
             tokio::time::sleep(Duration::from_millis(1)).await;
             rest = &rest[head_end..];
         }
-        let split = if requests.load(Ordering::Relaxed) % 3 == 0 {
+        let split = if requests.load(Ordering::Relaxed).is_multiple_of(3) {
             rest.len() / 2
         } else {
             rest.len()

@@ -262,7 +262,7 @@ async fn partial_reader_started_mid_fill_gets_the_whole_body() {
         .await
         .expect("write");
     assert_eq!(cache.stats().fills_in_progress, 1);
-    let (partial_meta, mut partial) = lookup(cache, &key).await.expect("partial hit");
+    let (partial_meta, partial) = lookup(cache, &key).await.expect("partial hit");
     assert!(same_meta(&meta, &partial_meta));
     assert!(
         partial.can_seek(),
