@@ -97,7 +97,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// The kinds an admin can register, besides the built-in `edges`.
-pub const KINDS: [&str; 4] = ["varnish", "nginx", "trafficserver", "cloudflare"];
+pub const KINDS: [&str; 5] = ["varnish", "nginx", "trafficserver", "cloudflare", "alibaba"];
 
 /// A backend's credentials, by name (what `POST /cdn_api/backends` takes in `credentials`).
 pub type Credentials = std::collections::BTreeMap<String, String>;
@@ -126,6 +126,7 @@ pub fn build(
             settings,
             credentials,
         )?)),
+        "alibaba" => Ok(Arc::new(alibaba::Alibaba::new(settings, credentials)?)),
         other => Err(format!(
             "unknown backend kind {other:?} (expected one of: {})",
             KINDS.join(", ")
@@ -141,6 +142,7 @@ pub fn implicit_targets(
 ) -> Option<Result<Vec<String>, String>> {
     match kind {
         "cloudflare" => Some(cloudflare::Cloudflare::target_url(settings).map(|url| vec![url])),
+        "alibaba" => Some(alibaba::Alibaba::target_url(settings).map(|url| vec![url])),
         _ => None,
     }
 }
