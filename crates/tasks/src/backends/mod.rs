@@ -97,7 +97,14 @@ pub trait Backend: Send + Sync {
 }
 
 /// The kinds an admin can register, besides the built-in `edges`.
-pub const KINDS: [&str; 5] = ["varnish", "nginx", "trafficserver", "cloudflare", "alibaba"];
+pub const KINDS: [&str; 6] = [
+    "varnish",
+    "nginx",
+    "trafficserver",
+    "cloudflare",
+    "alibaba",
+    "cloudfront",
+];
 
 /// A backend's credentials, by name (what `POST /cdn_api/backends` takes in `credentials`).
 pub type Credentials = std::collections::BTreeMap<String, String>;
@@ -127,6 +134,7 @@ pub fn build(
             credentials,
         )?)),
         "alibaba" => Ok(Arc::new(alibaba::Alibaba::new(settings, credentials)?)),
+        "cloudfront" => Ok(Arc::new(cloudfront::CloudFront::new(settings, credentials)?)),
         other => Err(format!(
             "unknown backend kind {other:?} (expected one of: {})",
             KINDS.join(", ")
@@ -143,6 +151,7 @@ pub fn implicit_targets(
     match kind {
         "cloudflare" => Some(cloudflare::Cloudflare::target_url(settings).map(|url| vec![url])),
         "alibaba" => Some(alibaba::Alibaba::target_url(settings).map(|url| vec![url])),
+        "cloudfront" => Some(cloudfront::CloudFront::target_url(settings).map(|url| vec![url])),
         _ => None,
     }
 }
