@@ -4,6 +4,7 @@
 #
 #   bench/edge.sh [harness options...]
 #   bench/edge.sh --access-log [harness options...]   # precache with and without --edge-access-log
+#   bench/edge.sh --before BIN [harness options...]   # this build beside another (e.g. an earlier commit's)
 #
 # Environment: PRECACHE_BIN (default target/release/precache), EDGE_BENCH (the harness),
 # PRECACHE_CACHE_SIZE (the edge's disk budget, default 8GiB).
@@ -33,11 +34,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Starts `precache serve` (NAME EDGE_ADDR API_ADDR [extra flags...]) and registers the domain.
+# Starts `precache serve` (NAME EDGE_ADDR API_ADDR [extra flags...]) and registers the domain;
+# the binary is $server_bin (default: $bin).
 start_precache() {
     local name=$1 edge=$2 api_listen=$3
     shift 3
-    PRECACHE_ADMIN_PASSWORD=$password RUST_LOG=${RUST_LOG:-warn} "$bin" serve \
+    PRECACHE_ADMIN_PASSWORD=$password RUST_LOG=${RUST_LOG:-warn} "${server_bin:-$bin}" serve \
         --data-dir "$work/$name" --api-listen "$api_listen" --edge-listen "$edge" \
         --cache-size "${PRECACHE_CACHE_SIZE:-8GiB}" --edge-nice 0 "$@" >"$work/$name.log" 2>&1 &
     local pid=$!
@@ -67,7 +69,14 @@ start_precache() {
 }
 
 edges=()
-if [ "${1:-}" = "--access-log" ]; then
+if [ "${1:-}" = "--before" ]; then
+    # This build and another one (an earlier commit's), measured in one invocation.
+    before_bin=$2
+    shift 2
+    start_precache precache "$edge_addr" "$api_addr"
+    server_bin=$before_bin start_precache precache-before 127.0.0.1:19020 127.0.0.1:19021
+    edges=(precache="$edge_addr" precache-before=127.0.0.1:19020)
+elif [ "${1:-}" = "--access-log" ]; then
     # The same edge twice, without and with its access log, measured in one invocation.
     shift
     start_precache precache "$edge_addr" "$api_addr"
