@@ -27,4 +27,5 @@ mod ranges_during_fill;
 mod refresh;
 mod ret_codes;
 mod scale_out;
+mod vendor_tencent;
 mod vendors;

@@ -97,11 +97,12 @@ pub trait Backend: Send + Sync {
 }
 
 /// The kinds an admin can register, besides the built-in `edges`.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "varnish",
     "nginx",
     "trafficserver",
     "cloudflare",
+    "tencent",
     "alibaba",
     "cloudfront",
 ];
@@ -133,8 +134,12 @@ pub fn build(
             settings,
             credentials,
         )?)),
+        "tencent" => Ok(Arc::new(tencent::Tencent::new(settings, credentials)?)),
         "alibaba" => Ok(Arc::new(alibaba::Alibaba::new(settings, credentials)?)),
-        "cloudfront" => Ok(Arc::new(cloudfront::CloudFront::new(settings, credentials)?)),
+        "cloudfront" => Ok(Arc::new(cloudfront::CloudFront::new(
+            settings,
+            credentials,
+        )?)),
         other => Err(format!(
             "unknown backend kind {other:?} (expected one of: {})",
             KINDS.join(", ")
@@ -150,6 +155,7 @@ pub fn implicit_targets(
 ) -> Option<Result<Vec<String>, String>> {
     match kind {
         "cloudflare" => Some(cloudflare::Cloudflare::target_url(settings).map(|url| vec![url])),
+        "tencent" => Some(tencent::Tencent::target_url(settings).map(|url| vec![url])),
         "alibaba" => Some(alibaba::Alibaba::target_url(settings).map(|url| vec![url])),
         "cloudfront" => Some(cloudfront::CloudFront::target_url(settings).map(|url| vec![url])),
         _ => None,
