@@ -27,5 +27,6 @@ mod ranges_during_fill;
 mod refresh;
 mod ret_codes;
 mod scale_out;
+mod vendor_alibaba;
 mod vendor_tencent;
 mod vendors;

@@ -662,7 +662,18 @@ impl Backend for Alibaba {
             true => Call::RefreshDirectories,
             false => Call::RefreshFiles,
         };
-        Ok(self.batcher.submit(call, job.url.clone()).await)
+        let mut outcome = self.batcher.submit(call, job.url.clone()).await;
+        // The engine adds "deleted: ... cannot invalidate" only to a success without a note,
+        // and this one names its task: both are kept.
+        if outcome.success {
+            if let Some(mode) = super::mode_note(self.kind(), self.capabilities(), job) {
+                outcome.error = Some(match outcome.error {
+                    Some(note) => format!("{mode}; {note}"),
+                    None => mode,
+                });
+            }
+        }
+        Ok(outcome)
     }
 
     async fn check(&self, _target: &Target) -> Result<String, String> {
