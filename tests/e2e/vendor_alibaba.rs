@@ -21,7 +21,7 @@ const SECRET: &str = "aliyun-secret-c2VjcmV0LXRlc3Q-9b2e";
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     server: Server,
     api: Api,
     admin: String,
@@ -53,7 +53,7 @@ impl Fixture {
             .await?;
         let admin = api.admin().await?;
         Ok(Fixture {
-            _dir: dir,
+            dir,
             server,
             api,
             admin,
@@ -454,5 +454,61 @@ async fn a_wrong_alibaba_access_key_fails_its_pairs_and_its_check() -> TestResul
         !fixture.server.log().contains("not-the-secret-0000"),
         "the log shows the secret"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_alibaba_task_never_done_fails_its_pair_after_the_poll_timeout() -> TestResult {
+    let mut fixture = Fixture::start().await?;
+    let vendor = AlibabaStandIn::start(KEY_ID, SECRET).await?;
+    fixture
+        .add_backend(
+            json!({"endpoint": vendor.endpoint(), "poll_interval": 1, "poll_timeout": 3}),
+            json!({"access_key_id": KEY_ID, "access_key_secret": SECRET}),
+        )
+        .await?;
+    fixture
+        .admin_call(
+            Method::PUT,
+            &format!("/cdn_api/domains/{HOST}/backends"),
+            Some(json!({"backends": ["ali"]})),
+        )
+        .await?
+        .expect(200, 0)?;
+    let stalled = url(HOST, "/stalled.pak");
+    vendor.stall(&stalled);
+    let task = fixture
+        .task(
+            "refresh",
+            json!({"urls": [url(HOST, "/done.pak"), stalled.clone()]}),
+        )
+        .await?;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["success_rate"], json!(50.0), "{task}");
+    let stalled_pair = pairs(&task)
+        .into_iter()
+        .find(|pair| pair["status"] == "failed")
+        .unwrap_or(Value::Null);
+    let error = stalled_pair["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("not done after 3 s") && error.contains("Refreshing 50%"),
+        "{task}"
+    );
+    // Sent once: a refresh that may still complete at Alibaba is not sent again.
+    assert_eq!(
+        accepted_paths(&vendor.calls(), "RefreshObjectCaches").get(&stalled),
+        Some(&1)
+    );
+    // The secret is not in the database file either.
+    for file in ["precache.db", "precache.db-wal"] {
+        if let Ok(bytes) = std::fs::read(fixture.dir.path().join(file)) {
+            assert!(
+                !bytes
+                    .windows(SECRET.len())
+                    .any(|window| window == SECRET.as_bytes()),
+                "{file} holds the secret in clear"
+            );
+        }
+    }
     Ok(())
 }

@@ -69,6 +69,8 @@ struct AlibabaState {
     refused: HashSet<String>,
     /// URLs whose tasks end `Failed`.
     failing: HashSet<String>,
+    /// URLs whose tasks stay `Refreshing`.
+    stalled: HashSet<String>,
     tasks: HashMap<String, Task>,
     next_task_id: u64,
     calls: Vec<AlibabaCall>,
@@ -270,8 +272,10 @@ fn answer(
                 };
                 task.polls += 1;
                 let failing = state.failing.contains(&task.object_path);
+                let stalled = state.stalled.contains(&task.object_path);
                 let (status, process, description) = match (task.polls, failing) {
                     (1, _) => ("Refreshing", "0%", ""),
+                    _ if stalled => ("Refreshing", "50%", ""),
                     (_, true) => ("Failed", "0%", "Origin Return StatusCode 5XX"),
                     (_, false) => ("Complete", "100%", ""),
                 };
@@ -414,6 +418,11 @@ impl AlibabaStandIn {
     /// Tasks of `url` end `Failed` at their second poll.
     pub fn fail(&self, url: &str) {
         self.lock().failing.insert(url.to_string());
+    }
+
+    /// Tasks of `url` stay `Refreshing`.
+    pub fn stall(&self, url: &str) {
+        self.lock().stalled.insert(url.to_string());
     }
 
     /// Every call that reached it, in order.
