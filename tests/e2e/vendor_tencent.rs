@@ -20,7 +20,7 @@ const SECRET_KEY: &str = "tc-key-dGVuY2VudC10ZXN0LWtleQ-9c41";
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     server: Server,
     api: Api,
     admin: String,
@@ -45,7 +45,7 @@ impl Fixture {
             .await?;
         let admin = api.admin().await?;
         Ok(Fixture {
-            _dir: dir,
+            dir,
             server,
             api,
             admin,
@@ -65,21 +65,28 @@ impl Fixture {
         Ok(reply)
     }
 
-    /// Registers backend `tc` on the stand-in with this key and makes it the domain's.
+    /// Registers backend `tc` on the stand-in with this key (and `poll_timeout` when given)
+    /// and makes it the domain's.
     async fn backend(
         &mut self,
         vendor: &TencentStandIn,
         secret_key: &str,
         backends: Value,
+        poll_timeout: Option<u64>,
     ) -> Result<Value, Error> {
+        let mut settings =
+            json!({"endpoint": vendor.endpoint(), "poll_interval": 1, "area": "global"});
+        if let Some(seconds) = poll_timeout {
+            settings["poll_timeout"] = json!(seconds);
+        }
         let created = self
             .admin_call(
                 Method::POST,
                 "/cdn_api/backends",
-                Some(json!({"name": "tc", "kind": "tencent",
-                            "settings": {"endpoint": vendor.endpoint(), "poll_interval": 1,
-                                         "area": "global"},
-                            "credentials": {"secret_id": SECRET_ID, "secret_key": secret_key}})),
+                Some(
+                    json!({"name": "tc", "kind": "tencent", "settings": settings,
+                            "credentials": {"secret_id": SECRET_ID, "secret_key": secret_key}}),
+                ),
             )
             .await?;
         created.expect(201, 0)?;
@@ -155,7 +162,9 @@ fn accepted(vendor: &TencentStandIn, action: &str, field: &str) -> Vec<Vec<Strin
 async fn tencent_refreshes_and_prefetches_in_signed_batches_polled_until_done() -> TestResult {
     let mut fixture = Fixture::start().await?;
     let vendor = TencentStandIn::start(SECRET_ID, SECRET_KEY).await?;
-    let backend = fixture.backend(&vendor, SECRET_KEY, json!(["tc"])).await?;
+    let backend = fixture
+        .backend(&vendor, SECRET_KEY, json!(["tc"]), None)
+        .await?;
     assert_eq!(
         backend["credentials"],
         json!({"secret_id": "…0000", "secret_key": "…9c41"}),
@@ -353,6 +362,16 @@ async fn tencent_refreshes_and_prefetches_in_signed_batches_polled_until_done() 
         !fixture.server.log().contains(SECRET_KEY),
         "the log shows the key"
     );
+    for file in ["precache.db", "precache.db-wal"] {
+        if let Ok(bytes) = std::fs::read(fixture.dir.path().join(file)) {
+            assert!(
+                !bytes
+                    .windows(SECRET_KEY.len())
+                    .any(|window| window == SECRET_KEY.as_bytes()),
+                "{file} holds the key in clear"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -379,7 +398,7 @@ async fn a_wrong_tencent_key_fails_its_pairs_and_its_check() -> TestResult {
     }
     let wrong_key = "not-the-key-000000000000000000000";
     fixture
-        .backend(&vendor, wrong_key, json!(["edges", "tc"]))
+        .backend(&vendor, wrong_key, json!(["edges", "tc"]), None)
         .await?;
     let task = fixture
         .task("refresh", json!({"urls": [url(HOST, "/a.pak")]}))
@@ -419,6 +438,37 @@ async fn a_wrong_tencent_key_fails_its_pairs_and_its_check() -> TestResult {
     assert!(
         !fixture.server.log().contains(wrong_key),
         "the log shows the key"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tencent_task_still_in_progress_after_poll_timeout_fails_its_pair() -> TestResult {
+    let mut fixture = Fixture::start().await?;
+    let vendor = TencentStandIn::start(SECRET_ID, SECRET_KEY).await?;
+    fixture
+        .backend(&vendor, SECRET_KEY, json!(["tc"]), Some(2))
+        .await?;
+    let stuck = url(HOST, "/stuck.pak");
+    vendor.keep_in_progress(&stuck);
+    let task = fixture
+        .task(
+            "refresh",
+            json!({"urls": [url(HOST, "/quick.pak"), stuck.clone()]}),
+        )
+        .await?;
+    let pairs = tc_pairs(&task);
+    assert_eq!(
+        pairs[&url(HOST, "/quick.pak")]["status"],
+        "success",
+        "{task}"
+    );
+    assert_eq!(pairs[&stuck]["status"], "failed", "{task}");
+    assert!(
+        pairs[&stuck]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not finished after 2 s")),
+        "{task}"
     );
     Ok(())
 }

@@ -46,6 +46,8 @@ struct TencentState {
     refused: HashSet<String>,
     /// URLs whose task ends `fail` for them.
     failing: HashSet<String>,
+    /// URLs whose task never finishes for them.
+    stuck: HashSet<String>,
     /// URLs still allowed today for refreshes and pushes.
     purge_quota: usize,
     push_quota: usize,
@@ -252,6 +254,7 @@ fn describe(state: &mut TencentState, action: &str, parsed: &Value) -> Value {
         _ => "PurgeLogs",
     };
     let failing = state.failing.clone();
+    let stuck = state.stuck.clone();
     let Some(task) = state.tasks.get_mut(task_id) else {
         return json!({"Response": {logs_field: [], "TotalCount": 0, "RequestId": "describe"}});
     };
@@ -275,6 +278,7 @@ fn describe(state: &mut TencentState, action: &str, parsed: &Value) -> Value {
         .take(limit)
         .map(|url| {
             let status = match (task.polls, failing.contains(url)) {
+                _ if stuck.contains(url) => "process",
                 (1, _) => "process",
                 (_, true) => "fail",
                 (_, false) => "done",
@@ -335,6 +339,11 @@ impl TencentStandIn {
     /// Tasks holding `url` end `fail` for it.
     pub fn fail(&self, url: &str) {
         self.lock().failing.insert(url.to_string());
+    }
+
+    /// Tasks holding `url` stay `process` for it.
+    pub fn keep_in_progress(&self, url: &str) {
+        self.lock().stuck.insert(url.to_string());
     }
 
     /// URLs that may still be pushed today.
