@@ -356,7 +356,7 @@ async fn alibaba_refreshes_and_prefetches_signed_polls_until_complete_and_keeps_
             pair["error"]
                 .as_str()
                 .is_some_and(|e| e.contains("QuotaExceeded.Refresh")
-                    && e.contains("exceeded the daily limit")),
+                    && e.contains("exceeded the prescribed refresh limits")),
             "{task}"
         );
     }

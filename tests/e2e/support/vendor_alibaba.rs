@@ -5,7 +5,9 @@
 //! or 100 directories), `PushObjectCache` (100) and `DescribeRefreshTaskById` (10 task ids),
 //! answers the documented JSON shapes and `{"Code", "Message", "RequestId"}` errors, and keeps
 //! task states for polling: `Refreshing` at a task's first poll, then `Complete` (or `Failed`
-//! for the URLs a test names). Codes follow the API reference; the messages are the stand-in's.
+//! for the URLs a test names, or `Refreshing` forever). The refresh errors' codes and messages
+//! are those the reference lists (`QuotaExceeded.Refresh`, `SingleRequest.OverLimit`,
+//! `InvalidObjectPath.Malformed`); the others are shaped like them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -229,7 +231,7 @@ fn answer(
                         return error(
                             StatusCode::BAD_REQUEST,
                             "QuotaExceeded.Refresh",
-                            "Your refresh attempts have exceeded the daily limit.",
+                            "You've exceeded the prescribed refresh limits.",
                         );
                     }
                     state.url_refreshes_left = Some(left - object_paths.len());
@@ -325,8 +327,8 @@ fn check_paths(
     if object_paths.len() > limit {
         return Some(error(
             StatusCode::BAD_REQUEST,
-            "InvalidObjectPath.ExceedsMaximum",
-            &format!("At most {limit} ObjectPath entries are allowed per call."),
+            "SingleRequest.OverLimit",
+            &format!("A maximum of {limit} URLs are supported for each request."),
         ));
     }
     object_paths
@@ -336,7 +338,7 @@ fn check_paths(
             error(
                 StatusCode::BAD_REQUEST,
                 "InvalidObjectPath.Malformed",
-                &format!("Specified ObjectPath {path} is malformed."),
+                &format!("The specified ObjectPath is invalid. ({path})"),
             )
         })
 }

@@ -8,8 +8,9 @@
 //! `Complete` or `Failed`: a pair waits, holding its engine slot, until its URL is done, and then
 //! ends confirmed. Alibaba cannot mark a URL stale: its refresh removes it.
 //!
-//! `Throttling*` answers are waited out and the call sent again (with a new nonce, as the API
-//! refuses a nonce it has seen); quota answers (`QuotaExceeded*`, `*QuotaExceed*`) fail the
+//! `Throttling*`, `QuotaPerMinuteExceeded*` and `TooMany.*` (a full refresh queue) answers are
+//! waited out and the call sent again (with a new nonce, as the API refuses a nonce it has
+//! seen); daily quota answers (`QuotaExceeded*`, `*QuotaExceed*`) fail the
 //! pairs with Alibaba's words and are not retried: they last the day. Another refusal of a
 //! batch (a malformed or foreign URL) splits it in halves, so only the refused URLs fail.
 
@@ -275,6 +276,14 @@ enum Refusal {
     Server,
 }
 
+/// Answers that say "later": flow control, the per-minute refresh quota, a full refresh queue.
+fn is_throttling(status: u16, code: &str) -> bool {
+    status == 429
+        || code.starts_with("Throttling")
+        || code.starts_with("QuotaPerMinuteExceeded")
+        || code.starts_with("TooMany.")
+}
+
 fn refusal_of(status: u16, code: &str) -> Refusal {
     let lowercase = code.to_ascii_lowercase();
     if lowercase.contains("quota") || lowercase.contains("queuefull") {
@@ -531,7 +540,7 @@ impl Inner {
                 return Answered::Accepted(answer);
             }
             let words = vendor_words(status, &answer);
-            if code.starts_with("Throttling") || status == 429 {
+            if is_throttling(status, code) {
                 last_throttling = words;
                 if attempt < THROTTLING_RETRIES {
                     tracing::debug!(?backoff, "alibaba throttling; waiting");
@@ -820,6 +829,10 @@ mod tests {
             Refusal::Request
         );
         assert_eq!(refusal_of(500, "InternalError"), Refusal::Server);
+        assert!(is_throttling(400, "Throttling.User"));
+        assert!(is_throttling(400, "QuotaPerMinuteExceeded.Refresh"));
+        assert!(is_throttling(400, "TooMany.Refresh"));
+        assert!(!is_throttling(400, "QuotaExceeded.Refresh"));
     }
 
     #[test]
