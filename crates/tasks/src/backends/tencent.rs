@@ -319,6 +319,12 @@ enum Answered {
     Unreachable(String),
 }
 
+/// Why a task's states could not be read: a refusal ends the polling, no answer does not.
+enum PollFailed {
+    Refused(String),
+    Unreachable(String),
+}
+
 /// What a refused call means for its pairs.
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal {
@@ -380,6 +386,30 @@ impl BatchSender<Call> for TencentApi {
     }
 }
 
+/// The outcome of the items sent that the task lists under no name sent. Tencent may list an
+/// item normalised (an encoded path, say): once as many records matching nothing sent as such
+/// items have all finished, those items share their outcome, `done` if every one is, else
+/// `fail`, since which one failed cannot be told.
+fn unmatched_state(
+    sent: &std::collections::BTreeSet<String>,
+    states: &BTreeMap<String, String>,
+) -> Option<&'static str> {
+    let unknown: Vec<&str> = states
+        .iter()
+        .filter(|(url, _)| !sent.contains(*url))
+        .map(|(_, state)| state.as_str())
+        .collect();
+    let unmatched = sent
+        .iter()
+        .filter(|item| !states.contains_key(*item))
+        .count();
+    (unmatched > 0 && unknown.len() >= unmatched && unknown.iter().all(|state| *state != "process"))
+        .then(|| match unknown.iter().all(|state| *state == "done") {
+            true => "done",
+            false => "fail",
+        })
+}
+
 fn fail_all(batch: Vec<Waiting>, reason: String, retryable: bool) {
     for waiting in batch {
         waiting.answer(PairOutcome::failed(None, reason.clone(), retryable));
@@ -403,23 +433,18 @@ impl TencentApi {
     /// Polls the task until every item of `batch` is `done` or `fail`, answering each pair as
     /// it finishes; the rest fail after `poll_timeout`.
     async fn poll(&self, call: Call, task_id: &str, batch: Vec<Waiting>) {
+        let sent: std::collections::BTreeSet<String> =
+            batch.iter().map(|pair| pair.item.clone()).collect();
         let mut waiting: Vec<Waiting> = batch;
         let deadline = tokio::time::Instant::now() + self.poll_timeout;
         loop {
             tokio::time::sleep(self.poll_interval).await;
             match self.task_states(call, task_id).await {
                 Ok(states) => {
-                    let all_finished = !states.is_empty()
-                        && states.values().all(|state| state.as_str() != "process");
-                    let listed_all = states.len() >= waiting.len();
+                    let unknown_state = unmatched_state(&sent, &states);
                     let mut still = Vec::new();
                     for pair in waiting {
-                        let state = states.get(&pair.item).map(String::as_str).or(
-                            // Tencent may list an item normalised (an encoded path, say): once
-                            // the task lists as many items as were sent and all of them finished,
-                            // an unmatched one finished with them.
-                            (all_finished && listed_all).then_some("done"),
-                        );
+                        let state = states.get(&pair.item).map(String::as_str).or(unknown_state);
                         match state {
                             Some("done") => pair.answer(PairOutcome {
                                 success: true,
@@ -449,13 +474,12 @@ impl TencentApi {
                     }
                     waiting = still;
                 }
-                Err(Answered::Refused { words, .. }) => {
+                Err(PollFailed::Refused(words)) => {
                     return fail_all(waiting, format!("polling task {task_id}: {words}"), false)
                 }
-                Err(Answered::Unreachable(reason)) => {
+                Err(PollFailed::Unreachable(reason)) => {
                     tracing::debug!(%reason, task_id, "tencent task poll failed; polling on");
                 }
-                Err(Answered::Ok(_)) => {}
             }
             if waiting.is_empty() {
                 return;
@@ -478,7 +502,7 @@ impl TencentApi {
         &self,
         call: Call,
         task_id: &str,
-    ) -> Result<BTreeMap<String, String>, Answered> {
+    ) -> Result<BTreeMap<String, String>, PollFailed> {
         let mut states = BTreeMap::new();
         let mut offset = 0;
         loop {
@@ -490,7 +514,8 @@ impl TencentApi {
             }
             let response = match self.api(call.describe_action(), &body).await {
                 Answered::Ok(response) => response,
-                other => return Err(other),
+                Answered::Refused { words, .. } => return Err(PollFailed::Refused(words)),
+                Answered::Unreachable(reason) => return Err(PollFailed::Unreachable(reason)),
             };
             let logs = response[call.logs_field()]
                 .as_array()
@@ -860,5 +885,30 @@ mod tests {
             tencent.inner.submit_body(Call::PushUrls, &["https://a/b"]),
             json!({"Urls": ["https://a/b"], "Area": "global"})
         );
+    }
+
+    #[test]
+    fn an_item_listed_under_another_name_shares_the_unmatched_records_outcome() {
+        let sent = ["https://a/x y", "https://a/z"]
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let states = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(url, state)| (url.to_string(), state.to_string()))
+                .collect()
+        };
+        let listed =
+            |encoded: &str| states(&[("https://a/x%20y", encoded), ("https://a/z", "done")]);
+        assert_eq!(unmatched_state(&sent, &listed("done")), Some("done"));
+        assert_eq!(unmatched_state(&sent, &listed("fail")), Some("fail"));
+        assert_eq!(unmatched_state(&sent, &listed("process")), None);
+        assert_eq!(
+            unmatched_state(&sent, &states(&[("https://a/z", "done")])),
+            None
+        );
+        let all_matched = states(&[("https://a/x y", "fail"), ("https://a/z", "done")]);
+        assert_eq!(unmatched_state(&sent, &all_matched), None);
     }
 }
