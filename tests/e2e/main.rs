@@ -28,5 +28,6 @@ mod refresh;
 mod ret_codes;
 mod scale_out;
 mod vendor_alibaba;
+mod vendor_cloudfront;
 mod vendor_tencent;
 mod vendors;

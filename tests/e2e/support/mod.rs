@@ -7,6 +7,7 @@ pub mod origin;
 pub mod pg_cluster;
 pub mod server;
 pub mod vendor_alibaba;
+pub mod vendor_cloudfront;
 pub mod vendor_tencent;
 pub mod vendors;
 

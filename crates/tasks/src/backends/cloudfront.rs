@@ -709,7 +709,9 @@ impl Backend for CloudFront {
             prefetch: false,
             url_purge: true,
             dir_purge: true,
-            invalidate: true,
+            // An invalidation removes the objects from the edges (the next request goes to the
+            // origin); CloudFront offers no mark-stale-and-revalidate.
+            invalidate: false,
             reports_was_cached: false,
             confirms: true,
             dry_run: false,
