@@ -170,6 +170,8 @@ const DEFAULT_POLL_INTERVAL: u64 = 30;
 const DEFAULT_POLL_TIMEOUT: u64 = 3600;
 /// `Throttling` answers waited out per request before its pairs fail (and are retried).
 const RATE_LIMIT_RETRIES: u32 = 6;
+/// Times an invalidation is sent again after a connection failed before its pairs fail.
+const UNREACHABLE_RETRIES: u32 = 2;
 
 /// A CloudFront distribution.
 pub struct CloudFront {
@@ -480,7 +482,10 @@ impl Inner {
                     let half = paths[paths.len() / 2].to_string();
                     let (batch, second): (Vec<_>, Vec<_>) =
                         batch.into_iter().partition(|waiting| waiting.item < half);
-                    tracing::debug!(reason = %error.words(), "cloudfront refused a batch; splitting it");
+                    tracing::debug!(
+                        reason = %error.words(),
+                        "cloudfront refused a batch; splitting it"
+                    );
                     pending.push(second);
                     pending.push(batch);
                 }
@@ -544,7 +549,11 @@ impl Inner {
                     }
                     Polled::Failed(error) if error.status >= 500 || error.throttled() => {
                         // The invalidation goes on without us: ask again at the next poll.
-                        tracing::debug!(%id, reason = %error.words(), "cloudfront poll failed; polling again");
+                        tracing::debug!(
+                            %id,
+                            reason = %error.words(),
+                            "cloudfront poll failed; polling again"
+                        );
                         still.push((id, batch));
                     }
                     Polled::Failed(error) => {
@@ -574,10 +583,24 @@ impl Inner {
         );
         let started = Instant::now();
         let mut n_throttled = 0;
+        let mut n_unreachable = 0;
         let mut backoff = Duration::from_secs(1);
         loop {
-            let (status, text) = match self.request(http::Method::POST, &url, &body).await {
+            let request = match self.signed(http::Method::POST, &url, &body) {
+                Ok(request) => request,
+                Err(reason) => return Created::Unreachable(reason),
+            };
+            let (status, text) = match self.exchange(request).await {
                 Ok(answer) => answer,
+                // The call may have reached CloudFront before the connection failed: sent again
+                // with the same reference, it answers the invalidation it made, not a second one.
+                Err(reason) if n_unreachable < UNREACHABLE_RETRIES => {
+                    tracing::debug!(%reason, ?backoff, "cloudfront not reached; sending again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    n_unreachable += 1;
+                    continue;
+                }
                 Err(reason) => return Created::Unreachable(reason),
             };
             if (200..300).contains(&status) {
@@ -666,34 +689,45 @@ impl Inner {
         url: &str,
         body: &str,
     ) -> Result<(u16, String), String> {
-        let unreachable =
-            |reason: String| format!("target unreachable: cloudfront {}: {reason}", self.endpoint);
+        self.exchange(self.signed(method, url, body)?).await
+    }
+
+    /// The request signed now (each attempt again: the signature covers its time).
+    fn signed(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: &str,
+    ) -> Result<reqwest::Request, String> {
         let mut request = http::Request::builder().method(method).uri(url);
         if !body.is_empty() {
             request = request.header(http::header::CONTENT_TYPE, "application/xml");
         }
         let mut request = request
             .body(body.as_bytes().to_vec())
-            .map_err(|error| unreachable(error.to_string()))?;
+            .map_err(|error| format!("cloudfront request to {url}: {error}"))?;
         sign(
             &mut request,
             &self.access_key_id,
             &self.secret_access_key,
             SystemTime::now(),
         )?;
-        let request =
-            reqwest::Request::try_from(request).map_err(|error| unreachable(root_cause(&error)))?;
+        reqwest::Request::try_from(request)
+            .map_err(|error| format!("cloudfront request to {url}: {}", root_cause(&error)))
+    }
+
+    async fn exchange(&self, request: reqwest::Request) -> Result<(u16, String), String> {
+        let unreachable = |error: reqwest::Error| {
+            format!(
+                "target unreachable: cloudfront {}: {}",
+                self.endpoint,
+                root_cause(&error)
+            )
+        };
         let _slot = self.calls.acquire().await;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|error| unreachable(root_cause(&error)))?;
+        let response = self.http.execute(request).await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|error| unreachable(root_cause(&error)))?;
+        let text = response.text().await.map_err(unreachable)?;
         Ok((status, text))
     }
 }
