@@ -146,6 +146,12 @@ impl EdgeDirectory {
         ))
     }
 
+    /// How many pairs of this target may wait at once for vendor calls, when its kind gathers
+    /// them (see [`Backend::gathers`]).
+    pub fn gathers(&self, id: EdgeId) -> Option<usize> {
+        self.runner(id).and_then(|(backend, _)| backend.gathers())
+    }
+
     /// A registered backend by name, with its implementation and targets, read from the
     /// database now (for `check`).
     pub async fn backend(

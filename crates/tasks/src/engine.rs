@@ -63,6 +63,10 @@ pub struct PairJob {
     pub created_at: i64,
     /// The domain's origin limits, filled in by the engine when the pair arrives.
     pub origin_limits: OriginLimits,
+    /// Set by the engine when the pair arrives, for a target whose kind gathers pairs into
+    /// vendor calls: how many of the target's pairs may wait at once (outside the engine's
+    /// slots).
+    pub gathered: Option<usize>,
 }
 
 impl From<PendingPair> for PairJob {
@@ -83,6 +87,7 @@ impl From<PendingPair> for PairJob {
             origin: pending.origin,
             created_at: pending.created_at,
             origin_limits: OriginLimits::default(),
+            gathered: None,
         }
     }
 }
@@ -218,7 +223,24 @@ impl Engine {
             |state: &'static str| metrics::gauge!("precache_engine_pairs", "state" => state);
         let (held_gauge, in_flight_gauge, parked_gauge) =
             (gauge("held"), gauge("in_flight"), gauge("parked"));
+        // Pairs waiting on vendor calls: in `in_flight`, but holding none of its slots.
+        let mut gathered_running: usize = 0;
         loop {
+            for kind in [TaskKind::Refresh, TaskKind::Prefetch] {
+                while let Some((queue_key, job)) = queues.next_gathered(kind) {
+                    if self.is_cancelled(&job) {
+                        queues.finished(kind, &queue_key);
+                        queues.forget(job.key);
+                        continue;
+                    }
+                    gathered_running += 1;
+                    let context = Arc::clone(&self.context);
+                    in_flight.spawn(async move {
+                        let ran = run_pair(&context, &job).await;
+                        (queue_key, ran, job)
+                    });
+                }
+            }
             let fetch_limit = if self.admitting.load(Ordering::Relaxed) > 0 {
                 IN_FLIGHT_WHILE_ADMITTING.min(concurrency)
             } else {
@@ -228,7 +250,7 @@ impl Engine {
                 (TaskKind::Refresh, concurrency),
                 (TaskKind::Prefetch, fetch_limit),
             ] {
-                while in_flight.len() < limit {
+                while in_flight.len() - gathered_running < limit {
                     let Some((queue_key, job)) = queues.next(kind, config.per_origin.max(1)) else {
                         break;
                     };
@@ -275,6 +297,7 @@ impl Engine {
                     Some(jobs) => {
                         for mut job in jobs {
                             job.origin_limits = self.context.edges.origin_limits(&job.domain);
+                            job.gathered = self.context.edges.gathers(job.key.edge_id);
                             queues.push(job);
                         }
                     }
@@ -282,6 +305,9 @@ impl Engine {
                 },
                 Some(finished) = in_flight.join_next() => match finished {
                     Ok((queue_key, ran, job)) => {
+                        if job.gathered.is_some() {
+                            gathered_running = gathered_running.saturating_sub(1);
+                        }
                         queues.finished(job.kind, &queue_key);
                         if ran.edge_unreachable && !self.past_deadline(&job) {
                             queues.park(job);

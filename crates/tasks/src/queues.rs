@@ -41,8 +41,17 @@ impl Queues {
     /// The next pair of `kind` to start.
     pub(crate) fn next(&mut self, kind: TaskKind, per_queue: usize) -> Option<(String, PairJob)> {
         match kind {
-            TaskKind::Refresh => self.purges.next(per_queue),
-            TaskKind::Prefetch => self.fetches.next(per_queue),
+            TaskKind::Refresh => self.purges.next(per_queue, false),
+            TaskKind::Prefetch => self.fetches.next(per_queue, false),
+        }
+    }
+
+    /// The next pair of `kind` for a target that gathers pairs into vendor calls (within the
+    /// target's own allowance; such pairs take none of the engine's slots).
+    pub(crate) fn next_gathered(&mut self, kind: TaskKind) -> Option<(String, PairJob)> {
+        match kind {
+            TaskKind::Refresh => self.purges.next(usize::MAX, true),
+            TaskKind::Prefetch => self.fetches.next(usize::MAX, true),
         }
     }
 
@@ -119,8 +128,11 @@ struct OriginQueues {
     running: HashMap<String, usize>,
     /// Origins with waiting pairs, in turn order.
     turns: VecDeque<String>,
-    /// Queues with a limit of their own (a domain's `max_concurrent_fetches`).
+    /// Queues with a limit of their own (a domain's `max_concurrent_fetches`, a gathering
+    /// target's allowance).
     caps: HashMap<String, usize>,
+    /// Queues of targets that gather pairs into vendor calls.
+    gathering: HashSet<String>,
 }
 
 impl OriginQueues {
@@ -133,7 +145,13 @@ impl OriginQueues {
         // domain's concurrent fetches. Pairs of an unregistered domain have no origin to
         // protect; they fail at once.
         let cap = job.origin_limits.max_concurrent_fetches;
-        let origin_key = if job.kind == TaskKind::Refresh {
+        let origin_key = if let Some(allowance) = job.gathered {
+            // A vendor fetches on its own schedule; the pairs only wait for its answers.
+            let key = format!("gather:{}", job.key.edge_id);
+            self.caps.insert(key.clone(), allowance.max(1));
+            self.gathering.insert(key.clone());
+            key
+        } else if job.kind == TaskKind::Refresh {
             format!("edge:{}", job.key.edge_id)
         } else if let Some(cap) = cap {
             let key = format!("domain:{}", job.domain);
@@ -154,10 +172,15 @@ impl OriginQueues {
         queue.push_back(job);
     }
 
-    /// The next pair of the first origin in turn that is under `per_origin`.
-    fn next(&mut self, per_origin: usize) -> Option<(String, PairJob)> {
+    /// The next pair of the first origin in turn that is under `per_origin`, among the
+    /// gathering targets' queues or among the others.
+    fn next(&mut self, per_origin: usize, gathering: bool) -> Option<(String, PairJob)> {
         for _ in 0..self.turns.len() {
             let origin_key = self.turns.pop_front()?;
+            if self.gathering.contains(&origin_key) != gathering {
+                self.turns.push_back(origin_key);
+                continue;
+            }
             let running = self.running.get(&origin_key).copied().unwrap_or(0);
             let limit = self.caps.get(&origin_key).copied().unwrap_or(per_origin);
             if running >= limit {
@@ -214,6 +237,7 @@ mod tests {
             origin: Some(Origin::parse(origin).expect("origin")),
             created_at: 0,
             origin_limits: Default::default(),
+            gathered: None,
         }
     }
 
@@ -224,21 +248,21 @@ mod tests {
             queues.push(job("http://127.0.0.1:1", n));
         }
         queues.push(job("http://127.0.0.1:2", 9));
-        let first = queues.next(2).expect("work");
-        let second = queues.next(2).expect("work");
+        let first = queues.next(2, false).expect("work");
+        let second = queues.next(2, false).expect("work");
         assert_ne!(
             first.0, second.0,
             "the second origin gets a turn before the first one's backlog"
         );
-        let third = queues.next(2).expect("work");
+        let third = queues.next(2, false).expect("work");
         assert_eq!(third.0, "127.0.0.1:1");
         assert!(
-            queues.next(2).is_none(),
+            queues.next(2, false).is_none(),
             "origin 1 is at its limit and origin 2 is empty"
         );
         queues.finished("127.0.0.1:1");
         assert_eq!(
-            queues.next(2).map(|(origin, _)| origin).as_deref(),
+            queues.next(2, false).map(|(origin, _)| origin).as_deref(),
             Some("127.0.0.1:1")
         );
     }
@@ -291,5 +315,27 @@ mod tests {
             queues.hold_behind(EdgeId(1), purge(other, 2)).is_some(),
             "a parked parent holds nobody back"
         );
+    }
+
+    #[test]
+    fn gathered_pairs_wait_apart_within_their_target_s_allowance() {
+        let mut queues = Queues::default();
+        for n in 0..3 {
+            queues.push(PairJob {
+                gathered: Some(2),
+                ..job("http://a.com", n)
+            });
+        }
+        queues.push(job("http://a.com", 9));
+        // The engine's slots only see the ordinary pair...
+        let (_, ordinary) = queues.next(TaskKind::Prefetch, 8).expect("ordinary pair");
+        assert_eq!(ordinary.key.url_idx, 9);
+        assert!(queues.next(TaskKind::Prefetch, 8).is_none());
+        // ...and the gathered ones start up to the target's allowance.
+        let (key, _) = queues.next_gathered(TaskKind::Prefetch).expect("gathered");
+        assert!(queues.next_gathered(TaskKind::Prefetch).is_some());
+        assert!(queues.next_gathered(TaskKind::Prefetch).is_none());
+        queues.finished(TaskKind::Prefetch, &key);
+        assert!(queues.next_gathered(TaskKind::Prefetch).is_some());
     }
 }

@@ -305,6 +305,7 @@ pub(crate) async fn accept(
                 origin: Some(origin.clone()),
                 created_at: task.created_at,
                 origin_limits: Default::default(),
+                gathered: None,
             })
             .collect();
         engine.enqueue(jobs);

@@ -685,6 +685,11 @@ impl Backend for Alibaba {
         Ok(outcome)
     }
 
+    fn gathers(&self) -> Option<usize> {
+        // Pairs wait for a call and its polling without taking the engine's slots.
+        Some(2_000)
+    }
+
     async fn check(&self, _target: &Target) -> Result<String, String> {
         // Reading the day's remaining quota refreshes nothing and needs a valid AccessKey.
         match self

@@ -30,6 +30,8 @@ const DEFAULT_ENDPOINT: &str = "https://api.cloudflare.com/client/v4";
 const WINDOW: Duration = Duration::from_millis(50);
 /// Files per call unless `settings.max_files_per_call` says otherwise.
 const DEFAULT_MAX_FILES: usize = 30;
+/// Pairs of the zone that may wait for their call at once.
+const GATHERED: usize = 2_000;
 /// `429`s waited out per call before its pairs fail (and are retried by the engine).
 const RATE_LIMIT_RETRIES: u32 = 6;
 
@@ -318,6 +320,10 @@ impl Backend for Cloudflare {
                 .await);
         }
         Ok(self.batcher.submit(Purge::Files, job.url.clone()).await)
+    }
+
+    fn gathers(&self) -> Option<usize> {
+        Some(GATHERED)
     }
 
     async fn check(&self, _target: &Target) -> Result<String, String> {

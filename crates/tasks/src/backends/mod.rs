@@ -94,6 +94,15 @@ pub trait Backend: Send + Sync {
 
     /// Reaches the target now: `Ok` with what it answered, or why it could not be used.
     async fn check(&self, target: &Target) -> Result<String, String>;
+
+    /// For a kind that gathers pairs into vendor calls (and waits on the vendor's completion):
+    /// how many of a target's pairs may wait at once. Such pairs only await an answer, so they
+    /// take none of the engine's slots (`--task-concurrency`, `--task-per-origin`): otherwise a
+    /// call would carry at most a handful of URLs, and minutes of polling would starve the
+    /// edges' work. `None`: each pair is a request of its own, counted like any.
+    fn gathers(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The kinds an admin can register, besides the built-in `edges`.

@@ -658,6 +658,11 @@ impl Backend for Tencent {
         Ok(outcome)
     }
 
+    fn gathers(&self) -> Option<usize> {
+        // Pairs wait for a call and its polling without taking the engine's slots.
+        Some(2_000)
+    }
+
     async fn check(&self, _target: &Target) -> Result<String, String> {
         // The quota query costs no refresh and needs the same key.
         match self.inner.api("DescribePurgeQuota", &json!({})).await {
