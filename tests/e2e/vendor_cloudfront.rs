@@ -286,6 +286,14 @@ async fn cloudfront_invalidates_signed_batches_polls_them_to_completion_and_keep
 
     // Every request was signed, and signed right.
     assert_eq!(vendor.signatures().1, 0, "no request failed its signature");
+    assert_eq!(
+        vendor.signed_headers(),
+        ["content-type;host;x-amz-date", "host;x-amz-date"]
+            .map(String::from)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        "an invalidation signs its body's type, a poll or a listing only host and date"
+    );
 
     // The secret is in no answer, no log line, and not in the database file.
     fixture

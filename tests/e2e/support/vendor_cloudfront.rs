@@ -6,7 +6,7 @@
 //! and answers CloudFront's XML shapes and errors. It records what reached it. Error codes are
 //! CloudFront's (API reference, CreateInvalidation "Errors"); the messages are the stand-in's.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -67,6 +67,8 @@ struct CloudFrontState {
     calls: Vec<Call>,
     /// Requests whose signature was recomputed and matched.
     n_signed: usize,
+    /// The `SignedHeaders` of every request with a good signature.
+    signed_headers: BTreeSet<String>,
     /// Requests refused for their signature or key.
     n_bad_signatures: usize,
     n_polls: usize,
@@ -218,6 +220,9 @@ fn verify(
         )));
     }
     state.n_signed += 1;
+    state
+        .signed_headers
+        .insert(field("SignedHeaders=").to_string());
     Ok(())
 }
 
@@ -570,6 +575,11 @@ impl CloudFrontStandIn {
     pub fn signatures(&self) -> (usize, usize) {
         let state = lock(&self.state);
         (state.n_signed, state.n_bad_signatures)
+    }
+
+    /// The distinct `SignedHeaders` lists of the requests with a good signature.
+    pub fn signed_headers(&self) -> BTreeSet<String> {
+        lock(&self.state).signed_headers.clone()
     }
 
     /// `GetInvalidation` requests answered.
