@@ -778,6 +778,12 @@ impl Backend for CloudFront {
         })
     }
 
+    fn gathers(&self) -> Option<usize> {
+        // Pairs wait for their invalidation and its polling without taking the engine's slots;
+        // more than CloudFront lets be in progress would only wait in its queue.
+        Some(MAX_PATHS_IN_PROGRESS as usize)
+    }
+
     async fn check(&self, _target: &Target) -> Result<String, String> {
         // Listing one invalidation proves the signature, the key's rights on the distribution
         // and that it exists, and invalidates nothing.
