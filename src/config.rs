@@ -221,6 +221,8 @@ settings! {
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
         /// The key (32 bytes in base64) that seals backends' credentials at rest; every control-plane process of one database needs the same [env: PRECACHE_SECRET_KEY_FILE] [default: secret.key in the data dir, generated at the first start; none on PostgreSQL]
         secret_key_file: PathBuf, env "PRECACHE_SECRET_KEY_FILE";
+        /// The same key given as its base64 text (for secret stores that hand out variables); prefer the variable to the flag [env: PRECACHE_SECRET_KEY]
+        secret_key: String, env "PRECACHE_SECRET_KEY";
         /// While rotating: the key the credentials were sealed with; they are sealed again with --secret-key-file at start [env: PRECACHE_PREVIOUS_SECRET_KEY_FILE]
         previous_secret_key_file: PathBuf, env "PRECACHE_PREVIOUS_SECRET_KEY_FILE";
         /// The edge's access log: one JSON object per line for every player request; `-` for standard output; SIGHUP reopens the file [env: PRECACHE_EDGE_ACCESS_LOG] [default: none]
@@ -310,6 +312,8 @@ pub struct ServeConfig {
     pub edge_access_log: Option<precache_edge::AccessLogTarget>,
     /// The key file sealing credentials, when given.
     pub secret_key_file: Option<PathBuf>,
+    /// The key itself (base64), when given instead of a file.
+    pub secret_key: Option<String>,
     /// The previous key file, while rotating.
     pub previous_secret_key_file: Option<PathBuf>,
     /// How completion callbacks are delivered.
@@ -442,6 +446,7 @@ impl ServeConfig {
                 .transpose()?,
             log_format: raw.log_format.unwrap_or_default(),
             secret_key_file: raw.secret_key_file,
+            secret_key: raw.secret_key,
             previous_secret_key_file: raw.previous_secret_key_file,
             edge_access_log: raw
                 .edge_access_log

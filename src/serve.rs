@@ -137,13 +137,15 @@ fn secret_keys(config: &ServeConfig, own_key: bool) -> anyhow::Result<Option<Sec
         .as_deref()
         .map(read)
         .transpose()?;
-    let primary = match &config.secret_key_file {
-        Some(path) => read(path)?,
-        None if !own_key => {
+    let primary = match (&config.secret_key, &config.secret_key_file) {
+        (Some(text), _) => SecretKey::from_text(text)
+            .map_err(|e| anyhow!("PRECACHE_SECRET_KEY is not usable: {e}"))?,
+        (None, Some(path)) => read(path)?,
+        (None, None) if !own_key => {
             tracing::info!("no --secret-key-file: backends with credentials cannot be used");
             return Ok(None);
         }
-        None => {
+        (None, None) => {
             let path = config.data_dir.join("secret.key");
             if !path.exists() {
                 std::fs::create_dir_all(&config.data_dir)

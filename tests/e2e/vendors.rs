@@ -305,3 +305,102 @@ async fn a_wrong_cloudflare_token_fails_its_pairs_and_its_check() -> TestResult 
     assert_eq!(check.get("ok"), &json!(false), "{}", check.text());
     Ok(())
 }
+
+/// 32 bytes of 1s and of 2s, in base64: two keys that seal credentials.
+const KEY_1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const KEY_2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+fn serve_with_keys(
+    dir: &std::path::Path,
+    key: &str,
+    previous: Option<&std::path::Path>,
+) -> std::io::Result<Server> {
+    let mut args = Vec::new();
+    if let Some(previous) = previous {
+        args.push("--previous-secret-key-file".to_string());
+        args.push(previous.display().to_string());
+    }
+    Server::start_with(
+        dir,
+        Options {
+            args,
+            env: vec![("PRECACHE_SECRET_KEY".into(), key.into())],
+            ..Options::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn credentials_survive_a_key_rotation_and_a_wrong_key_is_said() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let vendor = CloudflareStandIn::start(TOKEN, ZONE, 30).await?;
+    let check = |api: Api, admin: String| async move {
+        let reply = api
+            .call(
+                Method::POST,
+                "/cdn_api/backends/cf/check",
+                Some(&admin),
+                None,
+            )
+            .await?;
+        Ok::<_, Error>(reply.get("ok").clone())
+    };
+    let server = serve_with_keys(dir.path(), KEY_1, None)?;
+    let api = Api::new(&server);
+    let admin = api.admin().await?;
+    api.call(
+        Method::POST,
+        "/cdn_api/backends",
+        Some(&admin),
+        Some(json!({"name": "cf", "kind": "cloudflare",
+                    "settings": {"zone_id": ZONE, "endpoint": vendor.endpoint()},
+                    "credentials": {"api_token": TOKEN}})),
+    )
+    .await?
+    .expect(201, 0)?;
+    assert_eq!(check(api, admin).await?, json!(true));
+    server.terminate()?;
+
+    // Rotation: the new key, the old one as the previous; the credentials are sealed again.
+    let old_key = dir.path().join("old.key");
+    std::fs::write(&old_key, KEY_1)?;
+    let server = serve_with_keys(dir.path(), KEY_2, Some(&old_key))?;
+    let api = Api::new(&server);
+    let admin = api.admin().await?;
+    assert_eq!(check(api, admin).await?, json!(true));
+    assert!(
+        server.log().contains("credentials sealed again"),
+        "{}",
+        server.log()
+    );
+    server.terminate()?;
+    // The old key is no longer needed...
+    let server = serve_with_keys(dir.path(), KEY_2, None)?;
+    let api = Api::new(&server);
+    let admin = api.admin().await?;
+    assert_eq!(check(api, admin).await?, json!(true));
+    server.terminate()?;
+    // ...and no longer enough: the backend says why it cannot be used.
+    let server = serve_with_keys(dir.path(), KEY_1, None)?;
+    let api = Api::new(&server);
+    let admin = api.admin().await?;
+    let shown = api
+        .call(Method::GET, "/cdn_api/backends/cf", Some(&admin), None)
+        .await?;
+    shown.expect(200, 0)?;
+    assert_eq!(
+        shown.get("backend")["credentials"],
+        Value::Null,
+        "{}",
+        shown.text()
+    );
+    assert!(
+        shown.get("backend")["credentials_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sealed with key")),
+        "{}",
+        shown.text()
+    );
+    assert!(!server.log().contains(TOKEN));
+    Ok(())
+}
