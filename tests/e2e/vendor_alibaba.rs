@@ -4,15 +4,14 @@
 //! AccessKey secret never answered back or logged.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::client::url;
-use crate::support::server::Options;
 use crate::support::vendor_alibaba::{AlibabaCall, AlibabaStandIn};
-use crate::support::{Api, Server, TestResult};
+use crate::support::vendor_fixture::{pairs, Fixture};
+use crate::support::TestResult;
 
 const HOST: &str = "patch.example.com";
 const KEY_ID: &str = "LTAI5tExampleKeyId0001";
@@ -20,81 +19,12 @@ const SECRET: &str = "aliyun-secret-c2VjcmV0LXRlc3Q-9b2e";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    server: Server,
-    api: Api,
-    admin: String,
-    token: String,
-    /// Every answer's text, to look for the secret in.
-    answers: Vec<String>,
-}
-
 impl Fixture {
-    async fn start() -> Result<Fixture, Error> {
-        let dir = tempfile::tempdir()?;
-        let server = Server::start_with(
-            dir.path(),
-            Options {
-                // A pair holds its engine slot while its task is polled, so the slots per
-                // origin bound a call's size: 100 lets one task's URLs go as one call.
-                args: vec![
-                    "--max-urls-per-request".into(),
-                    "100".into(),
-                    "--task-per-origin".into(),
-                    "100".into(),
-                ],
-                ..Options::default()
-            },
-        )?;
-        let api = Api::new(&server);
-        let token = api
-            .user_with_domain("studio", HOST, "http://127.0.0.1:9")
-            .await?;
-        let admin = api.admin().await?;
-        Ok(Fixture {
-            dir,
-            server,
-            api,
-            admin,
-            token,
-            answers: Vec::new(),
-        })
-    }
-
-    async fn admin_call(
+    async fn alibaba_backend(
         &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<crate::support::client::Reply, Error> {
-        let reply = self.api.call(method, path, Some(&self.admin), body).await?;
-        self.answers.push(reply.text());
-        Ok(reply)
-    }
-
-    async fn task(&mut self, kind: &str, body: Value) -> Result<Value, Error> {
-        let reply = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/cdn_api/{kind}"),
-                Some(&self.token),
-                Some(body),
-            )
-            .await?;
-        self.answers.push(reply.text());
-        reply.expect(200, 0)?;
-        let req_id = reply.get("reqId").as_str().unwrap_or("").to_string();
-        let task = self
-            .api
-            .wait_final_of(kind, &self.token, &req_id, Duration::from_secs(90))
-            .await?;
-        self.answers.push(task.to_string());
-        Ok(task)
-    }
-
-    async fn add_backend(&mut self, settings: Value, credentials: Value) -> Result<Value, Error> {
+        settings: Value,
+        credentials: Value,
+    ) -> Result<Value, Error> {
         let created = self
             .admin_call(
                 Method::POST,
@@ -106,15 +36,6 @@ impl Fixture {
         created.expect(201, 0)?;
         Ok(created.get("backend").clone())
     }
-}
-
-fn pairs(task: &Value) -> Vec<Value> {
-    task["urls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|url| url["edges"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 fn calls_of(calls: &[AlibabaCall], action: &str) -> Vec<AlibabaCall> {
@@ -144,7 +65,7 @@ async fn alibaba_refreshes_and_prefetches_signed_polls_until_complete_and_keeps_
     let mut fixture = Fixture::start().await?;
     let vendor = AlibabaStandIn::start(KEY_ID, SECRET).await?;
     let backend = fixture
-        .add_backend(
+        .alibaba_backend(
             json!({"endpoint": vendor.endpoint(), "poll_interval": 1}),
             json!({"access_key_id": KEY_ID, "access_key_secret": SECRET}),
         )
@@ -408,7 +329,7 @@ async fn a_wrong_alibaba_access_key_fails_its_pairs_and_its_check() -> TestResul
         assert_eq!(reply.ret(), 2002, "{body}: {}", reply.text());
     }
     fixture
-        .add_backend(
+        .alibaba_backend(
             json!({"endpoint": vendor.endpoint(), "poll_interval": 1}),
             json!({"access_key_id": KEY_ID, "access_key_secret": "not-the-secret-0000"}),
         )
@@ -462,7 +383,7 @@ async fn an_alibaba_task_never_done_fails_its_pair_after_the_poll_timeout() -> T
     let mut fixture = Fixture::start().await?;
     let vendor = AlibabaStandIn::start(KEY_ID, SECRET).await?;
     fixture
-        .add_backend(
+        .alibaba_backend(
             json!({"endpoint": vendor.endpoint(), "poll_interval": 1, "poll_timeout": 3}),
             json!({"access_key_id": KEY_ID, "access_key_secret": SECRET}),
         )

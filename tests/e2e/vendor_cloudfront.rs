@@ -3,15 +3,14 @@
 //! queued while too many are in progress; the status it shows; the secret never shown.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::client::url;
-use crate::support::server::Options;
 use crate::support::vendor_cloudfront::CloudFrontStandIn;
-use crate::support::{Api, Server, TestResult};
+use crate::support::vendor_fixture::{pairs, Fixture};
+use crate::support::TestResult;
 
 const HOST: &str = "patch.example.com";
 const DISTRIBUTION: &str = "EDFDVBD6EXAMPLE";
@@ -20,54 +19,14 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    server: Server,
-    api: Api,
-    admin: String,
-    token: String,
-    /// Every answer's text, to look for the secret in.
-    answers: Vec<String>,
-}
-
 impl Fixture {
-    async fn start() -> Result<Fixture, Error> {
-        let dir = tempfile::tempdir()?;
-        let server = Server::start_with(
-            dir.path(),
-            Options {
-                args: vec!["--max-urls-per-request".into(), "100".into()],
-                ..Options::default()
-            },
-        )?;
-        let api = Api::new(&server);
-        let token = api
-            .user_with_domain("studio", HOST, "http://127.0.0.1:9")
-            .await?;
-        let admin = api.admin().await?;
-        Ok(Fixture {
-            dir,
-            server,
-            api,
-            admin,
-            token,
-            answers: Vec::new(),
-        })
-    }
-
-    async fn admin_call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<crate::support::client::Reply, Error> {
-        let reply = self.api.call(method, path, Some(&self.admin), body).await?;
-        self.answers.push(reply.text());
-        Ok(reply)
-    }
-
     /// Registers a `cloudfront` backend `name` and makes it the domain's only backend.
-    async fn backend(&mut self, name: &str, settings: Value, secret: &str) -> Result<Value, Error> {
+    async fn cloudfront_backend(
+        &mut self,
+        name: &str,
+        settings: Value,
+        secret: &str,
+    ) -> Result<Value, Error> {
         let created = self
             .admin_call(
                 Method::POST,
@@ -89,36 +48,6 @@ impl Fixture {
         .expect(200, 0)?;
         Ok(created.get("backend").clone())
     }
-
-    async fn task(&mut self, kind: &str, body: Value) -> Result<Value, Error> {
-        let reply = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/cdn_api/{kind}"),
-                Some(&self.token),
-                Some(body),
-            )
-            .await?;
-        self.answers.push(reply.text());
-        reply.expect(200, 0)?;
-        let req_id = reply.get("reqId").as_str().unwrap_or("").to_string();
-        let task = self
-            .api
-            .wait_final_of(kind, &self.token, &req_id, Duration::from_secs(90))
-            .await?;
-        self.answers.push(task.to_string());
-        Ok(task)
-    }
-}
-
-fn pairs(task: &Value) -> Vec<Value> {
-    task["urls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|url| url["edges"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 fn settings(vendor: &CloudFrontStandIn, extra: Value) -> Value {
@@ -136,7 +65,7 @@ async fn cloudfront_invalidates_signed_batches_polls_them_to_completion_and_keep
     let mut fixture = Fixture::start().await?;
     let vendor = CloudFrontStandIn::start(ACCESS_KEY_ID, SECRET, DISTRIBUTION).await?;
     let backend = fixture
-        .backend(
+        .cloudfront_backend(
             "cf",
             settings(&vendor, json!({"max_paths_per_call": 20})),
             SECRET,
@@ -354,7 +283,7 @@ async fn a_wrong_cloudfront_secret_fails_its_pairs_and_its_check_and_polling_giv
 
     let wrong = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzNOTTHEKEY";
     fixture
-        .backend("cf", settings(&vendor, json!({})), wrong)
+        .cloudfront_backend("cf", settings(&vendor, json!({})), wrong)
         .await?;
     let task = fixture
         .task("refresh", json!({"urls": [url(HOST, "/a.pak")]}))
@@ -382,7 +311,7 @@ async fn a_wrong_cloudfront_secret_fails_its_pairs_and_its_check_and_polling_giv
     // An invalidation that never completes is given up after poll_timeout, with a clear error.
     vendor.never_complete();
     fixture
-        .backend(
+        .cloudfront_backend(
             "cf-slow",
             settings(&vendor, json!({"poll_timeout": 2})),
             SECRET,

@@ -3,15 +3,14 @@
 //! until done, Tencent's errors as the pairs' words, and the key never shown or logged.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::client::url;
-use crate::support::server::Options;
+use crate::support::vendor_fixture::Fixture;
 use crate::support::vendor_tencent::TencentStandIn;
-use crate::support::{Api, Server, TestResult};
+use crate::support::TestResult;
 
 const HOST: &str = "patch.example.com";
 const SECRET_ID: &str = "AKIDtencentTESTid0000000000000000000";
@@ -19,55 +18,10 @@ const SECRET_KEY: &str = "tc-key-dGVuY2VudC10ZXN0LWtleQ-9c41";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    server: Server,
-    api: Api,
-    admin: String,
-    token: String,
-    /// Every answer's text, to look for the key in.
-    answers: Vec<String>,
-}
-
 impl Fixture {
-    async fn start() -> Result<Fixture, Error> {
-        let dir = tempfile::tempdir()?;
-        let server = Server::start_with(
-            dir.path(),
-            Options {
-                args: vec!["--max-urls-per-request".into(), "100".into()],
-                ..Options::default()
-            },
-        )?;
-        let api = Api::new(&server);
-        let token = api
-            .user_with_domain("studio", HOST, "http://127.0.0.1:9")
-            .await?;
-        let admin = api.admin().await?;
-        Ok(Fixture {
-            dir,
-            server,
-            api,
-            admin,
-            token,
-            answers: Vec::new(),
-        })
-    }
-
-    async fn admin_call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<crate::support::client::Reply, Error> {
-        let reply = self.api.call(method, path, Some(&self.admin), body).await?;
-        self.answers.push(reply.text());
-        Ok(reply)
-    }
-
     /// Registers backend `tc` on the stand-in with this key (and `poll_timeout` when given)
     /// and makes it the domain's.
-    async fn backend(
+    async fn tencent_backend(
         &mut self,
         vendor: &TencentStandIn,
         secret_key: &str,
@@ -98,27 +52,6 @@ impl Fixture {
         .await?
         .expect(200, 0)?;
         Ok(created.get("backend").clone())
-    }
-
-    async fn task(&mut self, kind: &str, body: Value) -> Result<Value, Error> {
-        let reply = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/cdn_api/{kind}"),
-                Some(&self.token),
-                Some(body),
-            )
-            .await?;
-        self.answers.push(reply.text());
-        reply.expect(200, 0)?;
-        let req_id = reply.get("reqId").as_str().unwrap_or("").to_string();
-        let task = self
-            .api
-            .wait_final_of(kind, &self.token, &req_id, Duration::from_secs(60))
-            .await?;
-        self.answers.push(task.to_string());
-        Ok(task)
     }
 }
 
@@ -163,7 +96,7 @@ async fn tencent_refreshes_and_prefetches_in_signed_batches_polled_until_done() 
     let mut fixture = Fixture::start().await?;
     let vendor = TencentStandIn::start(SECRET_ID, SECRET_KEY).await?;
     let backend = fixture
-        .backend(&vendor, SECRET_KEY, json!(["tc"]), None)
+        .tencent_backend(&vendor, SECRET_KEY, json!(["tc"]), None)
         .await?;
     assert_eq!(
         backend["credentials"],
@@ -398,7 +331,7 @@ async fn a_wrong_tencent_key_fails_its_pairs_and_its_check() -> TestResult {
     }
     let wrong_key = "not-the-key-000000000000000000000";
     fixture
-        .backend(&vendor, wrong_key, json!(["edges", "tc"]), None)
+        .tencent_backend(&vendor, wrong_key, json!(["edges", "tc"]), None)
         .await?;
     let task = fixture
         .task("refresh", json!({"urls": [url(HOST, "/a.pak")]}))
@@ -447,7 +380,7 @@ async fn a_tencent_task_still_in_progress_after_poll_timeout_fails_its_pair() ->
     let mut fixture = Fixture::start().await?;
     let vendor = TencentStandIn::start(SECRET_ID, SECRET_KEY).await?;
     fixture
-        .backend(&vendor, SECRET_KEY, json!(["tc"]), Some(2))
+        .tencent_backend(&vendor, SECRET_KEY, json!(["tc"]), Some(2))
         .await?;
     let stuck = url(HOST, "/stuck.pak");
     vendor.keep_in_progress(&stuck);

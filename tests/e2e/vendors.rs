@@ -3,13 +3,13 @@
 //! credentials sealed at rest and never answered back or logged.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::client::url;
 use crate::support::server::Options;
+use crate::support::vendor_fixture::{pairs, Fixture};
 use crate::support::vendors::CloudflareStandIn;
 use crate::support::{Api, Server, TestResult};
 
@@ -18,83 +18,6 @@ const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const TOKEN: &str = "cf-token-Y2xvdWRmbGFyZS10ZXN0LXRva2Vu-7f3a";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    server: Server,
-    api: Api,
-    admin: String,
-    token: String,
-    /// Every answer's text, to look for secrets in.
-    answers: Vec<String>,
-}
-
-impl Fixture {
-    async fn start() -> Result<Fixture, Error> {
-        let dir = tempfile::tempdir()?;
-        let server = Server::start_with(
-            dir.path(),
-            Options {
-                args: vec!["--max-urls-per-request".into(), "100".into()],
-                ..Options::default()
-            },
-        )?;
-        let api = Api::new(&server);
-        let token = api
-            .user_with_domain("studio", HOST, "http://127.0.0.1:9")
-            .await?;
-        let admin = api.admin().await?;
-        Ok(Fixture {
-            dir,
-            server,
-            api,
-            admin,
-            token,
-            answers: Vec::new(),
-        })
-    }
-
-    async fn admin_call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<crate::support::client::Reply, Error> {
-        let reply = self.api.call(method, path, Some(&self.admin), body).await?;
-        self.answers.push(reply.text());
-        Ok(reply)
-    }
-
-    async fn task(&mut self, kind: &str, body: Value) -> Result<Value, Error> {
-        let reply = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/cdn_api/{kind}"),
-                Some(&self.token),
-                Some(body),
-            )
-            .await?;
-        self.answers.push(reply.text());
-        reply.expect(200, 0)?;
-        let req_id = reply.get("reqId").as_str().unwrap_or("").to_string();
-        let task = self
-            .api
-            .wait_final_of(kind, &self.token, &req_id, Duration::from_secs(60))
-            .await?;
-        self.answers.push(task.to_string());
-        Ok(task)
-    }
-}
-
-fn pairs(task: &Value) -> Vec<Value> {
-    task["urls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|url| url["edges"].as_array().cloned().unwrap_or_default())
-        .collect()
-}
 
 #[tokio::test]
 async fn cloudflare_purges_in_batches_waits_out_its_rate_limit_and_keeps_its_token_secret(
@@ -219,27 +142,7 @@ async fn cloudflare_purges_in_batches_waits_out_its_rate_limit_and_keeps_its_tok
         .admin_call(Method::GET, "/cdn_api/backends", None)
         .await?;
     listed.expect(200, 0)?;
-    for answer in &fixture.answers {
-        assert!(
-            !answer.contains(TOKEN),
-            "an answer shows the token: {answer}"
-        );
-    }
-    assert!(
-        !fixture.server.log().contains(TOKEN),
-        "the log shows the token"
-    );
-    for file in ["precache.db", "precache.db-wal"] {
-        let path = fixture.dir.path().join(file);
-        if let Ok(bytes) = std::fs::read(&path) {
-            assert!(
-                !bytes
-                    .windows(TOKEN.len())
-                    .any(|window| window == TOKEN.as_bytes()),
-                "{file} holds the token in clear"
-            );
-        }
-    }
+    fixture.secret_is_nowhere(TOKEN)?;
     Ok(())
 }
 

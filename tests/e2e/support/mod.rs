@@ -8,6 +8,7 @@ pub mod pg_cluster;
 pub mod server;
 pub mod vendor_alibaba;
 pub mod vendor_cloudfront;
+pub mod vendor_fixture;
 pub mod vendor_tencent;
 pub mod vendors;
 
