@@ -21,6 +21,7 @@ where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     init_logging(log_format);
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("precache")
@@ -34,6 +35,37 @@ where
 /// Runs the all-in-one server until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     run_role(config.log_format, serve(config))
+}
+
+/// Every connection, cached object being read and database file is an open file: a soft limit
+/// left at the usual 1,024 would refuse players long before the machine is busy. The soft limit
+/// is raised to the hard one (what the process may do without privileges), and said.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+        tracing::info!(?limit, "open files: no finite limit to raise");
+        return;
+    };
+    if soft >= hard {
+        tracing::info!(
+            open_files = soft,
+            "open files: the soft limit is the hard limit"
+        );
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => tracing::info!(from = soft, to = hard, "open files: raised the soft limit"),
+        Err(error) => {
+            tracing::warn!(%error, open_files = soft, "open files: could not raise the soft limit")
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -165,3 +165,47 @@ async fn json_logs_carry_the_request_id() -> TestResult {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit_to_the_hard_limit() -> TestResult {
+    // Started with a soft limit of 512 under the hard one (prlimit, from util-linux).
+    let hard = std::fs::read_to_string("/proc/self/limits")?
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(4).map(str::to_string))
+        .ok_or("no open-files line in /proc/self/limits")?;
+    if hard == "unlimited" || hard.parse::<u64>().is_ok_and(|hard| hard <= 512) {
+        eprintln!("SKIPPED: the hard open-files limit ({hard}) leaves nothing to raise");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(
+        dir.path(),
+        crate::support::server::Options {
+            wrapper: vec![
+                "prlimit".into(),
+                format!("--nofile=512:{hard}"),
+                "--".into(),
+            ],
+            ..Default::default()
+        },
+    )?;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .ok_or("no open-files line in /proc/PID/limits")?;
+    let numbers: Vec<&str> = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .take(2)
+        .collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_eq!(
+        numbers,
+        [hard.as_str(), hard.as_str()],
+        "soft limit raised: {line}"
+    );
+    assert!(server.log().contains("open files:"), "{}", server.log());
+    Ok(())
+}

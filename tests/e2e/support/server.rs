@@ -58,6 +58,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// The subcommand: `serve` when empty, or `api`, `edge`.
     pub role: &'static str,
+    /// A program (and its arguments) that runs the binary, e.g. `prlimit --nofile=...`.
+    pub wrapper: Vec<String>,
 }
 
 impl Server {
@@ -68,7 +70,14 @@ impl Server {
 
     /// Starts a server and waits until it prints its addresses (it is ready then).
     pub fn start_with(data_dir: &Path, options: Options) -> std::io::Result<Server> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_precache"));
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_precache"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_precache")),
+        };
         let role = if options.role.is_empty() {
             "serve"
         } else {
