@@ -160,7 +160,7 @@ impl EdgeDirectory {
     ) -> Result<Option<(Arc<dyn Backend>, Vec<Target>)>, precache_store::Error> {
         let edges = self.store.list_edges().await?;
         let registered = self.store.list_backends().await?;
-        self.merge(&edges, &registered);
+        self.merge(&edges, Some(&registered));
         let Some(record) = registered.iter().find(|backend| backend.name == name) else {
             return Ok(None);
         };
@@ -205,8 +205,15 @@ impl EdgeDirectory {
         domain_backends: &[String],
     ) -> Result<Vec<EdgeId>, precache_store::Error> {
         let edges = self.store.list_edges().await?;
-        let registered = self.store.list_backends().await?;
-        if self.merge(&edges, &registered) {
+        // Backends (and their credentials, opened) are read only for a domain that uses some.
+        let registered = match domain_backends
+            .iter()
+            .any(|name| name != precache_store::EDGES_BACKEND)
+        {
+            true => Some(self.store.list_backends().await?),
+            false => None,
+        };
+        if self.merge(&edges, registered.as_deref()) {
             // Call the newcomers now rather than at the next round.
             self.wake();
         }
@@ -219,6 +226,7 @@ impl EdgeDirectory {
         }
         for record in registered
             .iter()
+            .flatten()
             .filter(|backend| domain_backends.contains(&backend.name))
         {
             targets.extend(record.targets.iter().map(|(id, _)| *id));
@@ -327,7 +335,7 @@ impl EdgeDirectory {
                 })
                 .collect(),
         };
-        self.merge(&edges, &registered);
+        self.merge(&edges, Some(&registered));
         let targets: Vec<EdgeTarget> = self
             .read()
             .values()
@@ -341,13 +349,16 @@ impl EdgeDirectory {
     }
 
     /// Brings the directory in line with the database's edge list: edges added, changed (address,
-    /// credential, parent) or gone. Answers whether an edge was added.
+    /// credential, parent) or gone, and, when they were read, the backends' implementations.
+    /// Answers whether an edge was added.
     fn merge(
         &self,
         edges: &[precache_store::Edge],
-        registered: &[precache_store::BackendRecord],
+        registered: Option<&[precache_store::BackendRecord]>,
     ) -> bool {
-        self.merge_backends(registered);
+        if let Some(registered) = registered {
+            self.merge_backends(registered);
+        }
         let mut known = self
             .known
             .write()

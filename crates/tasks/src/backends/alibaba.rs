@@ -14,12 +14,9 @@
 //! pairs with Alibaba's words and are not retried: they last the day. Another refusal of a
 //! batch (a malformed or foreign URL) splits it in halves, so only the refused URLs fail.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -30,8 +27,7 @@ use sha1::Sha1;
 use tokio::sync::Semaphore;
 
 use super::batch::{BatchSender, Batcher, Waiting};
-use super::cloudflare::endpoint;
-use super::http_cache::{client_for, root_cause};
+use super::http_cache::{client_for, endpoint, root_cause};
 use super::{Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 
@@ -595,47 +591,17 @@ fn vendor_words(status: u16, answer: &Value) -> String {
 }
 
 /// A `SignatureNonce` never sent before: Alibaba refuses a request whose nonce it has seen
-/// (a replay), so retries need a new one too.
+/// (a replay), so retries need a new one too. Alibaba's own examples use UUIDs.
 fn nonce() -> String {
-    static SENT: AtomicU64 = AtomicU64::new(0);
-    let sequence = SENT.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    // A per-process random key makes two processes starting at once differ too.
-    let random = RandomState::new().hash_one((sequence, nanos));
-    format!("{nanos:x}-{sequence:x}-{random:016x}")
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// `time` as the API's `Timestamp`: ISO 8601 in UTC, `2016-02-23T12:46:24Z`.
 pub fn utc_timestamp(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
-    // Days to a civil date (Howard Hinnant's `civil_from_days`), for dates after 1970.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3_600,
-        of_day % 3_600 / 60,
-        of_day % 60
-    )
+    jiff::Timestamp::try_from(time)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[async_trait]
@@ -718,6 +684,7 @@ impl Backend for Alibaba {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     /// The example of Alibaba Cloud's "Request signature" (RPC, signature v1) page:
     /// DescribeRegions on ECS with AccessKey `testid` / `testsecret`.

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::batch::{BatchSender, Batcher, Waiting};
-use super::http_cache::{client_for, root_cause};
+use super::http_cache::{client_for, endpoint, root_cause};
 use super::{split_url, Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 
@@ -127,22 +127,6 @@ impl Cloudflare {
             "{}/zones/{zone}",
             endpoint(settings, DEFAULT_ENDPOINT)?
         ))
-    }
-}
-
-/// `settings.endpoint` (an http(s) base URL) or the vendor's.
-pub(crate) fn endpoint(settings: &Value, default: &str) -> Result<String, String> {
-    match settings.get("endpoint") {
-        None => Ok(default.to_string()),
-        Some(Value::String(url))
-            if (url.starts_with("https://") || url.starts_with("http://"))
-                && url::Url::parse(url).is_ok() =>
-        {
-            Ok(url.trim_end_matches('/').to_string())
-        }
-        Some(other) => Err(format!(
-            "settings.endpoint must be an http(s) URL, not {other}"
-        )),
     }
 }
 

@@ -31,8 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::batch::{BatchSender, Batcher, Waiting};
-use super::cloudflare::endpoint;
-use super::http_cache::{client_for, root_cause};
+use super::http_cache::{client_for, endpoint, root_cause};
 use super::{Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 

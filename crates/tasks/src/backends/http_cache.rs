@@ -254,6 +254,22 @@ pub fn client_for(
     Ok((http, concurrency))
 }
 
+/// `settings.endpoint` (an http(s) base URL) or the vendor's.
+pub fn endpoint(settings: &Value, default: &str) -> Result<String, String> {
+    match settings.get("endpoint") {
+        None => Ok(default.to_string()),
+        Some(Value::String(url))
+            if (url.starts_with("https://") || url.starts_with("http://"))
+                && url::Url::parse(url).is_ok() =>
+        {
+            Ok(url.trim_end_matches('/').to_string())
+        }
+        Some(other) => Err(format!(
+            "settings.endpoint must be an http(s) URL, not {other}"
+        )),
+    }
+}
+
 /// The innermost error's words: reqwest wraps hyper's, which wraps the socket's.
 pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &dyn std::error::Error = error;
@@ -294,5 +310,30 @@ pub fn purge_outcome(
             ),
             status >= 500,
         ),
+    }
+}
+
+/// A purge of a URL no cache holds (on the reserved `.invalid` domain): a "not cached" answer
+/// shows the target is reached and lets this control plane purge.
+pub async fn check_purge(
+    http: &HttpCache,
+    kind: &str,
+    target: &Target,
+    method: &[u8],
+    path: &str,
+) -> Result<String, String> {
+    let method = Method::from_bytes(method).map_err(|e| e.to_string())?;
+    match http
+        .send(target, method, path, "precache-check.invalid", &[])
+        .await?
+    {
+        answer if answer.status == 404 || answer.status == 200 => Ok(format!(
+            "{kind} {} answered {} to a purge: purges are allowed",
+            target.url, answer.status
+        )),
+        answer => Err(format!(
+            "{kind} {} answered {} to a purge: configure it as in docs/backends.md",
+            target.url, answer.status
+        )),
     }
 }

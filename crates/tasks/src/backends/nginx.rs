@@ -8,8 +8,7 @@ use precache_model::edge_protocol::PairOutcome;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::http_cache::{purge_outcome, HttpCache};
-use super::varnish::check_purge;
+use super::http_cache::{check_purge, purge_outcome, HttpCache};
 use super::{split_url, Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 

@@ -22,8 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::batch::{BatchSender, Batcher, Waiting};
-use super::cloudflare::endpoint;
-use super::http_cache::{client_for, root_cause};
+use super::http_cache::{client_for, endpoint, root_cause};
 use super::{Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 
@@ -93,26 +92,12 @@ pub fn tc3_authorization(
     }
 }
 
-/// `YYYY-MM-DD` of a Unix timestamp in UTC (the proleptic Gregorian calendar; days from
-/// 1970-01-01 to a civil date as in Howard Hinnant's `civil_from_days`).
+/// `YYYY-MM-DD` of a Unix timestamp in UTC (a local date would fail around midnight).
 fn utc_date(timestamp: i64) -> String {
-    let days = timestamp.div_euclid(86_400);
-    // Shift the epoch to 0000-03-01 so that a leap day is the last day of its year.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    jiff::Timestamp::from_second(timestamp)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%d")
+        .to_string()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -8,7 +8,7 @@ use precache_model::edge_protocol::{PairOutcome, PurgeMode};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::http_cache::{purge_outcome, HttpCache};
+use super::http_cache::{check_purge, purge_outcome, HttpCache};
 use super::{split_url, Away, Backend, Capabilities, Progress, Target};
 use crate::PairJob;
 
@@ -82,30 +82,5 @@ impl Backend for Varnish {
 
     async fn check(&self, target: &Target) -> Result<String, String> {
         check_purge(&self.http, "varnish", target, b"PURGE", "/").await
-    }
-}
-
-/// A purge of a URL no cache holds (on the reserved `.invalid` domain): a "not cached" answer
-/// shows the target is reached and lets this control plane purge.
-pub(crate) async fn check_purge(
-    http: &HttpCache,
-    kind: &str,
-    target: &Target,
-    method: &[u8],
-    path: &str,
-) -> Result<String, String> {
-    let method = Method::from_bytes(method).map_err(|e| e.to_string())?;
-    match http
-        .send(target, method, path, "precache-check.invalid", &[])
-        .await?
-    {
-        answer if answer.status == 404 || answer.status == 200 => Ok(format!(
-            "{kind} {} answered {} to a purge: purges are allowed",
-            target.url, answer.status
-        )),
-        answer => Err(format!(
-            "{kind} {} answered {} to a purge: configure it as in docs/backends.md",
-            target.url, answer.status
-        )),
     }
 }
