@@ -32,6 +32,29 @@ pub struct DomainRoute {
     /// How hard prefetching may press the domain's origin.
     #[serde(default)]
     pub origin_limits: OriginLimits,
+    /// The certificate the edge presents to players who name this domain by SNI; a domain
+    /// without one is not served over TLS (the handshake is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<DomainCertificate>,
+}
+
+/// A domain's certificate chain and private key, as the control plane hands them to its edges
+/// (over the edge protocol, which runs over TLS where configured).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainCertificate {
+    /// The chain in PEM, leaf first.
+    pub cert_pem: String,
+    /// The private key in PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for DomainCertificate {
+    // The key never reaches a log line, even through a `{:?}` of the domain table.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainCertificate")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Per-domain protection of the origin during prefetch, set by an admin.

@@ -332,6 +332,7 @@ impl EdgeDirectory {
                     origin_host: domain.origin_host,
                     cache: domain.cache,
                     origin_limits: domain.origin_limits,
+                    certificate: None,
                 })
                 .collect(),
         };
