@@ -197,6 +197,12 @@ settings! {
         origin_first_byte_timeout: HumanDuration, env "PRECACHE_ORIGIN_FIRST_BYTE_TIMEOUT";
         /// Origin idle (between reads) timeout [env: PRECACHE_ORIGIN_IDLE_TIMEOUT] [default: 30s]
         origin_idle_timeout: HumanDuration, env "PRECACHE_ORIGIN_IDLE_TIMEOUT";
+        /// Edge: how long a player's connection may stay idle before its first request and between requests [env: PRECACHE_EDGE_IDLE_TIMEOUT] [default: 60s]
+        edge_idle_timeout: HumanDuration, env "PRECACHE_EDGE_IDLE_TIMEOUT";
+        /// Edge: how long a player's request header may take to arrive once it has begun; slower senders are disconnected [env: PRECACHE_EDGE_HEADER_TIMEOUT] [default: 10s]
+        edge_header_timeout: HumanDuration, env "PRECACHE_EDGE_HEADER_TIMEOUT";
+        /// Edge: the largest request header a player may send (at most 256 fields) [env: PRECACHE_EDGE_MAX_HEADER_SIZE] [default: 64KiB]
+        edge_max_header_size: ByteSize, env "PRECACHE_EDGE_MAX_HEADER_SIZE";
         /// How long a pair waits for its edge to come back before it fails as "edge unreachable" [env: PRECACHE_EDGE_DEADLINE] [default: 10m]
         edge_deadline: HumanDuration, env "PRECACHE_EDGE_DEADLINE";
         /// Control plane: an engine silent this long is dead and its pairs are taken over [env: PRECACHE_ENGINE_LEASE] [default: 30s]
@@ -288,6 +294,8 @@ pub struct ServeConfig {
     pub task_backoff: Duration,
     /// Origin timeouts.
     pub origin_timeouts: precache_edge::OriginTimeouts,
+    /// Limits on players' connections to the edge.
+    pub edge_connection_limits: precache_edge::ConnectionLimits,
     /// Bootstrap admin password from `PRECACHE_ADMIN_PASSWORD`.
     pub admin_password: Option<String>,
     /// How long a pair waits for an unreachable edge.
@@ -333,6 +341,16 @@ fn positive(value: usize, name: &str) -> anyhow::Result<usize> {
         return Err(anyhow!("{name} must be at least 1"));
     }
     Ok(value)
+}
+
+/// The edge's largest request header: between 1 KiB (a request line and a few fields) and
+/// pingora's own 1 MiB ceiling.
+fn header_size(size: Option<ByteSize>) -> anyhow::Result<usize> {
+    let size = size.map_or(64 << 10, |s| s.0);
+    if !(1 << 10..=1 << 20).contains(&size) {
+        return Err(anyhow!("edge_max_header_size must be between 1KiB and 1MiB"));
+    }
+    usize::try_from(size).map_err(|_| anyhow!("edge_max_header_size is too large"))
 }
 
 fn cache_limits(
@@ -428,6 +446,11 @@ impl ServeConfig {
                 connect: seconds(raw.origin_connect_timeout, 5),
                 first_byte: seconds(raw.origin_first_byte_timeout, 30),
                 idle: seconds(raw.origin_idle_timeout, 30),
+            },
+            edge_connection_limits: precache_edge::ConnectionLimits {
+                idle: seconds(raw.edge_idle_timeout, 60).max(Duration::from_secs(1)),
+                header: seconds(raw.edge_header_timeout, 10).max(Duration::from_millis(100)),
+                max_header_bytes: header_size(raw.edge_max_header_size)?,
             },
             admin_password: env.get("PRECACHE_ADMIN_PASSWORD"),
             edge_deadline: seconds(raw.edge_deadline, 600),

@@ -140,6 +140,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
         nice: 0,
         cache_limits: config.cache_limits,
         timeouts: config.origin_timeouts,
+        connection_limits: config.edge_connection_limits,
         control: Some(precache_edge::ControlConfig {
             control_url: control,
             credential,

@@ -257,6 +257,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         nice: config.edge_nice,
         cache_limits: config.cache_limits,
         timeouts: config.origin_timeouts,
+        connection_limits: config.edge_connection_limits,
         control: None,
         admin_tls: None,
         render_metrics: render_metrics.clone(),

@@ -58,6 +58,18 @@ pub struct OriginTimeouts {
     pub idle: Duration,
 }
 
+/// Limits on players' connections, so that idle or slow clients cannot hold the edge's sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long an HTTP/1 connection may wait for its first request, or between requests
+    /// (and an HTTP/2 connection with no stream open).
+    pub idle: Duration,
+    /// How long a request's header may take to arrive once its first byte has.
+    pub header: Duration,
+    /// The largest request header accepted (pingora also caps a header at 256 fields).
+    pub max_header_bytes: usize,
+}
+
 /// How to run an edge.
 pub struct EdgeConfig {
     /// The edge's name, as the control plane knows it.
@@ -77,6 +89,8 @@ pub struct EdgeConfig {
     pub nice: i32,
     /// Origin timeouts.
     pub timeouts: OriginTimeouts,
+    /// Limits on players' connections.
+    pub connection_limits: ConnectionLimits,
     /// Disk budget and largest cached object.
     pub cache_limits: CacheLimits,
     /// A standalone edge's link to its control plane; `None` for the embedded edge of `serve`.
@@ -207,6 +221,7 @@ async fn run(
         data_dir,
         admin_secret,
         timeouts,
+        connection_limits,
         cache_limits,
         threads,
         nice,
@@ -324,6 +339,9 @@ async fn run(
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
+    if let Some(proxy) = service.app_logic_mut() {
+        proxy.server_options = Some(server_options(connection_limits));
+    }
     // Pingora binds by address string unless it finds a socket for that string in its fd table:
     // handing it the socket we bound lets callers use port 0 and learn bind errors up front.
     let bind = data_addr.to_string();
@@ -461,6 +479,17 @@ async fn run(
     if let Some(log) = access_log {
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
+}
+
+/// Pingora's options for players' connections (the idle and header limits are precache's
+/// additions to its vendored pingora-core: see third_party/pingora-core/PRECACHE.md).
+fn server_options(limits: ConnectionLimits) -> pingora::apps::HttpServerOptions {
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.keepalive_timeout_secs = Some(limits.idle.as_secs().max(1));
+    options.h2_idle_timeout = Some(limits.idle);
+    options.header_read_timeout = Some(limits.header);
+    options.max_request_header_bytes = Some(limits.max_header_bytes);
+    options
 }
 
 /// The next SIGHUP, or never when nothing listens for it.

@@ -89,6 +89,18 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// precache: how long, in seconds, a downstream HTTP/1 connection may stay idle before its
+    /// first request and between requests. `None` keeps pingora's behaviour (60 s before the
+    /// first request, then whatever the client's request negotiated: forever for HTTP/1.1).
+    pub keepalive_timeout_secs: Option<u64>,
+
+    /// precache: how long a request's header may take to arrive once its first byte has
+    /// (slow senders are cut off); `None`: only the per-read timeout applies.
+    pub header_read_timeout: Option<Duration>,
+
+    /// precache: the largest request header accepted; `None`: pingora's 1 MiB.
+    pub max_request_header_bytes: Option<usize>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -345,13 +357,23 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             let mut session = ServerSession::new_http1(stream);
+            // precache: the server's idle timeout and header limits, when configured.
+            let idle_secs = self
+                .server_options()
+                .and_then(|opts| opts.keepalive_timeout_secs)
+                .filter(|secs| *secs > 0);
+            let header_timeout = self.server_options().and_then(|o| o.header_read_timeout);
+            let header_bytes = self
+                .server_options()
+                .and_then(|o| o.max_request_header_bytes);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                session.set_keepalive(Some(idle_secs.unwrap_or(60)));
             }
+            session.set_header_read_limits(header_timeout, header_bytes);
             session.set_keepalive_reuses_remaining(
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
@@ -363,6 +385,14 @@ where
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
+                // precache: a kept-alive connection waits at most the server's idle timeout,
+                // whatever the previous request negotiated (0 means forever to pingora).
+                if let (Some(idle), Some(current)) = (idle_secs, session.get_keepalive()) {
+                    if current == 0 || current > idle {
+                        session.set_keepalive(Some(idle));
+                    }
+                }
+                session.set_header_read_limits(header_timeout, header_bytes);
 
                 result = self.process_new_http(session, shutdown).await;
             }

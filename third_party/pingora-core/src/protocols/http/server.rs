@@ -322,6 +322,14 @@ impl Session {
         }
     }
 
+    /// precache: bounds on reading a request header (HTTP/1 only): the time from its first byte
+    /// to its end, and its size.
+    pub fn set_header_read_limits(&mut self, timeout: Option<Duration>, max_bytes: Option<usize>) {
+        if let Self::H1(s) = self {
+            s.set_header_read_limits(timeout, max_bytes);
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

@@ -102,6 +102,10 @@ pub struct HttpSession {
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
+    /// precache: the time a request header may take from its first byte to its end.
+    header_read_timeout: Option<Duration>,
+    /// precache: the largest request header accepted (MAX_HEADER_SIZE when `None`).
+    max_header_bytes: Option<usize>,
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
@@ -187,6 +191,8 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
+            header_read_timeout: None,
+            max_header_bytes: None,
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
@@ -304,14 +310,20 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // precache: once a header has begun, all of it must arrive before this deadline.
+        let header_read_timeout = self.header_read_timeout;
+        let max_header_size = self.max_header_bytes.unwrap_or(MAX_HEADER_SIZE);
+        let mut header_deadline = header_read_timeout
+            .filter(|_| already_read > 0)
+            .map(|limit| tokio::time::Instant::now() + limit);
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > max_header_size {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
                     InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    format!("Request header larger than {max_header_size}"),
                 );
             }
 
@@ -323,10 +335,30 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let read = self.read_request_buf(&mut buf, already_read);
+                let read = match header_deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            return Error::e_explain(
+                                ReadTimedout,
+                                "request header not received in time",
+                            )
+                        }
+                    },
+                    None => read.await?,
+                };
+                match read {
+                    Some(n) => {
+                        already_read += n;
+                        if header_deadline.is_none() {
+                            header_deadline = header_read_timeout
+                                .map(|limit| tokio::time::Instant::now() + limit);
+                        }
+                    }
+                    None => return Ok(None),
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -714,6 +746,13 @@ impl HttpSession {
                 self.keepalive_timeout = KeepaliveStatus::Off;
             }
         }
+    }
+
+    /// precache: bounds on reading a request header: the time from its first byte to its end,
+    /// and its size.
+    pub fn set_header_read_limits(&mut self, timeout: Option<Duration>, max_bytes: Option<usize>) {
+        self.header_read_timeout = timeout;
+        self.max_header_bytes = max_bytes;
     }
 
     pub fn get_keepalive_timeout(&self) -> Option<u64> {
