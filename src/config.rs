@@ -348,7 +348,9 @@ fn positive(value: usize, name: &str) -> anyhow::Result<usize> {
 fn header_size(size: Option<ByteSize>) -> anyhow::Result<usize> {
     let size = size.map_or(64 << 10, |s| s.0);
     if !(1 << 10..=1 << 20).contains(&size) {
-        return Err(anyhow!("edge_max_header_size must be between 1KiB and 1MiB"));
+        return Err(anyhow!(
+            "edge_max_header_size must be between 1KiB and 1MiB"
+        ));
     }
     usize::try_from(size).map_err(|_| anyhow!("edge_max_header_size is too large"))
 }
