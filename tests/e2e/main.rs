@@ -13,6 +13,7 @@ mod callbacks;
 mod cli;
 mod durability;
 mod edge_cache;
+mod edge_connection_limits;
 mod events;
 mod http_conformance;
 mod isolation;
