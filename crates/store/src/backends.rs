@@ -174,10 +174,15 @@ impl Store {
             .find(|backend| backend.name == name))
     }
 
-    /// Seals again, under the primary key, every credential sealed by the previous one (after a
-    /// key rotation); answers how many. Credentials that open with neither key are left as they
-    /// are (and reported by the backends that use them).
+    /// Seals again, under the primary key, every secret sealed by the previous one (after a
+    /// key rotation): backends' credentials and certificates' keys; answers how many.
+    /// Secrets that open with neither key are left as they are (and reported by what uses them).
     pub async fn reseal_credentials(&self) -> Result<usize> {
+        let certificate_keys = self.reseal_certificate_keys().await?;
+        Ok(self.reseal_backend_credentials().await? + certificate_keys)
+    }
+
+    async fn reseal_backend_credentials(&self) -> Result<usize> {
         let Some(keys) = self.keys.clone() else {
             return Ok(0);
         };

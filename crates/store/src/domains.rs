@@ -9,8 +9,9 @@ use sqlx::{AnyConnection, Row};
 use crate::{Domain, Error, Result, Store};
 
 const DOMAIN_SELECT: &str =
-    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.origin_limits, d.backends, d.created_at \
-     FROM domains d JOIN accounts a ON a.id = d.account_id";
+    "SELECT d.name, d.account_id, a.name AS owner_name, d.origin, d.origin_host, d.cache_policy, d.origin_limits, d.backends, d.created_at, \
+     c.subject AS cert_subject, c.sans AS cert_sans, c.not_after AS cert_not_after, c.sha256 AS cert_sha256 \
+     FROM domains d JOIN accounts a ON a.id = d.account_id LEFT JOIN domain_certificates c ON c.domain = d.name";
 
 fn decode_domain(row: &AnyRow) -> Result<Domain> {
     let name: String = row.try_get("name")?;
@@ -25,6 +26,7 @@ fn decode_domain(row: &AnyRow) -> Result<Domain> {
         origin_limits: decode_json(row.try_get("origin_limits")?, "origin limits")?,
         backends: decode_backends(row.try_get("backends")?)?,
         created_at: row.try_get("created_at")?,
+        certificate: crate::certificates::decode_facts(row)?,
     })
 }
 
@@ -93,7 +95,7 @@ fn encode_policy(policy: &CachePolicy) -> Result<Option<String>> {
         .map_err(|e| Error::Corrupt(format!("encode a domain cache policy: {e}")))
 }
 
-async fn bump_domains_revision(connection: &mut AnyConnection) -> Result<()> {
+pub(crate) async fn bump_domains_revision(connection: &mut AnyConnection) -> Result<()> {
     sqlx::query("UPDATE revisions SET value = value + 1 WHERE name = 'domains'")
         .execute(&mut *connection)
         .await?;
@@ -154,6 +156,7 @@ impl Store {
                         origin_limits: OriginLimits::default(),
                         backends,
                         created_at,
+                        certificate: None,
                     })
                 })
             })
@@ -276,6 +279,10 @@ impl Store {
                     if deleted.rows_affected() == 0 {
                         return Err(Error::NotFound(format!("domain {name:?}")));
                     }
+                    sqlx::query("DELETE FROM domain_certificates WHERE domain = $1")
+                        .bind(&name)
+                        .execute(&mut *connection)
+                        .await?;
                     bump_domains_revision(connection).await
                 })
             })

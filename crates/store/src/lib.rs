@@ -15,10 +15,12 @@
 mod accounts;
 mod backends;
 mod callbacks;
+mod certificates;
 mod connect;
 mod domains;
 mod edges;
 mod error;
+mod login_failures;
 mod quota;
 mod records;
 pub mod sealed;
@@ -29,10 +31,12 @@ mod workers;
 mod writer;
 
 pub use callbacks::AttemptOutcome;
+pub use certificates::CertificateForEdges;
 pub use connect::Backend;
 pub use domains::EDGES_BACKEND;
 pub use edges::EdgeAddresses;
 pub use error::{Error, Result};
+pub use login_failures::LoginFailures;
 pub use precache_model::{AccountId, EdgeId, TaskId};
 pub use records::*;
 pub use workers::TakenOver;
@@ -50,7 +54,7 @@ pub struct Store {
     writer: Writer,
     backend: Backend,
     worker: Arc<str>,
-    /// Seals and opens backends' credentials; `None` until [`Store::with_secret_keys`].
+    /// Seals and opens backends' credentials and certificates' keys; `None` until [`Store::with_secret_keys`].
     keys: Option<Arc<sealed::SecretKeys>>,
 }
 
@@ -72,7 +76,8 @@ impl Store {
         })
     }
 
-    /// This store with the keys that seal secrets at rest (backends' credentials).
+    /// This store with the keys that seal secrets at rest (backends' credentials, certificates'
+    /// keys).
     pub fn with_secret_keys(mut self, keys: sealed::SecretKeys) -> Store {
         self.keys = Some(Arc::new(keys));
         self

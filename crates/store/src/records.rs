@@ -54,6 +54,42 @@ pub struct Domain {
     pub backends: Vec<String>,
     /// Registration time, ms since the epoch.
     pub created_at: i64,
+    /// What its TLS certificate says, when it has one (never the key).
+    pub certificate: Option<CertificateFacts>,
+}
+
+/// What a domain's certificate says, read from its leaf at upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// The leaf's subject, as a distinguished name (`CN=game.example.com`).
+    pub subject: String,
+    /// The leaf's DNS subject alternative names.
+    pub sans: Vec<String>,
+    /// The end of the leaf's validity, seconds since the epoch.
+    pub not_after: i64,
+    /// SHA-256 of the leaf's DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// A certificate to store for a domain: the chain, its key (sealed before it is written) and
+/// what the leaf says.
+#[derive(Clone)]
+pub struct NewCertificate {
+    /// The chain in PEM, leaf first.
+    pub cert_pem: String,
+    /// The private key in PEM.
+    pub key_pem: String,
+    /// What the leaf says.
+    pub facts: CertificateFacts,
+}
+
+impl std::fmt::Debug for NewCertificate {
+    // The key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCertificate")
+            .field("facts", &self.facts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An edge node.

@@ -388,3 +388,182 @@ mod a_dead_engines_pairs_are_taken_over_once {
         super::a_dead_engines_pairs_are_taken_over_once(super::Db::Postgres(cluster)).await
     }
 }
+
+/// The database's text of `domain_certificates`, every column of every row (what a copy of the
+/// database would reveal); on SQLite also the raw bytes of the file and its write-ahead log.
+async fn certificate_rows_at_rest(db: &Db) -> String {
+    let url = match db {
+        Db::Sqlite(dir) => format!("sqlite://{}/precache.db", dir.path().display()),
+        Db::Postgres(cluster) => cluster.url(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.expect("raw connection");
+    let rows = sqlx::query(
+        "SELECT domain, cert_pem, key_sealed, subject, sans, sha256 FROM domain_certificates",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("raw rows");
+    let mut text = String::new();
+    for row in &rows {
+        for column in 0..6 {
+            text.push_str(&sqlx::Row::get::<String, _>(row, column));
+            text.push('\n');
+        }
+    }
+    pool.close().await;
+    if let Db::Sqlite(dir) = db {
+        for file in ["precache.db", "precache.db-wal"] {
+            if let Ok(bytes) = std::fs::read(dir.path().join(file)) {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    text
+}
+
+fn secret_keys(primary: u8, previous: Option<u8>) -> precache_store::sealed::SecretKeys {
+    use precache_store::sealed::{SecretKey, SecretKeys};
+    SecretKeys {
+        primary: SecretKey::from_bytes(&[primary; 32]),
+        previous: previous.map(|byte| SecretKey::from_bytes(&[byte; 32])),
+    }
+}
+
+/// Issue 14: a domain's certificate is stored with its key sealed, answered as facts, pushed to
+/// edges with the key opened, resealed after a key rotation, and removed (also with its domain).
+async fn a_certificate_is_sealed_at_rest_and_bumps_the_revision(db: Db) {
+    use precache_store::{CertificateFacts, NewCertificate};
+    const KEY_BODY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSECRETsecretSECRET";
+    let key_pem = format!("-----BEGIN PRIVATE KEY-----\n{KEY_BODY}\n-----END PRIVATE KEY-----\n");
+    let facts = CertificateFacts {
+        subject: "CN=game.example.com".into(),
+        sans: vec!["game.example.com".into(), "*.game.example.com".into()],
+        not_after: 1_900_000_000,
+        sha256: "ab".repeat(32),
+    };
+    let certificate = NewCertificate {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nMIIBchain\n-----END CERTIFICATE-----\n".into(),
+        key_pem: key_pem.clone(),
+        facts: facts.clone(),
+    };
+
+    let unkeyed = db.store().await;
+    unkeyed
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    register_domain(&unkeyed, "alice").await;
+    let refused = unkeyed
+        .set_domain_certificate("game.example.com", certificate.clone())
+        .await;
+    assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
+
+    let store = db.store().await.with_secret_keys(secret_keys(1, None));
+    let missing = store
+        .set_domain_certificate("other.example.com", certificate.clone())
+        .await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    let (before, _) = store.domain_table().await.expect("table");
+    store
+        .set_domain_certificate("game.example.com", certificate.clone())
+        .await
+        .expect("set");
+    let (after, domains) = store.domain_table().await.expect("table");
+    assert!(after > before, "revision {before} then {after}");
+    assert_eq!(domains[0].certificate.as_ref(), Some(&facts));
+    let shown = store
+        .domain("game.example.com")
+        .await
+        .expect("domain")
+        .expect("registered");
+    assert_eq!(shown.certificate, Some(facts.clone()));
+    let for_edges = store.certificates_for_edges().await.expect("for edges");
+    assert_eq!(for_edges.len(), 1);
+    let opened = for_edges[0].certificate.as_ref().expect("opens");
+    assert_eq!(
+        (opened.cert_pem.as_str(), opened.key_pem.as_str()),
+        (certificate.cert_pem.as_str(), key_pem.as_str())
+    );
+    store.flush().await;
+    let at_rest = certificate_rows_at_rest(&db).await;
+    assert!(
+        at_rest.contains("MIIBchain"),
+        "the chain is stored in clear"
+    );
+    assert!(!at_rest.contains(KEY_BODY), "the key is stored in clear");
+
+    // A rotation: the previous key opens it, it is sealed again under the new one.
+    let rotating = db.store().await.with_secret_keys(secret_keys(2, Some(1)));
+    assert_eq!(rotating.reseal_credentials().await.expect("reseal"), 1);
+    assert_eq!(rotating.reseal_credentials().await.expect("reseal"), 0);
+    let rotated = db.store().await.with_secret_keys(secret_keys(2, None));
+    let for_edges = rotated.certificates_for_edges().await.expect("for edges");
+    assert_eq!(
+        for_edges[0]
+            .certificate
+            .as_ref()
+            .map(|c| c.key_pem.as_str()),
+        Ok(key_pem.as_str())
+    );
+    let old_only = db.store().await.with_secret_keys(secret_keys(1, None));
+    let error = old_only.certificates_for_edges().await.expect("for edges")[0]
+        .certificate
+        .clone()
+        .expect_err("sealed under the new key");
+    assert!(!error.contains(KEY_BODY), "{error}");
+
+    let (before, _) = rotated.domain_table().await.expect("table");
+    rotated
+        .delete_domain_certificate("game.example.com")
+        .await
+        .expect("delete");
+    let (after, domains) = rotated.domain_table().await.expect("table");
+    assert!(after > before, "revision {before} then {after}");
+    assert_eq!(domains[0].certificate, None);
+    assert!(rotated
+        .certificates_for_edges()
+        .await
+        .expect("none")
+        .is_empty());
+    let again = rotated.delete_domain_certificate("game.example.com").await;
+    assert!(matches!(again, Err(Error::NotFound(_))), "{again:?}");
+
+    // Deleting the domain deletes its certificate: registered again, it has none.
+    rotated
+        .set_domain_certificate("game.example.com", certificate)
+        .await
+        .expect("set again");
+    rotated
+        .delete_domain("game.example.com")
+        .await
+        .expect("delete domain");
+    assert!(rotated
+        .certificates_for_edges()
+        .await
+        .expect("none")
+        .is_empty());
+    register_domain(&rotated, "alice").await;
+    let registered = rotated
+        .domain("game.example.com")
+        .await
+        .expect("domain")
+        .expect("registered");
+    assert_eq!(registered.certificate, None);
+}
+
+mod a_certificate_is_sealed_at_rest_and_bumps_the_revision {
+    #[tokio::test]
+    async fn sqlite() {
+        let db = super::Db::Sqlite(tempfile::tempdir().expect("tempdir"));
+        super::a_certificate_is_sealed_at_rest_and_bumps_the_revision(db).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some(cluster) = super::pg_cluster::PgCluster::start() else {
+            return;
+        };
+        super::a_certificate_is_sealed_at_rest_and_bumps_the_revision(super::Db::Postgres(cluster))
+            .await
+    }
+}
