@@ -6,6 +6,7 @@
 //! pairs only once that write is durable.
 
 mod callbacks;
+mod certificate_check;
 mod envelope;
 mod final_tasks;
 mod lenient_json;

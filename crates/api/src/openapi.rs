@@ -86,6 +86,8 @@ const RET_CODES: &str = "x-ret-codes";
         routes::domains::set_cache,
         routes::domains::set_origin_limits,
         routes::domains::set_backends,
+        routes::certificates::set,
+        routes::certificates::delete,
         routes::backends::create,
         routes::backends::list,
         routes::backends::show,

@@ -32,6 +32,7 @@ fn domain_json(domain: &Domain) -> Value {
         },
         "backends": domain.backends,
         "created_at": rfc3339_millis(domain.created_at),
+        "certificate": domain.certificate.as_ref().map(crate::routes::certificates::facts_json),
     })
 }
 
@@ -134,7 +135,7 @@ async fn sync_edges(state: &AppState) {
 }
 
 /// After a change to domain `name`: the registry pushed to the edges, and the domain as it is now.
-async fn changed(state: &AppState, name: &str) -> Result<Answer, ApiError> {
+pub(crate) async fn changed(state: &AppState, name: &str) -> Result<Answer, ApiError> {
     sync_edges(state).await;
     let domain = state.inner.store.domain(name).await.map_err(from_store)?;
     Ok(Answer::ok(

@@ -2,6 +2,7 @@
 
 // Visible to the crate so that `openapi.rs` can list the handlers' descriptions.
 pub(crate) mod backends;
+pub(crate) mod certificates;
 pub(crate) mod domains;
 pub(crate) mod edge_protocol;
 pub(crate) mod edges;
@@ -58,6 +59,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/cdn_api/domains/{domain}/backends",
             axum::routing::put(domains::set_backends),
+        )
+        .route(
+            "/cdn_api/domains/{domain}/certificate",
+            axum::routing::put(certificates::set).delete(certificates::delete),
         )
         .route(
             "/cdn_api/backends",

@@ -86,6 +86,9 @@ pub(crate) struct Domain {
     /// When it was registered.
     #[schema(format = DateTime)]
     created_at: String,
+    /// What its TLS certificate says; null without one.
+    #[schema(required = true)]
+    certificate: Option<crate::routes::certificates::schemas::CertificateFacts>,
 }
 
 /// A domain's caching overrides as they stand.
