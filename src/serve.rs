@@ -68,12 +68,33 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Dependencies held at `warn` unless `RUST_LOG` names them: pingora's debug lines print whole
+/// request headers (players' `Authorization` and `Cookie` among them), which a `RUST_LOG=debug`
+/// meant for precache's own lines must not write to the log.
+const QUIET_DEPENDENCIES: [&str; 4] = [
+    "pingora_core=warn",
+    "pingora_proxy=warn",
+    "pingora_cache=warn",
+    "sqlx=warn",
+];
+
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let spec = spec.unwrap_or("info");
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in QUIET_DEPENDENCIES {
+        let target = directive.split('=').next().unwrap_or(directive);
+        if !spec.contains(target) {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn,sqlx=warn",
-        )
-    });
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

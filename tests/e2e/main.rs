@@ -28,6 +28,7 @@ mod ranges_during_fill;
 mod refresh;
 mod ret_codes;
 mod scale_out;
+mod security;
 mod vendor_alibaba;
 mod vendor_cloudfront;
 mod vendor_tencent;

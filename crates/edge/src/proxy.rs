@@ -41,6 +41,21 @@ pub(crate) const UPSTREAM_ERROR_HEADER: &str = "x-precache-upstream-error";
 /// binds every CDN tier, where it removes it from answers to players.
 const EDGE_TIER_HEADER: &str = "x-precache-tier";
 
+/// Request fields that make common origin frameworks serve another host, URL or method than the
+/// request line and `Host` name. None is part of the cache key, so on a cacheable request they
+/// would let one player choose what every other player is served (cache poisoning): they are
+/// not forwarded on `GET` and `HEAD`.
+const KEY_OVERRIDING_FIELDS: [&str; 8] = [
+    "x-forwarded-host",
+    "x-host",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// A prefetch does not revalidate a cached copy fetched from the origin more recently than this.
 const JUST_FETCHED: Duration = Duration::from_secs(5);
 
@@ -85,12 +100,19 @@ pub struct RequestContext {
     not_modified: Option<ResponseHeader>,
 }
 
+/// The domain a request is for: the authority of an absolute-form target (or HTTP/2's
+/// `:authority`) before `Host`, as RFC 9112 §3.2.2 has servers do, so that the domain the edge
+/// routes and keys by is the one the request names.
 fn request_host(request: &RequestHeader) -> String {
     let raw = request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| request.uri.host())
+        .uri
+        .host()
+        .or_else(|| {
+            request
+                .headers
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+        })
         .unwrap_or("");
     // Strip a port (but not the inside of an IPv6 literal), a trailing dot, and case.
     let without_port = match raw.rsplit_once(':') {
@@ -415,6 +437,32 @@ impl ProxyHttp for EdgeProxy {
             upstream_request.insert_header(http::header::HOST, route.origin_host.as_str())?;
         }
         upstream_request.remove_header(PREFETCH_HEADER);
+        if matches!(
+            upstream_request.method,
+            http::Method::GET | http::Method::HEAD
+        ) {
+            for field in KEY_OVERRIDING_FIELDS {
+                upstream_request.remove_header(field);
+            }
+        }
+        // The origin gets the origin form (path and query) only: an absolute-form target would
+        // let a player name another of the origin server's hosts (which must then ignore
+        // `Host`, RFC 9112 §3.2.2) and have its answer cached under this domain's key.
+        // (pingora keeps a target's bytes for the wire: an absolute one is still written out.)
+        if !upstream_request.raw_path().starts_with(b"/") {
+            let origin_form = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |path| path.as_str());
+            let origin_form = http::Uri::try_from(origin_form).map_err(|error| {
+                pingora::Error::because(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "request target",
+                    error,
+                )
+            })?;
+            upstream_request.set_uri(origin_form);
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
