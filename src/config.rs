@@ -225,11 +225,11 @@ settings! {
         edge_admin_tls_cert: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_CERT";
         /// `precache edge`: the private key (PEM) of --edge-admin-tls-cert [env: PRECACHE_EDGE_ADMIN_TLS_KEY]
         edge_admin_tls_key: PathBuf, env "PRECACHE_EDGE_ADMIN_TLS_KEY";
-        /// The key (32 bytes in base64) that seals backends' credentials at rest; every control-plane process of one database needs the same [env: PRECACHE_SECRET_KEY_FILE] [default: secret.key in the data dir, generated at the first start; none on PostgreSQL]
+        /// The key (32 bytes in base64) that seals backends' credentials and domains' certificate keys at rest; every control-plane process of one database needs the same [env: PRECACHE_SECRET_KEY_FILE] [default: secret.key in the data dir, generated at the first start; none on PostgreSQL]
         secret_key_file: PathBuf, env "PRECACHE_SECRET_KEY_FILE";
         /// The same key given as its base64 text (for secret stores that hand out variables); prefer the variable to the flag [env: PRECACHE_SECRET_KEY]
         secret_key: String, env "PRECACHE_SECRET_KEY";
-        /// While rotating: the key the credentials were sealed with; they are sealed again with --secret-key-file at start [env: PRECACHE_PREVIOUS_SECRET_KEY_FILE]
+        /// While rotating: the key the credentials (and certificate keys) were sealed with; they are sealed again with --secret-key-file at start [env: PRECACHE_PREVIOUS_SECRET_KEY_FILE]
         previous_secret_key_file: PathBuf, env "PRECACHE_PREVIOUS_SECRET_KEY_FILE";
         /// The edge's access log: one JSON object per line for every player request; `-` for standard output; SIGHUP reopens the file [env: PRECACHE_EDGE_ACCESS_LOG] [default: none]
         edge_access_log: String, env "PRECACHE_EDGE_ACCESS_LOG";

@@ -1,5 +1,5 @@
-//! `precache admin user|domain|edge|backend add|list|rm`: the administration routes from a
-//! terminal.
+//! `precache admin user|domain|edge|backend add|list|rm` (and `domain cert`): the administration
+//! routes from a terminal.
 
 use anyhow::{anyhow, Context};
 use reqwest::Method;
@@ -85,6 +85,51 @@ enum DomainCommand {
         /// The domain.
         domain: String,
     },
+    /// Give a domain the TLS certificate its players are served with (or remove it); prints
+    /// what the certificate says, never the key.
+    Cert {
+        /// The domain.
+        domain: String,
+        /// The chain in PEM, leaf first.
+        #[arg(long, value_name = "FILE", required_unless_present = "remove")]
+        cert: Option<std::path::PathBuf>,
+        /// The leaf's private key in PEM.
+        #[arg(long, value_name = "FILE", required_unless_present = "remove")]
+        key: Option<std::path::PathBuf>,
+        /// Remove the domain's certificate instead (its players get no TLS).
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        remove: bool,
+    },
+}
+
+/// Reads a PEM file named on the command line.
+fn read_pem(path: Option<&std::path::Path>, what: &str) -> anyhow::Result<String> {
+    let path = path.ok_or_else(|| anyhow!("--{what} FILE is required"))?;
+    std::fs::read_to_string(path)
+        .with_context(|| format!("read the {what} file {}", path.display()))
+}
+
+/// One line about a domain's certificate: subject, names, expiry, fingerprint.
+fn print_certificate(domain: &Value) {
+    let name = domain["domain"].as_str().unwrap_or("");
+    let certificate = &domain["certificate"];
+    if certificate.is_null() {
+        println!("{name}  no certificate");
+        return;
+    }
+    let sans: Vec<&str> = certificate["sans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "{name}  subject {}  names {}  not after {}  sha256 {}",
+        certificate["subject"].as_str().unwrap_or(""),
+        sans.join(","),
+        certificate["not_after"].as_str().unwrap_or("?"),
+        certificate["sha256"].as_str().unwrap_or(""),
+    );
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -235,6 +280,27 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<bool> {
             format!("/cdn_api/domains/{domain}"),
             None,
             &|_| {},
+        ),
+        What::Domain(DomainCommand::Cert {
+            domain,
+            remove: true,
+            ..
+        }) => (
+            Method::DELETE,
+            format!("/cdn_api/domains/{domain}/certificate"),
+            None,
+            &|answer| print_certificate(&answer["domain"]),
+        ),
+        What::Domain(DomainCommand::Cert {
+            domain, cert, key, ..
+        }) => (
+            Method::PUT,
+            format!("/cdn_api/domains/{domain}/certificate"),
+            Some(json!({
+                "cert_pem": read_pem(cert.as_deref(), "cert")?,
+                "key_pem": read_pem(key.as_deref(), "key")?,
+            })),
+            &|answer| print_certificate(&answer["domain"]),
         ),
         What::Edge(EdgeCommand::Add { name, parent }) => (
             Method::POST,

@@ -10,6 +10,7 @@ mod auth_and_admin;
 mod backend_caches;
 mod backends;
 mod callbacks;
+mod certificates;
 mod cli;
 mod durability;
 mod edge_cache;

@@ -94,8 +94,9 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     summary = "Prometheus metrics",
     description = "The Prometheus text format, not an envelope; no token needed. Requests by \
                    route and `ret`, answer times, pair and task outcomes, the engine's queue, \
-                   quota rejections; in `serve`, the embedded edge's series too (see \
-                   docs/api.md).",
+                   quota rejections, each certificate's days left \
+                   (`precache_certificate_days_left{domain}`); in `serve`, the embedded edge's \
+                   series too (see docs/api.md).",
     responses((
         status = 200,
         description = "The metrics.",
@@ -105,7 +106,17 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     extensions(("x-ret-codes" = json!(crate::openapi::ret_codes(&[])))),
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = (state.inner.metrics)();
+    let mut text = (state.inner.metrics)();
+    // Read when scraped rather than kept as a recorded gauge, so that a removed certificate
+    // leaves no series behind.
+    match state.inner.store.list_domains(None).await {
+        Ok(domains) => text.push_str(&precache_tasks::certificate_expiry::prometheus_text(
+            &domains,
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the certificates' expiry for /metrics")
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -4,15 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use precache_model::edge_protocol::{DomainRoute, DomainTable, EdgeStatus, OriginLimits};
+use precache_model::edge_protocol::{
+    DomainCertificate, DomainRoute, DomainTable, EdgeStatus, OriginLimits,
+};
 use precache_model::time::now_millis;
 use precache_model::{EdgeId, TaskKind};
 use precache_store::Store;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::backends::{self, Backend, Target};
+use crate::certificate_expiry;
 use crate::{EdgeClient, EdgeTarget};
 
 /// What the control plane last learned about an edge.
@@ -85,7 +88,13 @@ pub struct EdgeDirectory {
     origin_limits: RwLock<HashMap<String, OriginLimits>>,
     sync_lock: Mutex<()>,
     wake: Notify,
+    /// When certificates were last reviewed (expiry, keys that do not open): the first round,
+    /// then once every [`CERTIFICATE_REVIEW_EVERY`].
+    certificates_reviewed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often the certificates' expiry is logged about.
+const CERTIFICATE_REVIEW_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl EdgeDirectory {
     /// An empty directory; call [`EdgeDirectory::sync_now`] to fill it.
@@ -99,6 +108,7 @@ impl EdgeDirectory {
             origin_limits: RwLock::new(HashMap::new()),
             sync_lock: Mutex::new(()),
             wake: Notify::new(),
+            certificates_reviewed: std::sync::Mutex::new(None),
         })
     }
 
@@ -314,6 +324,7 @@ impl EdgeDirectory {
         let edges = self.store.list_edges().await?;
         let registered = self.store.list_backends().await?;
         let (revision, domains) = self.store.domain_table().await?;
+        let mut certificates = self.certificates(&domains).await?;
         *self
             .origin_limits
             .write()
@@ -327,12 +338,12 @@ impl EdgeDirectory {
             domains: domains
                 .into_iter()
                 .map(|domain| DomainRoute {
+                    certificate: certificates.remove(domain.name.as_str()),
                     domain: domain.name,
                     origin: domain.origin,
                     origin_host: domain.origin_host,
                     cache: domain.cache,
                     origin_limits: domain.origin_limits,
-                    certificate: None,
                 })
                 .collect(),
         };
@@ -347,6 +358,48 @@ impl EdgeDirectory {
             self.record(target.id, checked).await;
         }
         Ok(())
+    }
+
+    /// Every domain's certificate with its key opened, for the pushed table. On the first round
+    /// and once a day, logs the certificates close to their end and the keys that do not open
+    /// (their domain is pushed without a certificate: edges refuse its TLS handshakes).
+    async fn certificates(
+        &self,
+        domains: &[precache_store::Domain],
+    ) -> Result<HashMap<String, DomainCertificate>, precache_store::Error> {
+        let review = {
+            let mut reviewed = self
+                .certificates_reviewed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = reviewed.is_none_or(|at| at.elapsed() >= CERTIFICATE_REVIEW_EVERY);
+            if due {
+                *reviewed = Some(Instant::now());
+            }
+            due
+        };
+        if review {
+            for domain in domains {
+                if let Some(facts) = &domain.certificate {
+                    certificate_expiry::warn_if_expiring(domain.name.as_str(), facts);
+                }
+            }
+        }
+        let mut opened = HashMap::new();
+        for entry in self.store.certificates_for_edges().await? {
+            match entry.certificate {
+                Ok(certificate) => {
+                    opened.insert(entry.domain.to_string(), certificate);
+                }
+                Err(reason) if review => tracing::error!(
+                    domain = %entry.domain,
+                    %reason,
+                    "the certificate's key does not open: edges get the domain without it"
+                ),
+                Err(_) => {}
+            }
+        }
+        Ok(opened)
     }
 
     /// Brings the directory in line with the database's edge list: edges added, changed (address,

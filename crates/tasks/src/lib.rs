@@ -11,6 +11,7 @@
 //! - [`lease`] keeps this engine's lease and takes over the pairs of engines that died.
 
 pub mod backends;
+pub mod certificate_expiry;
 pub mod edge_client;
 pub mod edge_directory;
 pub mod engine;

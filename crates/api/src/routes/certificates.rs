@@ -5,8 +5,9 @@ pub(crate) mod schemas;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use precache_model::time::{now_millis, rfc3339_millis};
+use precache_model::time::rfc3339_millis;
 use precache_store::CertificateFacts;
+use precache_tasks::certificate_expiry;
 use serde_json::{json, Value};
 
 use crate::certificate_check;
@@ -18,9 +19,6 @@ use crate::routes::domains::{changed, schemas::ChangedDomain};
 use crate::state::AppState;
 use crate::store_errors::from_store;
 use crate::token_auth::Caller;
-
-/// Certificates a warning is logged for: this many days or fewer before they expire.
-pub(crate) const WARN_DAYS_LEFT: f64 = 14.0;
 
 /// A chain of a few certificates and a key fit in this, whatever `--max-urls` makes of the
 /// general body limit.
@@ -34,11 +32,6 @@ pub(crate) fn facts_json(facts: &CertificateFacts) -> Value {
         "not_after": rfc3339_millis(facts.not_after.saturating_mul(1000)),
         "sha256": facts.sha256,
     })
-}
-
-/// Days from now until `facts` expires; negative once it has.
-pub(crate) fn days_left(facts: &CertificateFacts) -> f64 {
-    (facts.not_after as f64 - now_millis() as f64 / 1000.0) / 86_400.0
 }
 
 /// `PUT /cdn_api/domains/{domain}/certificate` (admin).
@@ -104,7 +97,6 @@ pub(crate) async fn set(
     }
     let facts = certificate_check::check(&name, cert_pem, key_pem)
         .map_err(|reason| ApiError::new(Ret::BadField, reason))?;
-    let days_left = days_left(&facts);
     state
         .inner
         .store
@@ -118,15 +110,8 @@ pub(crate) async fn set(
         )
         .await
         .map_err(from_store)?;
-    tracing::info!(domain = %name, sha256 = %facts.sha256, days_left = days_left.floor(), "certificate set");
-    if days_left < WARN_DAYS_LEFT {
-        tracing::warn!(
-            domain = %name,
-            not_after = %rfc3339_millis(facts.not_after.saturating_mul(1000)),
-            days_left = days_left.floor(),
-            "the certificate just set expires in less than {WARN_DAYS_LEFT} days"
-        );
-    }
+    tracing::info!(domain = %name, sha256 = %facts.sha256, "certificate set");
+    certificate_expiry::warn_if_expiring(&name, &facts);
     changed(&state, &name).await
 }
 
