@@ -59,6 +59,10 @@ impl ObjectUrl {
             }
             None => return Err(reject("has no host")),
         };
+        // `http://./x` has a host the parser accepts that is nothing once its dots are gone.
+        if host.is_empty() {
+            return Err(reject("has no host"));
+        }
         let mut path_and_query = parsed.path().to_string();
         if let Some(query) = parsed.query() {
             path_and_query.push('?');
@@ -66,8 +70,16 @@ impl ObjectUrl {
         }
         let mut without_fragment = parsed.clone();
         without_fragment.set_fragment(None);
+        let normalized = without_fragment.to_string();
+        // Percent-encoding grows non-ASCII text up to threefold, and the normalised form is what
+        // is stored and sent to edges, which check the limit again.
+        if normalized.len() > MAX_URL_BYTES {
+            return Err(reject(&format!(
+                "longer than {MAX_URL_BYTES} bytes once percent-encoded"
+            )));
+        }
         Ok(ObjectUrl {
-            normalized: without_fragment.to_string(),
+            normalized,
             host,
             path_and_query,
         })
@@ -138,6 +150,22 @@ mod tests {
         ] {
             assert!(ObjectUrl::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    /// Found by the `urls` fuzz target (docs/fuzzing.md): accepted, then stored and sent to
+    /// edges in forms they could not use.
+    #[test]
+    fn rejects_what_the_fuzzer_found() {
+        // A host of dots only: nothing once normalised.
+        assert!(ObjectUrl::parse("https://./a/b?x=1&y=%20#frag").is_err());
+        assert!(ObjectUrl::parse("http://../x").is_err());
+        // 2,024 bytes as sent, 6,024 once percent-encoded: too long for the edge to re-parse.
+        let long = format!("http://game.example.com/{}", "\u{e9}".repeat(1000));
+        assert!(long.len() <= MAX_URL_BYTES);
+        assert!(ObjectUrl::parse(&long).is_err());
+        let fits = format!("http://game.example.com/{}", "\u{e9}".repeat(300));
+        let url = ObjectUrl::parse(&fits).expect("1,824 bytes encoded");
+        assert_eq!(ObjectUrl::parse(url.as_str()), Ok(url));
     }
 
     #[test]

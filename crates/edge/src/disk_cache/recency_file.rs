@@ -36,9 +36,13 @@ pub(super) fn load(root: &Path) -> io::Result<HashMap<String, usize>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(e),
     };
+    // The order only ranks objects for eviction: a line that is no object's name (the file was
+    // damaged, or is not ours) ranks nothing, and must not keep the cache from opening.
     let mut ranks = HashMap::new();
-    for (rank, line) in BufReader::new(file).lines().enumerate() {
-        ranks.insert(line?, rank);
+    for (rank, line) in BufReader::new(file).split(b'\n').enumerate() {
+        if let Ok(combined) = String::from_utf8(line?) {
+            ranks.insert(combined, rank);
+        }
     }
     Ok(ranks)
 }

@@ -44,7 +44,8 @@ pub(super) fn recover(root: &Path, limits: CacheLimits) -> io::Result<Store> {
                 combined,
                 generation,
             }) if file == layout.body_path(&combined, generation) => {
-                max_generation = max_generation.max(generation);
+                // Only generations a meta claims count (below): an unclaimed body is deleted,
+                // and a foreign one named `ffffffffffffffff` would overflow the next id.
                 bodies.insert((combined, generation), (file, metadata.len()));
             }
             _ => tracing::warn!(path = %file.display(), "disk cache: ignoring unknown file"),
@@ -92,6 +93,10 @@ fn load_entry(
     let meta_len = fs::metadata(path).map_err(|e| e.to_string())?.len();
     if record.combined != combined {
         return Err(format!("meta is for {}", record.combined));
+    }
+    // New fills take ids above every generation in use; the last one leaves none.
+    if record.generation == u64::MAX {
+        return Err("generation out of range".into());
     }
     // A meta pingora can no longer parse would fail every lookup; better a miss.
     CacheMeta::deserialize(&record.meta.internal, &record.meta.header)

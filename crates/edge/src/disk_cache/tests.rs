@@ -531,7 +531,7 @@ async fn open_cleans_up_temp_files_orphans_and_corrupt_metas() {
     assert_eq!(read_object(cache, &good).await.expect("good hit").1, body);
     assert_eq!(cache.stats().objects, 1);
 
-    // New fills never reuse a generation seen on disk, even an orphan's.
+    // New fills take generations above every one a meta claims; the orphan's went with it.
     fill(cache, &good, &meta(), &body, 1000).await;
     let files = wait_for_files(dir.path(), &good.combined(), 2).await;
     assert!(files.iter().all(|f| f != &orphan));
@@ -1009,4 +1009,82 @@ async fn the_recency_order_survives_a_restart() {
         lookup(cache, &key("d")).await.is_some(),
         "d was published last"
     );
+}
+
+/// Found by the `disk_cache_recovery` fuzz target (docs/fuzzing.md): a body file named with the
+/// last generation made the next id overflow at start (a panic with overflow checks, ids wrapping
+/// to 0 without), and a meta claiming it would have done the same.
+#[tokio::test]
+async fn a_body_or_meta_of_the_last_generation_does_not_stop_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = key("5:a.com/kept");
+    let object = body(3000, 4);
+    {
+        let cache = open(dir.path());
+        fill(cache, &kept, &meta(), &object, 1000).await;
+    }
+    let layout = layout::Layout::new(dir.path());
+    let orphan_hash = "ffffffffffffffffffffffffffffffff";
+    std::fs::create_dir_all(layout.shard_dir(orphan_hash)).expect("mkdir");
+    let orphan = layout.body_path(orphan_hash, u64::MAX);
+    std::fs::write(&orphan, b"orphan").expect("write");
+    let claimed = key("5:a.com/claimed");
+    let (internal, header) = meta().serialize().expect("serialize");
+    let record = meta_file::MetaRecord {
+        combined: claimed.combined(),
+        primary: b"5:a.com/claimed".to_vec(),
+        generation: u64::MAX,
+        body_len: 5,
+        meta: SerializedMeta { internal, header },
+    };
+    layout.ensure_shard(&claimed.combined()).expect("shard");
+    let claimed_body = layout.body_path(&claimed.combined(), u64::MAX);
+    std::fs::write(&claimed_body, b"12345").expect("write");
+    std::fs::write(
+        layout.meta_path(&claimed.combined()),
+        record.encode().expect("encode"),
+    )
+    .expect("write");
+
+    let cache = open(dir.path());
+    assert!(!orphan.exists() && !claimed_body.exists());
+    assert!(!layout.meta_path(&claimed.combined()).exists());
+    assert_eq!(cache.stats().objects, 1);
+    assert_eq!(read_object(cache, &kept).await.expect("kept").1, object);
+    // Fills go on under new names.
+    fill(cache, &claimed, &meta(), b"fresh", 5).await;
+    assert_eq!(read_object(cache, &claimed).await.expect("hit").1, b"fresh");
+}
+
+/// Found by the `disk_cache_recovery` fuzz target: a recency file with a line that is not UTF-8
+/// (damage, or a file that is not ours) made opening the cache fail, so the edge did not start.
+#[tokio::test]
+async fn a_recency_file_that_is_not_text_does_not_stop_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = body(100 * 1024, 3);
+    {
+        let cache = open(dir.path());
+        for name in ["a", "b"] {
+            fill(cache, &key(name), &meta(), &object, 64 * 1024).await;
+        }
+    }
+    // The fuzzer's file (8a f6 b3 f6 b3 b3 f6 ff fe 5d b3), then the order "b" before "a".
+    let mut recency = b"\x8a\xf6\xb3\xf6\xb3\xb3\xf6\xff\xfe\x5d\xb3\n".to_vec();
+    for name in ["b", "a"] {
+        recency.extend_from_slice(key(name).combined().as_bytes());
+        recency.push(b'\n');
+    }
+    std::fs::write(dir.path().join("recency"), recency).expect("write");
+    let stored_per_object = bytes_on_disk(dir.path()) / 2;
+    let cache = open_limited(
+        dir.path(),
+        CacheLimits {
+            size: stored_per_object,
+            max_object: stored_per_object,
+            min_free: 0,
+        },
+    );
+    // The readable lines still rank: "b" was the least recently used.
+    assert!(lookup(cache, &key("b")).await.is_none(), "b evicted first");
+    assert!(lookup(cache, &key("a")).await.is_some(), "a kept");
 }
