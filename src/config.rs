@@ -155,6 +155,8 @@ settings! {
         api_listen: SocketAddr, env "PRECACHE_API_LISTEN";
         /// Edge (data plane) address [env: PRECACHE_EDGE_LISTEN] [default: 127.0.0.1:8081]
         edge_listen: SocketAddr, env "PRECACHE_EDGE_LISTEN";
+        /// Edge (data plane) address for players over HTTPS: each domain's certificate by SNI, HTTP/2 or HTTP/1.1 by ALPN [env: PRECACHE_EDGE_TLS_LISTEN] [default: none, plain HTTP only]
+        edge_tls_listen: SocketAddr, env "PRECACHE_EDGE_TLS_LISTEN";
         /// Edge admin (edge protocol) address; port 0 picks a free one [env: PRECACHE_EDGE_ADMIN_LISTEN] [default: 127.0.0.1:0]
         edge_admin_listen: SocketAddr, env "PRECACHE_EDGE_ADMIN_LISTEN";
         /// Where state and cache live [env: PRECACHE_DATA_DIR] [default: ./precache-data]
@@ -260,6 +262,8 @@ pub struct ServeConfig {
     pub api_listen: SocketAddr,
     /// Edge data-plane address.
     pub edge_listen: SocketAddr,
+    /// Edge data-plane address for players over HTTPS, if any.
+    pub edge_tls_listen: Option<SocketAddr>,
     /// Edge admin address.
     pub edge_admin_listen: SocketAddr,
     /// Data directory.
@@ -415,6 +419,7 @@ impl ServeConfig {
             edge_listen: raw
                 .edge_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            edge_tls_listen: raw.edge_tls_listen,
             edge_admin_listen: raw
                 .edge_admin_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),

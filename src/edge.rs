@@ -64,6 +64,10 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir: PathBuf = config.data_dir.clone();
     let _lock = lock_data_dir(&data_dir)?;
     let data_listener = bind(config.edge_listen, "the edge")?;
+    let tls_listener = config
+        .edge_tls_listen
+        .map(|address| bind(address, "the edge over TLS"))
+        .transpose()?;
     let admin_listener = bind(config.edge_admin_listen, "the edge admin protocol")?;
     let admin_url = advertised(
         config.edge_admin_url.as_ref(),
@@ -133,6 +137,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
     let edge = precache_edge::start(precache_edge::EdgeConfig {
         name: name.clone(),
         data_listener,
+        tls_listener,
         admin_listener,
         data_dir,
         admin_secret: credential.clone(),
@@ -156,9 +161,10 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
     .await
     .context("start the edge")?;
     eprintln!(
-        "precache: serving edge=http://{} edge_admin=http://{}",
+        "precache: serving edge=http://{} edge_admin=http://{}{}",
         edge.data_addr(),
-        edge.admin_addr()
+        edge.admin_addr(),
+        crate::serve::tls_field(&edge)
     );
     tracing::info!(%name, edge = %edge.data_addr(), edge_admin = %edge.admin_addr(), "edge ready");
     let result = wait_for_signal().await;

@@ -271,6 +271,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let edge = precache_edge::start(precache_edge::EdgeConfig {
         name: config.edge_name.clone(),
         data_listener: bind(config.edge_listen, "the edge")?,
+        tls_listener: config
+            .edge_tls_listen
+            .map(|address| bind(address, "the edge over TLS"))
+            .transpose()?,
         admin_listener: bind(config.edge_admin_listen, "the edge admin protocol")?,
         data_dir: config.data_dir.join("edge"),
         admin_secret: edge_secret.clone(),
@@ -303,16 +307,24 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     .await?;
     // Tests and scripts read this line to find the ports (any of them may be 0 in the config).
     eprintln!(
-        "precache: serving api=http://{} edge=http://{} edge_admin=http://{}",
+        "precache: serving api=http://{} edge=http://{} edge_admin=http://{}{}",
         control.api_addr,
         edge.data_addr(),
-        edge.admin_addr()
+        edge.admin_addr(),
+        tls_field(&edge)
     );
     tracing::info!(api = %control.api_addr, edge = %edge.data_addr(), edge_admin = %edge.admin_addr(), "ready");
     let result = control.run_until_stopped().await;
     edge.stop().await;
     tracing::info!("stopped");
     result
+}
+
+/// ` edge_tls=https://ADDR` for the start line when the edge serves players over TLS.
+pub fn tls_field(edge: &precache_edge::RunningEdge) -> String {
+    edge.tls_addr()
+        .map(|address| format!(" edge_tls=https://{address}"))
+        .unwrap_or_default()
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -17,6 +17,7 @@ mod edge_cache;
 mod edge_connection_limits;
 mod events;
 mod http_conformance;
+mod https_players;
 mod isolation;
 mod keepalive_framing;
 mod large_object;

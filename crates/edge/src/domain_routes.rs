@@ -1,17 +1,21 @@
 //! The domains an edge serves and where each one's origin is, as pushed by the control plane.
 //!
 //! The table is persisted in the edge's data dir, so after a restart the edge serves its cache
-//! at once, before the control plane has been in touch.
+//! (and HTTPS, with the certificates the table carries) at once, before the control plane has
+//! been in touch. The file holds the certificates' private keys: it is the owner's only (0600).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use precache_model::edge_protocol::{CachePolicy, DomainRoute, DomainTable};
+use tokio::io::AsyncWriteExt;
 
 use crate::cache_key::{keyed_path, primary_key};
 use crate::edge_metrics::DomainTraffic;
+use crate::player_tls::{PlayerCertificate, PlayerCertificates};
 use precache_model::Origin;
 
 /// How to reach one domain's origin.
@@ -40,6 +44,7 @@ struct RouteTable {
 pub struct DomainRoutes {
     current: RwLock<Arc<RouteTable>>,
     file: PathBuf,
+    certificates: Arc<PlayerCertificates>,
 }
 
 impl DomainRoutes {
@@ -49,7 +54,13 @@ impl DomainRoutes {
         let routes = DomainRoutes {
             current: RwLock::new(Arc::new(RouteTable::default())),
             file,
+            certificates: Arc::new(PlayerCertificates::new()),
         };
+        // A file written before it held keys may be readable by others.
+        match restrict_to_owner(&routes.file).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         match tokio::fs::read(&routes.file).await {
             Ok(bytes) => match serde_json::from_slice::<DomainTable>(&bytes) {
                 Ok(table) => routes.install(table).await,
@@ -61,6 +72,11 @@ impl DomainRoutes {
             Err(error) => return Err(error),
         }
         Ok(routes)
+    }
+
+    /// The players' certificates of the table being served, for the TLS listener.
+    pub(crate) fn certificates(&self) -> Arc<PlayerCertificates> {
+        Arc::clone(&self.certificates)
     }
 
     /// The route for a `Host`, if that domain is registered.
@@ -94,7 +110,16 @@ impl DomainRoutes {
     pub async fn apply(&self, table: DomainTable) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&table).map_err(std::io::Error::other)?;
         let temp = self.file.with_extension("json.tmp");
-        tokio::fs::write(&temp, &bytes).await?;
+        let _ = tokio::fs::remove_file(&temp).await;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .await?;
+        file.write_all(&bytes).await?;
+        file.flush().await?;
+        drop(file);
         tokio::fs::rename(&temp, &self.file).await?;
         self.install(table).await;
         Ok(())
@@ -102,14 +127,27 @@ impl DomainRoutes {
 
     async fn install(&self, table: DomainTable) {
         let mut routes = HashMap::with_capacity(table.domains.len());
+        let mut certificates = HashMap::new();
         for DomainRoute {
             domain,
             origin,
             origin_host,
             cache,
+            certificate,
             ..
         } in table.domains
         {
+            if let Some(certificate) = certificate {
+                // One bad certificate costs its own domain HTTPS, not the table.
+                match PlayerCertificate::parse(&certificate) {
+                    Ok(parsed) => {
+                        certificates.insert(domain.to_string(), parsed);
+                    }
+                    Err(error) => {
+                        tracing::error!(%domain, %error, "certificate not installed: the domain is served over plain HTTP only")
+                    }
+                }
+            }
             let origin_addr = resolve(&origin).await;
             let origin_host = origin_host.unwrap_or_else(|| domain.to_string());
             let traffic = DomainTraffic::register(domain.as_str());
@@ -132,7 +170,17 @@ impl DomainRoutes {
             Ok(mut current) => *current = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
+        self.certificates.replace(certificates);
     }
+}
+
+/// Makes `file` readable and writable by its owner only.
+async fn restrict_to_owner(file: &Path) -> std::io::Result<()> {
+    let mode = tokio::fs::metadata(file).await?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tokio::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).await?;
+    }
+    Ok(())
 }
 
 async fn resolve(origin: &Origin) -> Option<SocketAddr> {

@@ -1,8 +1,9 @@
 //! The caching edge: a Pingora reverse proxy with a disk cache, driven by the edge protocol.
 //!
-//! An edge runs two listeners on runtimes of its own: the data plane (players' `GET`/`HEAD`,
+//! An edge runs its listeners on runtimes of its own: the data plane (players' `GET`/`HEAD`,
 //! routed by `Host` to registered domains, served from [`disk_cache`] or filled from the domain's
-//! origin) on pingora's no-steal runtime, and, on a Tokio runtime, the admin listener (the edge
+//! origin; over plain HTTP and, when configured, over TLS with each domain's certificate) on
+//! pingora's no-steal runtime, and, on a Tokio runtime, the admin listener (the edge
 //! protocol of `precache_model::edge_protocol`: domain table pushes, prefetch commands, purges,
 //! status), which requires the edge's admin secret.
 
@@ -18,6 +19,7 @@ mod edge_metrics;
 mod freshness;
 mod hop_by_hop;
 mod message_framing;
+mod player_tls;
 mod prefetch;
 mod proxy;
 mod vary;
@@ -76,6 +78,9 @@ pub struct EdgeConfig {
     pub name: String,
     /// Bound data-plane listener (players' requests).
     pub data_listener: TcpListener,
+    /// Bound data-plane listener for players over TLS (HTTP/2 or HTTP/1.1 by ALPN), with the
+    /// certificate of the domain named by SNI; none when the edge serves plain HTTP only.
+    pub tls_listener: Option<TcpListener>,
     /// Bound admin listener (the edge protocol).
     pub admin_listener: TcpListener,
     /// Where the cache and the domain table live.
@@ -122,6 +127,7 @@ pub enum EdgeError {
 /// A running edge. Dropping it does not stop it; call [`RunningEdge::stop`].
 pub struct RunningEdge {
     data_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -134,6 +140,11 @@ impl RunningEdge {
     /// Where players connect.
     pub fn data_addr(&self) -> SocketAddr {
         self.data_addr
+    }
+
+    /// Where players connect over TLS, when the edge has a TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Where the control plane connects.
@@ -166,6 +177,12 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
         .admin_listener
         .local_addr()
         .map_err(io_error("read the admin listener address"))?;
+    let tls_addr = config
+        .tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(io_error("read the TLS listener address"))?;
     let nice = config.nice;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads.max(1))
@@ -187,6 +204,7 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     match started.await {
         Ok(Ok(())) => Ok(RunningEdge {
             data_addr,
+            tls_addr,
             admin_addr,
             stop,
             thread: Some(thread),
@@ -217,6 +235,7 @@ async fn run(
     let EdgeConfig {
         name,
         data_listener,
+        tls_listener,
         admin_listener,
         data_dir,
         admin_secret,
@@ -282,6 +301,7 @@ async fn run(
             return;
         }
     };
+    let certificates = routes.certificates();
     let admin_tls = match admin_tls.as_ref().map(admin_tls::acceptor).transpose() {
         Ok(acceptor) => acceptor,
         Err(source) => {
@@ -292,10 +312,15 @@ async fn run(
             return;
         }
     };
-    // Both sockets are driven by Tokio, which needs them non-blocking.
+    // The sockets are driven by Tokio, which needs them non-blocking.
     if let Err(source) = admin_listener
         .set_nonblocking(true)
         .and_then(|()| data_listener.set_nonblocking(true))
+        .and_then(|()| {
+            tls_listener
+                .as_ref()
+                .map_or(Ok(()), |tls| tls.set_nonblocking(true))
+        })
     {
         let _ = ready.send(Err(EdgeError::Io {
             context: "configure the listeners",
@@ -348,6 +373,30 @@ async fn run(
     service.add_tcp(&bind);
     let mut fds = Fds::new();
     fds.add(bind, data_listener.into_raw_fd());
+    if let Some(tls_listener) = tls_listener {
+        let tls_bind = match tls_listener.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(source) => {
+                let _ = ready.send(Err(EdgeError::Io {
+                    context: "read the TLS listener address",
+                    source,
+                }));
+                return;
+            }
+        };
+        let settings = match player_tls_settings(&routes) {
+            Ok(settings) => settings,
+            Err(error) => {
+                let _ = ready.send(Err(EdgeError::Io {
+                    context: "set up the TLS listener",
+                    source: std::io::Error::other(error.to_string()),
+                }));
+                return;
+            }
+        };
+        service.add_tls_with_settings(&tls_bind, None, settings);
+        fds.add(tls_bind, tls_listener.into_raw_fd());
+    }
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
     let (proxy_stop, proxy_stopped) = watch::channel(false);
     let (service_ready, _) = watch::channel(false);
@@ -449,11 +498,16 @@ async fn run(
     recency_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gauge_ticks = tokio::time::interval(GAUGES_EVERY);
     gauge_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expiry_ticks = tokio::time::interval(CERTIFICATE_EXPIRY_EVERY);
+    expiry_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
             _ = recency_ticks.tick() => save_recency(cache).await,
             _ = gauge_ticks.tick() => cache_gauges.update(cache, &edge_metrics),
+            _ = expiry_ticks.tick() => {
+                certificates.watch_expiry(std::time::SystemTime::now(), std::time::Instant::now())
+            }
             Some(()) = hangup(&mut hangups) => {
                 if let Some(log) = access_log.as_ref() {
                     log.reopen();
@@ -481,6 +535,18 @@ async fn run(
     }
 }
 
+/// The TLS listener's settings: the certificate chosen per handshake from the SNI among the
+/// table's certificates, h2 preferred over HTTP/1.1 by ALPN.
+fn player_tls_settings(
+    routes: &DomainRoutes,
+) -> pingora::Result<pingora::listeners::tls::TlsSettings> {
+    // No certificate files: the resolver takes their place, so the paths are never read.
+    let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")?;
+    settings.set_cert_resolver(routes.certificates());
+    settings.enable_h2();
+    Ok(settings)
+}
+
 /// Pingora's options for players' connections (the idle and header limits are precache's
 /// additions to its vendored pingora-core: see third_party/pingora-core/PRECACHE.md).
 fn server_options(limits: ConnectionLimits) -> pingora::apps::HttpServerOptions {
@@ -499,6 +565,10 @@ async fn hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> 
         None => std::future::pending().await,
     }
 }
+
+/// How often the players' certificates' days-left gauges are refreshed (and their expiry
+/// warnings considered).
+const CERTIFICATE_EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the cache's gauges (size, evictions, fills, hit ratio) are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(1);

@@ -42,6 +42,9 @@ pub struct Server {
     pub edge: String,
     /// Base URL of the edge's admin protocol, e.g. `http://127.0.0.1:40003`.
     pub edge_admin: String,
+    /// Address of the edge's TLS listener for players (`--edge-tls-listen`), e.g.
+    /// `127.0.0.1:40004`, when it has one.
+    pub edge_tls: Option<String>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -159,11 +162,15 @@ impl Server {
         let api = field("api=");
         let edge = field("edge=").trim_start_matches("http://").to_string();
         let edge_admin = field("edge_admin=");
+        let edge_tls = Some(field("edge_tls="))
+            .filter(|address| !address.is_empty())
+            .map(|address| address.trim_start_matches("https://").to_string());
         Ok(Server {
             child,
             api,
             edge,
             edge_admin,
+            edge_tls,
             stderr,
         })
     }
