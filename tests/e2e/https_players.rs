@@ -100,7 +100,12 @@ async fn setup() -> Result<Fixture, Error> {
     let server = Server::start_with(
         dir.path(),
         Options {
-            args: vec!["--edge-tls-listen".into(), "127.0.0.1:0".into()],
+            args: vec![
+                "--edge-tls-listen".into(),
+                "127.0.0.1:0".into(),
+                "--edge-access-log".into(),
+                dir.path().join("access.log").display().to_string(),
+            ],
             ..Options::default()
         },
     )?;
@@ -335,6 +340,31 @@ fn x_cache(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// The access log's lines for `path`, once there are at least `count` of them (lines are
+/// written every 100 ms).
+async fn access_lines(
+    dir: &std::path::Path,
+    path: &str,
+    count: usize,
+) -> Result<Vec<Value>, Error> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["path"] == path)
+            .collect();
+        if lines.len() >= count {
+            return Ok(lines);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{} access log lines for {path}, not {count}", lines.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn days_left_gauge(api: &Api, domain: &str) -> Result<Option<f64>, Error> {
     let text = reqwest::get(format!("{}/metrics", api.base))
         .await?
@@ -386,6 +416,29 @@ async fn https_misses_then_hits_over_h2_and_http1_with_the_domains_certificate()
     let plain = api.edge_get(HOST, "/patch.bin").await?;
     assert_eq!(plain.headers()["x-cache"].to_str()?, "HIT");
     assert_eq!(origin.count("/patch.bin"), 1, "one origin request in all");
+    // The access log says how each player came.
+    let lines = access_lines(fixture._dir.path(), "/patch.bin", 4).await?;
+    let came: Vec<(&str, &str, &str, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["scheme"].as_str().unwrap_or(""),
+                line["protocol"].as_str().unwrap_or(""),
+                line["cache"].as_str().unwrap_or(""),
+                line["host"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        came,
+        [
+            ("https", "HTTP/2", "MISS", HOST),
+            ("https", "HTTP/2", "HIT", HOST),
+            ("https", "HTTP/1.1", "HIT", HOST),
+            ("http", "HTTP/1.1", "HIT", HOST),
+        ]
+    );
+    assert!(lines.iter().all(|line| line["client"] == "127.0.0.1"));
 
     // A range of a cached object over TLS.
     let (status, headers, got) =

@@ -51,6 +51,10 @@ pub(crate) struct AccessRecord<'a> {
     /// When the request arrived, RFC 3339 UTC with milliseconds.
     pub time: String,
     pub client: String,
+    /// `https` for a request that came over the TLS listener, `http` otherwise.
+    pub scheme: &'static str,
+    /// `HTTP/1.1`, `HTTP/2` or `HTTP/1.0`, as the player spoke it.
+    pub protocol: &'static str,
     pub host: &'a str,
     pub method: &'a str,
     /// Path with the query, as the client sent it.
@@ -224,6 +228,8 @@ mod tests {
         AccessRecord {
             time: "2026-12-04T00:00:00.000Z".into(),
             client: "127.0.0.1:5000".into(),
+            scheme: "https",
+            protocol: "HTTP/2",
             host: "game.example.com",
             method: "GET",
             path,

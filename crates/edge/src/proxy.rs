@@ -739,6 +739,19 @@ fn log_request(
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip().to_string())
             .unwrap_or_default(),
+        scheme: if session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some())
+        {
+            "https"
+        } else {
+            "http"
+        },
+        protocol: match request.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
         host: &ctx.host,
         method: request.method.as_str(),
         path: request
