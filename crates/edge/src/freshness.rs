@@ -193,7 +193,12 @@ pub(crate) fn decide(
     // The response is as old as its `Age` says when it arrives (RFC 9111 §4.2.3): its
     // lifetime counts from then, and pingora's `Age` on hits counts from the epoch.
     let age = origin_age(response);
-    let epoch = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+    // No earlier than 1970: a meta's times are stored as seconds since then, and one that cannot
+    // be stored would leave the response uncached on every request.
+    let epoch = now
+        .checked_sub(age)
+        .filter(|epoch| *epoch >= SystemTime::UNIX_EPOCH)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let fresh_until = if lifetime > age {
         epoch
             .checked_add(lifetime)
@@ -293,6 +298,28 @@ mod tests {
         assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::from_secs(500)));
         let r = response(200, &[("cache-control", "max-age=60"), ("age", "100")]);
         assert_eq!(lifetime(&r, &DEFAULT), Some(Duration::ZERO));
+    }
+
+    /// Found by the `http_headers` fuzz target (docs/fuzzing.md): an `Age` reaching back before
+    /// 1970 gave a meta that pingora cannot serialise, so the response could never be stored.
+    #[test]
+    fn an_age_older_than_1970_is_stored_stale() {
+        for age in [
+            "72099999999",
+            "18446744073709551615",
+            "99999999999999999999999",
+        ] {
+            let r = response(200, &[("cache-control", "max-age=60"), ("age", age)]);
+            let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+                panic!("Age {age}: not stored");
+            };
+            let (internal, header) = meta.serialize().expect("the meta serialises");
+            let stored = CacheMeta::deserialize(&internal, &header).expect("and reads back");
+            assert!(
+                stored.fresh_until() <= SystemTime::now(),
+                "Age {age}: stale"
+            );
+        }
     }
 
     #[test]
