@@ -9,6 +9,7 @@ mod access_log;
 mod auth_and_admin;
 mod backend_caches;
 mod backends;
+mod cache_recovery;
 mod callbacks;
 mod certificates;
 mod cli;

@@ -9,6 +9,8 @@ mod callbacks;
 mod certificate_check;
 mod envelope;
 mod final_tasks;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lenient_json;
 mod observe;
 mod openapi;

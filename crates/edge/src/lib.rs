@@ -17,6 +17,8 @@ pub mod disk_cache;
 mod domain_routes;
 mod edge_metrics;
 mod freshness;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hop_by_hop;
 mod message_framing;
 mod player_tls;

@@ -8,6 +8,8 @@
 
 mod fill;
 mod free_space;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hit;
 mod index;
 mod layout;
