@@ -205,6 +205,22 @@ settings! {
         edge_header_timeout: HumanDuration, env "PRECACHE_EDGE_HEADER_TIMEOUT";
         /// Edge: the largest request header a player may send (at most 256 fields) [env: PRECACHE_EDGE_MAX_HEADER_SIZE] [default: 64KiB]
         edge_max_header_size: ByteSize, env "PRECACHE_EDGE_MAX_HEADER_SIZE";
+        /// API: how long a request header may take to arrive once it has begun; slower senders are disconnected [env: PRECACHE_API_HEADER_TIMEOUT] [default: 10s]
+        api_header_timeout: HumanDuration, env "PRECACHE_API_HEADER_TIMEOUT";
+        /// API: how long a connection may stay idle before its first request and between requests [env: PRECACHE_API_IDLE_TIMEOUT] [default: 60s]
+        api_idle_timeout: HumanDuration, env "PRECACHE_API_IDLE_TIMEOUT";
+        /// API: the largest request header (request line and fields); larger is answered 431 [env: PRECACHE_API_MAX_HEADER_SIZE] [default: 64KiB]
+        api_max_header_size: ByteSize, env "PRECACHE_API_MAX_HEADER_SIZE";
+        /// API: the most header fields in one request; more is answered 431 [env: PRECACHE_API_MAX_HEADERS] [default: 100]
+        api_max_headers: usize, env "PRECACHE_API_MAX_HEADERS";
+        /// Failed logins of one account name that lock it for --login-failure-window; 0 for no limit [env: PRECACHE_LOGIN_FAILURES_PER_ACCOUNT] [default: 5]
+        login_failures_per_account: u32, env "PRECACHE_LOGIN_FAILURES_PER_ACCOUNT";
+        /// Failed logins from one client address (IPv6: one /64), whatever the names, that lock it; 0 for no limit [env: PRECACHE_LOGIN_FAILURES_PER_ADDRESS] [default: 20]
+        login_failures_per_address: u32, env "PRECACHE_LOGIN_FAILURES_PER_ADDRESS";
+        /// Failures further apart start the count again; a lock lasts this long after the last failure [env: PRECACHE_LOGIN_FAILURE_WINDOW] [default: 15m]
+        login_failure_window: HumanDuration, env "PRECACHE_LOGIN_FAILURE_WINDOW";
+        /// Proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For names the client for login throttling; without one the header is ignored [env: PRECACHE_TRUSTED_PROXIES] [default: none]
+        trusted_proxy: String, env "PRECACHE_TRUSTED_PROXIES";
         /// How long a pair waits for its edge to come back before it fails as "edge unreachable" [env: PRECACHE_EDGE_DEADLINE] [default: 10m]
         edge_deadline: HumanDuration, env "PRECACHE_EDGE_DEADLINE";
         /// Control plane: an engine silent this long is dead and its pairs are taken over [env: PRECACHE_ENGINE_LEASE] [default: 30s]
@@ -300,6 +316,12 @@ pub struct ServeConfig {
     pub origin_timeouts: precache_edge::OriginTimeouts,
     /// Limits on players' connections to the edge.
     pub edge_connection_limits: precache_edge::ConnectionLimits,
+    /// Limits on connections to the API.
+    pub api_connection_limits: crate::api_server::ApiConnectionLimits,
+    /// Login throttling.
+    pub login_limits: precache_api::LoginLimits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: precache_api::TrustedProxies,
     /// Bootstrap admin password from `PRECACHE_ADMIN_PASSWORD`.
     pub admin_password: Option<String>,
     /// How long a pair waits for an unreachable edge.
@@ -357,6 +379,16 @@ fn header_size(size: Option<ByteSize>) -> anyhow::Result<usize> {
         ));
     }
     usize::try_from(size).map_err(|_| anyhow!("edge_max_header_size is too large"))
+}
+
+/// The API's largest request header: at least 1 KiB (a request line and a few fields), at most
+/// 1 MiB.
+fn api_header_size(size: Option<ByteSize>) -> anyhow::Result<usize> {
+    let size = size.map_or(64 << 10, |s| s.0);
+    if !(1 << 10..=1 << 20).contains(&size) {
+        return Err(anyhow!("api_max_header_size must be between 1KiB and 1MiB"));
+    }
+    usize::try_from(size).map_err(|_| anyhow!("api_max_header_size is too large"))
 }
 
 fn cache_limits(
@@ -459,6 +491,23 @@ impl ServeConfig {
                 header: seconds(raw.edge_header_timeout, 10).max(Duration::from_millis(100)),
                 max_header_bytes: header_size(raw.edge_max_header_size)?,
             },
+            api_connection_limits: crate::api_server::ApiConnectionLimits {
+                header: seconds(raw.api_header_timeout, 10).max(Duration::from_millis(100)),
+                idle: seconds(raw.api_idle_timeout, 60).max(Duration::from_secs(1)),
+                max_header_bytes: api_header_size(raw.api_max_header_size)?,
+                max_headers: positive(raw.api_max_headers.unwrap_or(100), "api_max_headers")?,
+            },
+            login_limits: precache_api::LoginLimits {
+                per_account: raw.login_failures_per_account.unwrap_or(5),
+                per_address: raw.login_failures_per_address.unwrap_or(20),
+                window: seconds(raw.login_failure_window, 15 * 60).max(Duration::from_secs(1)),
+            },
+            trusted_proxies: raw
+                .trusted_proxy
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| anyhow!("trusted_proxy: {e}"))?,
             admin_password: env.get("PRECACHE_ADMIN_PASSWORD"),
             edge_deadline: seconds(raw.edge_deadline, 600),
             engine_lease: seconds(raw.engine_lease, 30).max(Duration::from_secs(1)),

@@ -1,12 +1,10 @@
 //! The control plane (API, task engine, edge directory) as `serve` and `api` both run it.
 
-use std::future::IntoFuture;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use precache_api::{ApiConfig, AppState};
 use precache_store::Store;
 use precache_tasks::{
@@ -148,6 +146,8 @@ pub async fn start(
             quota_time_zone_name: config.quota_time_zone.1.clone(),
             rate_limit_per_account: config.rate_limit_per_account,
             callbacks: config.callbacks.clone(),
+            login_limits: config.login_limits,
+            trusted_proxies: config.trusted_proxies.clone(),
         },
         render_metrics,
     );
@@ -158,19 +158,12 @@ pub async fn start(
     let api_listener =
         tokio::net::TcpListener::from_std(api_listener).context("register the API listener")?;
     let api_addr = api_listener.local_addr().context("read the API address")?;
-    let mut api_stopped = stopped.clone();
-    let api_task = tokio::spawn(
-        axum::serve(
-            api_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            precache_api::router(state),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = api_stopped.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
+    let api_task = tokio::spawn(crate::api_server::serve(
+        api_listener,
+        precache_api::router(state),
+        config.api_connection_limits,
+        stopped.clone(),
+    ));
     Ok(ControlPlane {
         api_addr,
         stop,

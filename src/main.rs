@@ -1,6 +1,7 @@
 //! `precache`: one binary for every role: `serve` (all-in-one), `api` (control plane), `edge`.
 
 mod api;
+mod api_server;
 mod cli;
 mod config;
 mod control_plane;

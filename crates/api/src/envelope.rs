@@ -100,7 +100,7 @@ impl Ret {
             Ret::Conflict => "the change conflicts with what exists (a name taken, an `Idempotency-Key` reused for another request, a rule that would break)",
             Ret::NoSuchTask => "no such `reqId` for the caller",
             Ret::NotFound => "no such user, domain, edge or route",
-            Ret::Limited => "over a daily quota or the request rate limit (`Retry-After` says when to retry)",
+            Ret::Limited => "over a daily quota or the request rate limit, or too many failed logins (`Retry-After` says when to retry)",
             Ret::TooLarge => "the body is too large",
             Ret::Internal => "an internal error; the message carries the request id found in the log",
             Ret::Unavailable => "storage unavailable or overloaded, or no edge up to run a task; nothing was accepted",

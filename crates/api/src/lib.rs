@@ -7,11 +7,13 @@
 
 mod callbacks;
 mod certificate_check;
+mod client_address;
 mod envelope;
 mod final_tasks;
 #[doc(hidden)]
 pub mod fuzzing;
 mod lenient_json;
+mod login_throttle;
 mod observe;
 mod openapi;
 mod passwords;
@@ -25,7 +27,9 @@ mod task_view;
 mod token_auth;
 
 pub use callbacks::{run_callbacks, signature, CallbackPolicy};
+pub use client_address::TrustedProxies;
 pub use envelope::{to_flask_json, Ret};
+pub use login_throttle::LoginLimits;
 pub use observe::RenderMetrics;
 pub use passwords::PasswordHasher;
 pub use state::{ApiConfig, AppState};

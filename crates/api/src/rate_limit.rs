@@ -2,8 +2,13 @@
 //! rate, holding at most two seconds' worth so a short burst passes. Over the limit a request is
 //! `4001` (HTTP 429) with `Retry-After`, before it does anything.
 //!
-//! The buckets live in this process: with several control-plane processes each enforces the
-//! limit on the requests it serves.
+//! The buckets live in this process, on purpose: with N control-plane processes each enforces
+//! the limit on the requests it serves, so an account gets at most N × the limit in all, and an
+//! operator who wants R in total configures R / N behind a balancer that spreads requests evenly
+//! (docs/api.md). A shared bucket would cost a database round trip and a write through the
+//! store's writer on every authenticated request, more than most requests cost themselves; the
+//! limit keeps one client from monopolising a process, a per-process quantity, while what must
+//! be exact across processes (daily quotas, failed logins) is in the database.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -30,6 +30,10 @@ pub struct ApiConfig {
     pub rate_limit_per_account: u32,
     /// How completion callbacks are delivered.
     pub callbacks: crate::callbacks::CallbackPolicy,
+    /// How many failed logins lock a name or an address, and for how long.
+    pub login_limits: crate::login_throttle::LoginLimits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
 }
 
 /// Shared state of the API handlers.

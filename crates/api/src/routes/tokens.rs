@@ -8,8 +8,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use precache_model::time::{now_millis, rfc3339_millis};
 use serde_json::{json, Map, Value};
 
+use crate::client_address::ClientAddress;
 use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
+use crate::login_throttle::{LoginThrottle, Subjects};
 use crate::openapi::{ret_codes, BODY, STORE, TOKEN};
 use crate::request_body::{json_object, kind_of};
 use crate::state::AppState;
@@ -66,7 +68,11 @@ fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> 
     summary = "Log in: issue a token",
     description = "Takes either body of API.md §4. Wrong user and wrong password answer the same \
                    `1003` after the same work. The token is valid for `--token-ttl` (24 h by \
-                   default).",
+                   default). After `--login-failures-per-account` (5) failures of one name, or \
+                   `--login-failures-per-address` (20) from one client address, each within \
+                   `--login-failure-window` (15 min) of the previous one, logins of that name \
+                   or from that address answer `4001` (HTTP 429, `Retry-After`) without \
+                   checking the password until the window has passed since the last failure.",
     request_body = schemas::Login,
     responses((
         status = 201,
@@ -74,21 +80,39 @@ fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> 
         body = Envelope<schemas::Issued>,
         headers(("X-Subject-Token" = String, description = "The new token."))
     )),
-    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::BadCredentials]])))),
+    extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::BadCredentials, Ret::Limited]])))),
 )]
-pub(crate) async fn create(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    body: Body,
+) -> Result<Answer, ApiError> {
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let (username, password) = credentials(&body)?;
+    let throttle = LoginThrottle {
+        store: &state.inner.store,
+        limits: state.inner.config.login_limits,
+    };
+    let subjects = Subjects::new(&username, client);
+    // A locked name or address is refused before it waits for a turn to verify.
+    throttle.check(&subjects, now_millis()).await?;
     let account = state
         .inner
         .store
         .account_by_name(&username)
         .await
         .map_err(from_store)?;
+    let Some(turn) = state.inner.hasher.permit().await else {
+        return Err(ApiError::internal("the password hasher is closed"));
+    };
+    // Checked again in our turn: attempts that queued together behind the verifications of a
+    // burst see the failures those recorded.
+    let checked = throttle.check(&subjects, now_millis()).await?;
     let verified = state
         .inner
         .hasher
-        .verify(
+        .verify_holding(
+            &turn,
             &password,
             account
                 .as_ref()
@@ -96,11 +120,16 @@ pub(crate) async fn create(State(state): State<AppState>, body: Body) -> Result<
         )
         .await;
     let Some(account) = account.filter(|_| verified) else {
+        // Recorded before the turn is given back, so the next attempt's check sees it.
+        throttle.failed(&subjects, now_millis()).await?;
+        drop(turn);
         return Err(ApiError::new(
             Ret::BadCredentials,
             "wrong user name or password",
         ));
     };
+    drop(turn);
+    throttle.succeeded(&subjects, &checked).await?;
     let (token, hash) = new_token();
     let now = now_millis();
     let expires_at = now + state.inner.config.token_ttl.as_millis() as i64;
