@@ -237,6 +237,8 @@ settings! {
         edge_data_url: String, env "PRECACHE_EDGE_DATA_URL";
         /// `precache edge`: without word from the control plane this long, serve past the cache until caught up [env: PRECACHE_OFFLINE_AFTER] [default: 10s]
         offline_after: HumanDuration, env "PRECACHE_OFFLINE_AFTER";
+        /// Edge: CA certificates (PEM, one or more) trusted for https origins besides the system's roots [env: PRECACHE_ORIGIN_CA_FILE] [default: none, the system's roots only]
+        origin_ca_file: PathBuf, env "PRECACHE_ORIGIN_CA_FILE";
         /// A CA certificate (PEM) trusted, besides the public roots, for the edge protocol over https: the control plane's calls to edges, and an edge's to the control plane [env: PRECACHE_TLS_CA_FILE]
         tls_ca_file: PathBuf, env "PRECACHE_TLS_CA_FILE";
         /// `precache edge`: serve the admin listener over TLS with this certificate chain (PEM); advertise an https:// --edge-admin-url [env: PRECACHE_EDGE_ADMIN_TLS_CERT]
@@ -340,6 +342,8 @@ pub struct ServeConfig {
     pub offline_after: Duration,
     /// Extra CA for the edge protocol over https, read at start.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Roots for https origins besides the system's, read at start.
+    pub origin_ca: Option<precache_edge::OriginCa>,
     /// `precache edge`: TLS for the admin listener.
     pub edge_admin_tls: Option<precache_edge::TlsFiles>,
     /// Where the edge's access log goes.
@@ -522,6 +526,10 @@ impl ServeConfig {
                     std::fs::read(&path)
                         .with_context(|| format!("read tls_ca_file {}", path.display()))
                 })
+                .transpose()?,
+            origin_ca: raw
+                .origin_ca_file
+                .map(|path| precache_edge::OriginCa::load(&path))
                 .transpose()?,
             log_format: raw.log_format.unwrap_or_default(),
             secret_key_file: raw.secret_key_file,

@@ -157,6 +157,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
         admin_tls: config.edge_admin_tls.clone(),
         render_metrics: install_metrics()?,
         access_log: config.edge_access_log.clone(),
+        origin_ca: config.origin_ca.clone(),
     })
     .await
     .context("start the edge")?;

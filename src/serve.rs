@@ -287,6 +287,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         admin_tls: None,
         render_metrics: render_metrics.clone(),
         access_log: config.edge_access_log.clone(),
+        origin_ca: config.origin_ca.clone(),
     })
     .await
     .context("start the edge")?;

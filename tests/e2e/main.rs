@@ -19,6 +19,7 @@ mod edge_cache;
 mod edge_connection_limits;
 mod events;
 mod http_conformance;
+mod https_origins;
 mod https_players;
 mod isolation;
 mod keepalive_framing;

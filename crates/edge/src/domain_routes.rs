@@ -27,6 +27,8 @@ pub struct Route {
     pub origin_addr: Option<SocketAddr>,
     /// The `Host` header sent to the origin.
     pub origin_host: String,
+    /// For an https origin, the name its certificate must carry (also sent as SNI).
+    pub origin_tls_name: Option<String>,
     /// The operator's caching overrides.
     pub cache: CachePolicy,
     /// The domain's traffic counters.
@@ -149,7 +151,18 @@ impl DomainRoutes {
                 }
             }
             let origin_addr = resolve(&origin).await;
-            let origin_host = origin_host.unwrap_or_else(|| domain.to_string());
+            // An https origin is asked for its own name (SNI and `Host` alike, API.md §13): its
+            // certificate names it, and servers refuse a `Host` that differs from the SNI.
+            let origin_host = origin_host.unwrap_or_else(|| {
+                if origin.is_tls() {
+                    origin.host_field()
+                } else {
+                    domain.to_string()
+                }
+            });
+            let origin_tls_name = origin
+                .is_tls()
+                .then(|| crate::origin_tls::server_name(&origin_host));
             let traffic = DomainTraffic::register(domain.as_str());
             routes.insert(
                 domain.to_string(),
@@ -157,6 +170,7 @@ impl DomainRoutes {
                     origin,
                     origin_addr,
                     origin_host,
+                    origin_tls_name,
                     cache,
                     traffic,
                 }),

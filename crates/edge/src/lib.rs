@@ -21,6 +21,7 @@ mod freshness;
 pub mod fuzzing;
 mod hop_by_hop;
 mod message_framing;
+mod origin_tls;
 mod player_tls;
 mod prefetch;
 mod proxy;
@@ -46,6 +47,7 @@ use crate::admin::AdminState;
 pub use crate::admin_tls::TlsFiles;
 pub use crate::control_link::{ControlConfig, LinkState};
 pub use crate::disk_cache::CacheLimits;
+pub use crate::origin_tls::{OriginCa, OriginCaError};
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
 use crate::prefetch::Prefetcher;
@@ -108,6 +110,8 @@ pub struct EdgeConfig {
     pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Where the data plane's access log goes, if anywhere. SIGHUP reopens it.
     pub access_log: Option<AccessLogTarget>,
+    /// Roots trusted for https origins beside the system's (`--origin-ca-file`).
+    pub origin_ca: Option<OriginCa>,
 }
 
 /// Why an edge could not start.
@@ -250,6 +254,7 @@ async fn run(
         admin_tls,
         render_metrics,
         access_log,
+        origin_ca,
     } = config;
     let access_log = match access_log.map(AccessLog::start).transpose() {
         Ok(log) => log,
@@ -363,6 +368,7 @@ async fn run(
         metrics: Arc::clone(&edge_metrics),
         access_log: access_log.clone(),
         request_ids: edge_metrics::RequestIds::new(),
+        origin_ca,
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);

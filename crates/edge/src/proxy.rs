@@ -24,6 +24,7 @@ use crate::edge_metrics::{EdgeMetrics, RequestIds};
 use crate::freshness;
 use crate::hop_by_hop;
 use crate::message_framing;
+use crate::origin_tls::OriginCa;
 use crate::vary;
 use crate::OriginTimeouts;
 
@@ -70,6 +71,8 @@ pub struct EdgeProxy {
     pub(crate) metrics: Arc<EdgeMetrics>,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) request_ids: RequestIds,
+    /// Roots for https origins beside the system's, from `--origin-ca-file`.
+    pub(crate) origin_ca: Option<OriginCa>,
 }
 
 /// Per-request state.
@@ -154,11 +157,21 @@ fn describe_upstream_error(error: &Error) -> String {
         ErrorType::ReadError => "reading from the origin failed",
         ErrorType::WriteError => "writing to the origin failed",
         ErrorType::InvalidHTTPHeader => "the origin sent an invalid HTTP response",
+        ErrorType::TLSHandshakeFailure => "the TLS handshake with the origin failed",
+        ErrorType::InvalidCert => "the origin's certificate could not be checked",
         _ => "the origin could not be used",
     };
-    let text = match error.root_cause().to_string() {
-        cause if cause.is_empty() => what.to_string(),
-        cause => format!("{what} ({cause})"),
+    // Pingora keeps rustls's verdict only in the handshake error's context, not as its cause.
+    let whole = error.to_string();
+    let text = match whole.split_once("invalid peer certificate: ") {
+        Some((_, verdict)) if error.etype() == &ErrorType::TLSHandshakeFailure => {
+            let verdict = verdict.split(", SNI:").next().unwrap_or(verdict).trim();
+            format!("origin certificate not trusted: {verdict}")
+        }
+        _ => match error.root_cause().to_string() {
+            cause if cause.is_empty() => what.to_string(),
+            cause => format!("{what} ({cause})"),
+        },
     };
     // It travels in a header: keep it to visible ASCII.
     text.chars()
@@ -314,13 +327,17 @@ impl ProxyHttp for EdgeProxy {
         } else {
             self.metrics.origin_fetches.increment(1);
         }
-        let Some(origin_addr) = parent.or(route.origin_addr) else {
-            return Error::e_explain(
-                ErrorType::ConnectNoRoute,
-                format!("origin {} does not resolve", route.origin),
-            );
+        let mut peer = match (parent, route.origin_addr) {
+            // Edges talk plain HTTP to each other, whatever the origin's scheme.
+            (Some(parent), _) => HttpPeer::new(parent, false, String::new()),
+            (None, None) => {
+                return Error::e_explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("origin {} does not resolve", route.origin),
+                )
+            }
+            (None, Some(origin_addr)) => self.origin_peer(route, origin_addr)?,
         };
-        let mut peer = HttpPeer::new(origin_addr, false, String::new());
         peer.options.connection_timeout = Some(self.timeouts.connect);
         // One read timeout covers waiting for the first byte and for every later chunk; the
         // prefetch client enforces each of the two separately.
@@ -605,6 +622,28 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
+    /// The peer for a domain's own origin: over TLS for an https origin, its certificate checked
+    /// against the name `origin_tls_name` and the trusted roots. Pingora's connection pool keys
+    /// on the address, scheme and SNI, so two domains with the same origin address but other
+    /// names never share a connection verified for the other's name.
+    fn origin_peer(&self, route: &Route, origin_addr: std::net::SocketAddr) -> Result<HttpPeer> {
+        let Some(server_name) = route.origin_tls_name.as_ref() else {
+            return Ok(HttpPeer::new(origin_addr, false, String::new()));
+        };
+        if server_name.is_empty() {
+            // Pingora skips verification altogether for a TLS peer without SNI.
+            return Error::e_explain(
+                ErrorType::InvalidCert,
+                format!("origin {} has no name to verify", route.origin),
+            );
+        }
+        let mut peer = HttpPeer::new(origin_addr, true, server_name.clone());
+        if let Some(origin_ca) = self.origin_ca.as_ref() {
+            peer.options.ca = Some(origin_ca.roots());
+        }
+        Ok(peer)
+    }
+
     /// Removes what is stored for the request's URL and for the `Location` and
     /// `Content-Location` of the answer when they are on the same host (RFC 9111 §4.4).
     /// Removed rather than marked stale: a stale copy may still be served within its

@@ -15,7 +15,7 @@ pub mod time;
 pub use domain_name::DomainName;
 pub use ids::{AccountId, EdgeId, TaskId};
 pub use object_url::{ObjectUrl, UrlError};
-pub use origin::Origin;
+pub use origin::{Origin, OriginScheme};
 pub use quota::QuotaKind;
 pub use role::Role;
 pub use task_state::{PairStatus, TaskKind, TaskStatus};

@@ -9,28 +9,53 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Origin {
+    scheme: OriginScheme,
     host: String,
     port: u16,
 }
 
+/// How an edge talks to an origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OriginScheme {
+    /// Plain HTTP/1.1 over TCP (default port 80).
+    Http,
+    /// HTTP/1.1 over TLS, the origin's certificate verified (default port 443).
+    Https,
+}
+
+impl OriginScheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginScheme::Http => "http",
+            OriginScheme::Https => "https",
+        }
+    }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            OriginScheme::Http => 80,
+            OriginScheme::Https => 443,
+        }
+    }
+}
+
 impl Origin {
-    /// Parses `http://host[:port]` (a trailing `/` is allowed; paths, queries and user info are not).
+    /// Parses `http://host[:port]` or `https://host[:port]` (a trailing `/` is allowed; paths,
+    /// queries and user info are not).
     pub fn parse(text: &str) -> Result<Origin, String> {
         let parsed =
             url::Url::parse(text).map_err(|e| format!("origin {text:?} is not a URL: {e}"))?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(format!(
-                    "origin {text:?}: https origins are not supported yet, use http://"
-                ))
-            }
+        let scheme = match parsed.scheme() {
+            "http" => OriginScheme::Http,
+            "https" => OriginScheme::Https,
             other => {
                 return Err(format!(
-                    "origin {text:?} has scheme {other:?}, expected http"
+                    "origin {text:?} has scheme {other:?}, expected http or https"
                 ))
             }
-        }
+        };
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(format!("origin {text:?} must not contain user info"));
         }
@@ -45,8 +70,18 @@ impl Origin {
             Some(url::Host::Ipv6(address)) => format!("[{address}]"),
             None => return Err(format!("origin {text:?} has no host")),
         };
-        let port = parsed.port_or_known_default().unwrap_or(80);
-        Ok(Origin { host, port })
+        let port = parsed.port().unwrap_or(scheme.default_port());
+        Ok(Origin { scheme, host, port })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> OriginScheme {
+        self.scheme
+    }
+
+    /// Whether the origin is reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.scheme == OriginScheme::Https
     }
 
     /// Host name or IP literal (IPv6 in brackets).
@@ -63,11 +98,21 @@ impl Origin {
     pub fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    /// The origin's own name as a `Host` field: the host, and the port unless it is the
+    /// scheme's default.
+    pub fn host_field(&self) -> String {
+        if self.port == self.scheme.default_port() {
+            self.host.clone()
+        } else {
+            self.authority()
+        }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}", self.host, self.port)
+        write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
     }
 }
 
@@ -101,6 +146,34 @@ mod tests {
     }
 
     #[test]
+    fn parses_https_with_its_default_port() {
+        let origin = Origin::parse("https://bucket.oss.example.com/").expect("valid origin");
+        assert!(origin.is_tls());
+        assert_eq!(origin.scheme(), OriginScheme::Https);
+        assert_eq!(origin.authority(), "bucket.oss.example.com:443");
+        assert_eq!(origin.host_field(), "bucket.oss.example.com");
+        assert_eq!(origin.to_string(), "https://bucket.oss.example.com:443");
+        assert_eq!(Origin::parse(&origin.to_string()), Ok(origin));
+
+        let origin = Origin::parse("https://127.0.0.1:8443").expect("valid origin");
+        assert_eq!(origin.port(), 8443);
+        assert_eq!(origin.host_field(), "127.0.0.1:8443");
+        assert_eq!(
+            Origin::parse("https://[::1]").map(|o| o.authority()),
+            Ok("[::1]:443".to_string())
+        );
+        // The scheme's default port is its own: 80 on https is a port like any other.
+        let origin = Origin::parse("https://a.com:80").expect("valid origin");
+        assert_eq!(
+            (origin.port(), origin.host_field()),
+            (80, "a.com:80".into())
+        );
+        let plain = Origin::parse("http://a.com:443").expect("valid origin");
+        assert!(!plain.is_tls());
+        assert_eq!(plain.to_string(), "http://a.com:443");
+    }
+
+    #[test]
     fn rejects_paths_user_info_and_other_schemes() {
         for bad in [
             "ftp://a.com",
@@ -108,6 +181,11 @@ mod tests {
             "http://a.com/x",
             "a.com",
             "http://a.com/?q",
+            "https://u@a.com",
+            "https://a.com/bucket/",
+            "https://a.com?q",
+            "https://",
+            "wss://a.com",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad:?} should be rejected");
         }

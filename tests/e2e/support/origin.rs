@@ -102,18 +102,27 @@ impl Origin {
     /// Starts an origin on a free loopback port (in the calling test's runtime).
     pub async fn start() -> std::io::Result<Origin> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let origin = Origin {
-            addr,
-            shared: Arc::new(Mutex::new(Shared::default())),
-        };
-        let app = axum::Router::new()
-            .fallback(answer)
-            .with_state(origin.clone());
+        let origin = Origin::serving_at(listener.local_addr()?);
+        let app = origin.app();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok(origin)
+    }
+
+    /// An origin at `addr` that the caller serves [`Origin::app`] on (over TLS, say).
+    pub fn serving_at(addr: SocketAddr) -> Origin {
+        Origin {
+            addr,
+            shared: Arc::new(Mutex::new(Shared::default())),
+        }
+    }
+
+    /// The origin's answers, as a router to serve.
+    pub fn app(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(answer)
+            .with_state(self.clone())
     }
 
     /// `http://127.0.0.1:PORT`, for registering a domain.

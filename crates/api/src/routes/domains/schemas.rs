@@ -12,7 +12,8 @@ pub(crate) struct NewDomain {
     /// The host name players use.
     #[schema(example = "game.example.com")]
     domain: String,
-    /// `http://host[:port]`, no path (https origins are not supported yet).
+    /// `http://host[:port]` or `https://host[:port]` (verified against the system's roots plus
+    /// `--origin-ca-file`), no path.
     #[schema(example = "http://origin.example.com:8000")]
     origin: String,
     /// The account the domain is registered to (`3002` when there is none).
