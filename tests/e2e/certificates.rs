@@ -1,8 +1,10 @@
 //! Domains' TLS certificates on the control plane (issue 14, API.md §13 "Certificates"): an
 //! admin uploads a chain and key, checked to match and to name the domain; the domain's answer
-//! shows the facts, never the key; the edges are pushed the certificate; expiry is a metric and
-//! a warning; the key is in no answer and no log line; the CLI does the same.
+//! shows the facts, never the key; the edge is pushed the certificate and presents it to
+//! players; expiry is a metric and a warning; the key is in no answer and no log line; the CLI
+//! does the same.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::client::Reply;
-use crate::support::server::ADMIN_PASSWORD;
+use crate::support::server::{Options, ADMIN_PASSWORD};
 use crate::support::{Api, Origin, Server, TestResult};
 
 const HOST: &str = "secure.example.com";
@@ -99,37 +101,69 @@ async fn put_certificate(
     .await
 }
 
-/// The embedded edge's saved domain table (`<data dir>/edge/domains.json`), once `check` holds
-/// for it; it is written before the edge answers the push.
-async fn edge_table_where(data_dir: &Path, check: impl Fn(&Value) -> bool) -> Result<Value, Error> {
-    let file = data_dir.join("edge/domains.json");
+/// The SHA-256 of the leaf the edge's TLS listener presents for `domain` (trusting only the
+/// test's CA), or `None` when it refuses the handshake.
+async fn served_leaf(
+    tls_addr: SocketAddr,
+    ca: &rcgen::Certificate,
+    domain: &str,
+) -> Result<Option<String>, Error> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_der(ca.der())?)
+        .resolve(domain, tls_addr)
+        .tls_info(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("https://{domain}:{}/", tls_addr.port());
+    match client.get(url).send().await {
+        Ok(response) => Ok(response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .map(|der| hex::encode(Sha256::digest(der)))),
+        Err(error) if error.is_connect() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Waits until the edge presents `expected` for `domain` (`None`: refuses its handshakes).
+async fn wait_served(
+    tls_addr: SocketAddr,
+    ca: &rcgen::Certificate,
+    domain: &str,
+    expected: Option<&str>,
+) -> TestResult {
     let started = Instant::now();
     loop {
-        if let Ok(bytes) = std::fs::read(&file) {
-            if let Ok(table) = serde_json::from_slice::<Value>(&bytes) {
-                if check(&table) {
-                    return Ok(table);
-                }
-            }
+        let served = served_leaf(tls_addr, ca, domain).await?;
+        if served.as_deref() == expected {
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("the edge's table never became as expected: {file:?}").into());
+            return Err(format!("{domain}: the edge presents {served:?}, not {expected:?}").into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn route<'a>(table: &'a Value, domain: &str) -> &'a Value {
-    table["domains"]
-        .as_array()
-        .and_then(|routes| routes.iter().find(|route| route["domain"] == domain))
-        .unwrap_or(&Value::Null)
-}
-
 #[tokio::test]
 async fn an_admin_sets_a_checked_certificate_that_edges_get_and_nobody_reads_back() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path())?;
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: vec!["--edge-tls-listen".into(), "127.0.0.1:0".into()],
+            ..Options::default()
+        },
+    )?;
+    let tls_addr: SocketAddr = server
+        .edge_tls
+        .as_deref()
+        .ok_or("the start line names no TLS listener")?
+        .parse()?;
     let api = Api::new(&server);
     let origin = Origin::start().await?;
     let admin = api.admin().await?;
@@ -233,16 +267,10 @@ async fn an_admin_sets_a_checked_certificate_that_edges_get_and_nobody_reads_bac
             .iter()
             .any(|domain| domain["domain"] == HOST && domain["certificate"] == facts)));
 
-    // The edge is pushed the chain and the key (its table is kept 0600 in its data dir).
-    let table = edge_table_where(dir.path(), |table| {
-        route(table, HOST)["certificate"]["key_pem"] == leaf.key_pem.as_str()
-    })
-    .await?;
-    assert_eq!(
-        route(&table, HOST)["certificate"]["cert_pem"],
-        leaf.cert_pem
-    );
-    assert_eq!(route(&table, SOON)["certificate"], Value::Null);
+    // The edge is pushed the chain and the key: its TLS listener presents the leaf for the
+    // domain, and still refuses a domain without a certificate.
+    wait_served(tls_addr, &pki.ca, HOST, Some(&leaf.sha256)).await?;
+    assert_eq!(served_leaf(tls_addr, &pki.ca, SOON).await?, None);
 
     // Expiry: a gauge per domain with a certificate, and a warning for one that ends soon.
     let soon = pki.leaf(&[SOON], 5)?;
@@ -290,10 +318,7 @@ async fn an_admin_sets_a_checked_certificate_that_edges_get_and_nobody_reads_bac
         "{}",
         reply.text()
     );
-    edge_table_where(dir.path(), |table| {
-        route(table, HOST)["domain"] == HOST && route(table, HOST)["certificate"].is_null()
-    })
-    .await?;
+    wait_served(tls_addr, &pki.ca, HOST, None).await?;
     let metrics = api.send(Method::GET, "/metrics", None, None).await?.text();
     assert!(
         !metrics.contains(&format!(
