@@ -47,9 +47,9 @@ use crate::admin::AdminState;
 pub use crate::admin_tls::TlsFiles;
 pub use crate::control_link::{ControlConfig, LinkState};
 pub use crate::disk_cache::CacheLimits;
-pub use crate::origin_tls::{OriginCa, OriginCaError};
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::DomainRoutes;
+pub use crate::origin_tls::{OriginCa, OriginCaError};
 use crate::prefetch::Prefetcher;
 use crate::proxy::EdgeProxy;
 
