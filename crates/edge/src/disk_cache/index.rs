@@ -5,6 +5,7 @@
 //! Objects are kept in least-recently-used order: a lookup moves its object to the back, and
 //! eviction takes from the front.
 
+use super::body_stamp::BodyStamp;
 use super::fill::FillShared;
 use super::meta_file::SerializedMeta;
 use hashlink::LinkedHashMap;
@@ -21,6 +22,8 @@ pub(super) struct Entry {
     pub generation: u64,
     /// Length of that body file.
     pub body_len: u64,
+    /// That body file as it was published (or found at start).
+    pub body_stamp: BodyStamp,
     /// Length of the meta file.
     pub meta_len: u64,
     /// The serialized `CacheMeta`, shared with lookups in flight.

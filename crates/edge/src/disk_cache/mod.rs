@@ -6,6 +6,7 @@
 //! (pingora's "streaming partial write"). See `layout.rs` for the files, `meta_file.rs` for the
 //! meta format and `store.rs` for how files and index are kept consistent.
 
+mod body_stamp;
 mod fill;
 mod free_space;
 #[doc(hidden)]

@@ -4,6 +4,7 @@
 //! cannot be read or whose body is missing or of the wrong size are deleted, and bodies no meta
 //! points at are deleted. What remains is exactly the set of complete objects.
 
+use super::body_stamp::BodyStamp;
 use super::index::{Entry, Index};
 use super::layout::{parse_object_file_name, Layout, ObjectFile};
 use super::meta_file;
@@ -28,8 +29,8 @@ pub(super) fn recover(root: &Path, limits: CacheLimits) -> io::Result<Store> {
 
     // (combined, path, modified)
     let mut metas: Vec<(String, PathBuf, SystemTime)> = Vec::new();
-    // (combined, generation) -> (path, length)
-    let mut bodies: HashMap<(String, u64), (PathBuf, u64)> = HashMap::new();
+    // (combined, generation) -> (path, stamp)
+    let mut bodies: HashMap<(String, u64), (PathBuf, BodyStamp)> = HashMap::new();
     let mut max_generation = 0;
     for (file, metadata) in object_files(layout.objects_dir())? {
         let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
@@ -46,7 +47,7 @@ pub(super) fn recover(root: &Path, limits: CacheLimits) -> io::Result<Store> {
             }) if file == layout.body_path(&combined, generation) => {
                 // Only generations a meta claims count (below): an unclaimed body is deleted,
                 // and a foreign one named `ffffffffffffffff` would overflow the next id.
-                bodies.insert((combined, generation), (file, metadata.len()));
+                bodies.insert((combined, generation), (file, BodyStamp::of(&metadata)));
             }
             _ => tracing::warn!(path = %file.display(), "disk cache: ignoring unknown file"),
         }
@@ -87,7 +88,7 @@ pub(super) fn recover(root: &Path, limits: CacheLimits) -> io::Result<Store> {
 fn load_entry(
     combined: &str,
     path: &Path,
-    bodies: &mut HashMap<(String, u64), (PathBuf, u64)>,
+    bodies: &mut HashMap<(String, u64), (PathBuf, BodyStamp)>,
 ) -> Result<Entry, String> {
     let record = meta_file::read(path).map_err(|e| e.to_string())?;
     let meta_len = fs::metadata(path).map_err(|e| e.to_string())?.len();
@@ -102,22 +103,26 @@ fn load_entry(
     CacheMeta::deserialize(&record.meta.internal, &record.meta.header)
         .map_err(|e| e.to_string())?;
     let body_key = (combined.to_owned(), record.generation);
-    match bodies.get(&body_key) {
-        Some((_, len)) if *len == record.body_len => {
+    let body_stamp = match bodies.get(&body_key) {
+        Some((_, stamp)) if stamp.len() == record.body_len => {
+            let stamp = *stamp;
             bodies.remove(&body_key);
+            stamp
         }
-        Some((_, len)) => {
+        Some((_, stamp)) => {
             return Err(format!(
-                "body has {len} bytes, meta says {}",
+                "body has {} bytes, meta says {}",
+                stamp.len(),
                 record.body_len
             ))
         }
         None => return Err("body file missing".into()),
-    }
+    };
     Ok(Entry {
         primary: Arc::from(String::from_utf8_lossy(&record.primary)),
         generation: record.generation,
         body_len: record.body_len,
+        body_stamp,
         meta_len,
         meta: Arc::new(record.meta),
     })

@@ -6,6 +6,7 @@
 //! of the same key. The index lock is taken inside a stripe lock (never the other way round)
 //! and only for in-memory work, so lookups never wait on disk.
 
+use super::body_stamp::BodyStamp;
 use super::fill::{FillShared, FillState, FillStatus};
 use super::free_space::FreeSpace;
 use super::index::{Entry, Index};
@@ -208,6 +209,14 @@ impl Store {
             return self.discard(fill);
         }
         std::fs::rename(&fill.temp_path, &body_path)?;
+        // After the rename, which changes the inode's ctime.
+        let body_stamp = match fill.file.metadata() {
+            Ok(metadata) => BodyStamp::of(&metadata),
+            Err(e) => {
+                let _ = remove_if_exists(&body_path);
+                return Err(e);
+            }
+        };
         if let Err(e) = meta_file::write(&self.layout.meta_path(combined), &record) {
             let _ = remove_if_exists(&body_path);
             return Err(e);
@@ -216,6 +225,7 @@ impl Store {
             primary: fill.primary.clone(),
             generation: fill.id,
             body_len,
+            body_stamp,
             meta_len,
             meta: fill.meta.clone(),
         };
@@ -250,9 +260,9 @@ impl Store {
         // A publish or purge may delete the body between reading the index and opening the
         // file; both update the index before deleting, so a retry sees the new state.
         for _ in 0..4 {
-            let Some((generation, body_len, serialized)) = lock(&self.index)
+            let Some((generation, body_len, body_stamp, serialized)) = lock(&self.index)
                 .use_entry(combined)
-                .map(|e| (e.generation, e.body_len, e.meta.clone()))
+                .map(|e| (e.generation, e.body_len, e.body_stamp, e.meta.clone()))
             else {
                 return Ok(None);
             };
@@ -261,6 +271,13 @@ impl Store {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
             };
             if let Some(file) = self.open_files.get(combined, generation) {
+                // One fstat per hit: an open descriptor would go on reading a file that was
+                // truncated or overwritten since it was opened.
+                if BodyStamp::of(&file.metadata()?) != body_stamp {
+                    tracing::warn!(combined, "disk cache: body changed on disk, dropping");
+                    self.drop_broken(combined, generation)?;
+                    return Ok(None);
+                }
                 return Ok(Some(OpenedObject {
                     meta: parse(&serialized)?,
                     file,
@@ -269,8 +286,8 @@ impl Store {
             }
             match File::open(self.layout.body_path(combined, generation)) {
                 Ok(file) => {
-                    if file.metadata()?.len() != body_len {
-                        tracing::warn!(combined, "disk cache: body has the wrong length, dropping");
+                    if BodyStamp::of(&file.metadata()?) != body_stamp {
+                        tracing::warn!(combined, "disk cache: body changed on disk, dropping");
                         self.drop_broken(combined, generation)?;
                         return Ok(None);
                     }
