@@ -199,6 +199,8 @@ settings! {
         origin_first_byte_timeout: HumanDuration, env "PRECACHE_ORIGIN_FIRST_BYTE_TIMEOUT";
         /// Origin idle (between reads) timeout [env: PRECACHE_ORIGIN_IDLE_TIMEOUT] [default: 30s]
         origin_idle_timeout: HumanDuration, env "PRECACHE_ORIGIN_IDLE_TIMEOUT";
+        /// Longest a fetch from the origin may take, request to last byte, for a prefetch or a player's miss; a slower one is cut and not cached [env: PRECACHE_ORIGIN_FETCH_DEADLINE] [default: 1h]
+        origin_fetch_deadline: HumanDuration, env "PRECACHE_ORIGIN_FETCH_DEADLINE";
         /// Edge: how long a player's connection may stay idle before its first request and between requests [env: PRECACHE_EDGE_IDLE_TIMEOUT] [default: 60s]
         edge_idle_timeout: HumanDuration, env "PRECACHE_EDGE_IDLE_TIMEOUT";
         /// Edge: how long a player's request header may take to arrive once it has begun; slower senders are disconnected [env: PRECACHE_EDGE_HEADER_TIMEOUT] [default: 10s]
@@ -489,6 +491,8 @@ impl ServeConfig {
                 connect: seconds(raw.origin_connect_timeout, 5),
                 first_byte: seconds(raw.origin_first_byte_timeout, 30),
                 idle: seconds(raw.origin_idle_timeout, 30),
+                fetch_deadline: seconds(raw.origin_fetch_deadline, 3600)
+                    .max(Duration::from_secs(1)),
             },
             edge_connection_limits: precache_edge::ConnectionLimits {
                 idle: seconds(raw.edge_idle_timeout, 60).max(Duration::from_secs(1)),

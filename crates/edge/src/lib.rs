@@ -62,6 +62,9 @@ pub struct OriginTimeouts {
     pub first_byte: Duration,
     /// Between two reads of the body.
     pub idle: Duration,
+    /// From sending the request to the last byte of the body: an origin that trickles a byte
+    /// at a time never trips `idle`, so a fetch still running after this is cut and not cached.
+    pub fetch_deadline: Duration,
 }
 
 /// Limits on players' connections, so that idle or slow clients cannot hold the edge's sockets.

@@ -76,6 +76,7 @@ impl Prefetcher {
             ))
             .header(reqwest::header::HOST, url.host())
             .header(PREFETCH_HEADER, self.secret.as_ref());
+        let fetch_started = Instant::now();
         let first_byte_deadline =
             self.timeouts.connect + self.timeouts.first_byte + Duration::from_secs(1);
         let response = match timeout(first_byte_deadline, request.send()).await {
@@ -139,7 +140,13 @@ impl Prefetcher {
         if !served_from_cache {
             let total = response.content_length();
             match self
-                .read_body(response, total, command.max_bytes_per_sec, events)
+                .read_body(
+                    response,
+                    total,
+                    command.max_bytes_per_sec,
+                    events,
+                    fetch_started,
+                )
                 .await
             {
                 Ok(bytes) => received = bytes,
@@ -201,14 +208,37 @@ impl Prefetcher {
         total: Option<u64>,
         max_bytes_per_sec: Option<u64>,
         events: &mpsc::Sender<PrefetchEvent>,
+        fetch_started: Instant,
     ) -> Result<u64, PairOutcome> {
         let mut received: u64 = 0;
         let started = Instant::now();
         let mut last_report = Instant::now();
+        // The proxy cuts the fetch at the deadline; a second past it, this side stops waiting
+        // even if the proxy did not (a prefetch tailing someone else's fill).
+        let hard_stop = fetch_started + self.timeouts.fetch_deadline + Duration::from_secs(1);
+        let past_deadline = |received: u64| {
+            let mut outcome = PairOutcome::failed(
+                Some(200),
+                format!(
+                    "the origin did not send the whole object within the fetch deadline of {}s ({received} bytes received)",
+                    self.timeouts.fetch_deadline.as_secs()
+                ),
+                true,
+            );
+            outcome.bytes = received;
+            outcome
+        };
         loop {
-            let chunk = match timeout(self.timeouts.idle, response.chunk()).await {
+            let wait = self
+                .timeouts
+                .idle
+                .min(hard_stop.saturating_duration_since(Instant::now()));
+            let chunk = match timeout(wait, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => return Ok(received),
+                _ if fetch_started.elapsed() >= self.timeouts.fetch_deadline => {
+                    return Err(past_deadline(received));
+                }
                 Ok(Err(error)) => {
                     let mut outcome = PairOutcome::failed(
                         Some(200),

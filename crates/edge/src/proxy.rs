@@ -350,7 +350,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(body) = body {
@@ -358,6 +358,22 @@ impl ProxyHttp for EdgeProxy {
             if let Some(route) = ctx.route.as_ref() {
                 route.traffic.upstream_bytes.increment(body.len() as u64);
             }
+        }
+        // An origin that trickles never trips the read timeout; past the deadline the response
+        // is cut (the player sees fewer bytes than announced) and the fill is dropped unpublished.
+        let deadline = self.timeouts.fetch_deadline;
+        if !end_of_stream
+            && ctx
+                .upstream_started
+                .is_some_and(|at| at.elapsed() > deadline)
+        {
+            return Error::e_explain(
+                ErrorType::ReadTimedout,
+                format!(
+                    "the origin did not send the whole response within the fetch deadline of {}s",
+                    deadline.as_secs()
+                ),
+            );
         }
         Ok(None)
     }
