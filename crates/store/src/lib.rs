@@ -63,13 +63,18 @@ impl Store {
     /// if needed, and brings the schema up to date.
     pub async fn open(database_url: &str) -> Result<Store> {
         let (pool, writer_connection, backend) = connect::connect(database_url).await?;
+        // A PostgreSQL server may restart under a running process; a SQLite file cannot go away.
+        let reconnect = match backend {
+            Backend::Postgres => Some(std::str::FromStr::from_str(database_url)?),
+            Backend::Sqlite => None,
+        };
         // Unique per process and start: a restarted process is a new engine, and the old one's
         // pairs are taken over like any dead engine's.
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let worker: Arc<str> = Arc::from(format!("{}-{}", std::process::id(), &uuid[..12]));
         Ok(Store {
             pool,
-            writer: Writer::start(writer_connection, backend, Arc::clone(&worker)),
+            writer: Writer::start(writer_connection, backend, Arc::clone(&worker), reconnect),
             backend,
             worker,
             keys: None,

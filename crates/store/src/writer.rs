@@ -19,9 +19,11 @@
 //! outcome when both land in the same batch.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::AnyConnection;
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::task_pairs::{mark_started_many, record_finish_many};
@@ -32,6 +34,9 @@ use crate::{Backend, Error, NewTask, PairKey, PairResult, Result, SubmittedTask,
 const QUEUE_CAPACITY: usize = 16_384;
 /// Most messages in one transaction; bounds the latency a batch adds to its first message.
 const MAX_BATCH: usize = 512;
+/// Longest wait to check or open the writer's connection after a failed batch; the batch that
+/// waits fails (`5003`) rather than hang its callers.
+const RECONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// Called after the commit with its outcome; answers the caller.
 type Completion = Box<dyn FnOnce(std::result::Result<(), Arc<str>>) + Send>;
@@ -117,10 +122,16 @@ fn writer_gone<T>(_: T) -> Error {
 
 impl Writer {
     /// Starts the writer task on `connection`.
-    /// Pairs it commits belong to the engine `worker` (this process's).
-    pub(crate) fn start(connection: AnyConnection, backend: Backend, worker: Arc<str>) -> Writer {
+    /// Pairs it commits belong to the engine `worker` (this process's). With `reconnect`, a
+    /// connection lost (a database server restarted) is opened again after a failed batch.
+    pub(crate) fn start(
+        connection: AnyConnection,
+        backend: Backend,
+        worker: Arc<str>,
+        reconnect: Option<AnyConnectOptions>,
+    ) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run_writer(connection, backend, worker, receiver));
+        tokio::spawn(run_writer(connection, backend, worker, reconnect, receiver));
         Writer { queue }
     }
 
@@ -196,9 +207,14 @@ async fn run_writer(
     mut connection: AnyConnection,
     backend: Backend,
     worker: Arc<str>,
+    reconnect: Option<AnyConnectOptions>,
     mut receiver: mpsc::Receiver<Message>,
 ) {
+    let mut last_failed = false;
     while let Some(first) = receiver.recv().await {
+        if let (true, Some(options)) = (last_failed, &reconnect) {
+            reopen_if_lost(&mut connection, options).await;
+        }
         let mut batch = Batch::default();
         batch.add(first);
         while batch.len() < MAX_BATCH {
@@ -212,9 +228,10 @@ async fn run_writer(
         // outcomes) can wait a commit longer. Committing the former first keeps a busy engine
         // from adding its rows to the latency of every answer.
         let bookkeeping = batch.split_bookkeeping();
+        last_failed = false;
         for batch in [batch, bookkeeping] {
             if batch.len() > 0 {
-                commit_batch(&mut connection, backend, &worker, batch).await;
+                last_failed |= !commit_batch(&mut connection, backend, &worker, batch).await;
             }
         }
         for reply in flushes {
@@ -234,12 +251,31 @@ struct Answers {
     outcomes: Vec<Answer<Option<TaskSummary>>>,
 }
 
+/// After a failed batch: if the connection no longer answers, opens a new one. When that fails
+/// too the old one stays, so the next batch fails fast and tries again.
+async fn reopen_if_lost(connection: &mut AnyConnection, options: &AnyConnectOptions) {
+    if let Ok(Ok(())) = tokio::time::timeout(RECONNECT_WAIT, connection.ping()).await {
+        return;
+    }
+    match tokio::time::timeout(RECONNECT_WAIT, AnyConnection::connect_with(options)).await {
+        Ok(Ok(fresh)) => {
+            tracing::info!("the database writer reconnected");
+            let lost = std::mem::replace(connection, fresh);
+            // Closing a dead connection can only fail; dropping it is enough.
+            drop(lost);
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "the database writer could not reconnect"),
+        Err(_) => tracing::warn!("the database writer could not reconnect in time"),
+    }
+}
+
+/// Applies one batch and answers its callers; whether it committed.
 async fn commit_batch(
     connection: &mut AnyConnection,
     backend: Backend,
     worker: &str,
     batch: Batch,
-) {
+) -> bool {
     let Batch {
         jobs,
         submissions,
@@ -327,6 +363,7 @@ async fn commit_batch(
             Err(reason) => result.and(Err(failed(reason))),
         });
     }
+    outcome.is_ok()
 }
 
 /// Ends the savepoint `step`, undoing it first when the step failed, so a failed step leaves the

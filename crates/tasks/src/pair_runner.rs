@@ -12,8 +12,8 @@ use crate::backends::{mode_note, unsupported_reason, Away, Backend, Target};
 use crate::engine::EngineContext;
 use crate::PairJob;
 
-/// How often recording an outcome is retried while the store is unavailable.
-const RECORD_ATTEMPTS: u32 = 5;
+/// Longest wait between two tries to record an outcome while the store is unavailable.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A pair's run: its outcome, unless its edge could not be reached at all.
 pub(crate) struct Ran {
@@ -155,9 +155,12 @@ pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
     }
 }
 
-/// Records a pair's outcome, retrying while the store is unavailable.
+/// Records a pair's outcome, retrying while the store is unavailable (a full disk, a database
+/// restarting) for as long as it takes: the work is done, and a pair left `running` would keep
+/// its task from ending until the next start. The engine's lease bounds the wait in the
+/// scale-out mode: an engine that cannot reach the database stops before its pairs are taken.
 pub(crate) async fn record_pair(context: &EngineContext, result: PairResult) {
-    for record_attempt in 1..=RECORD_ATTEMPTS {
+    for record_attempt in 1u32.. {
         match context.store.pair_finished(result.clone()).await {
             Ok(Some(task)) => {
                 metrics::counter!("precache_tasks_finished_total",
@@ -172,13 +175,24 @@ pub(crate) async fn record_pair(context: &EngineContext, result: PairResult) {
                 return;
             }
             Ok(None) => return,
-            Err(error) if record_attempt < RECORD_ATTEMPTS => {
-                tracing::warn!(%error, "could not record a pair's outcome; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(record_attempt))).await;
+            Err(error)
+                if !matches!(
+                    error,
+                    precache_store::Error::Unavailable(_) | precache_store::Error::Overloaded
+                ) =>
+            {
+                // Not a passing condition: the pair stays `running` and is run again at the
+                // next start.
+                tracing::error!(%error, task = %result.key.task_id, "could not record a pair's outcome");
+                return;
             }
             Err(error) => {
-                // The pair stays `running` in the store and is run again at the next start.
-                tracing::error!(%error, task = %result.key.task_id, "giving up recording a pair's outcome");
+                if record_attempt == 1 || record_attempt % 30 == 0 {
+                    tracing::warn!(%error, task = %result.key.task_id, record_attempt,
+                        "could not record a pair's outcome; retrying");
+                }
+                let wait = Duration::from_millis(200 * u64::from(record_attempt.min(10)));
+                tokio::time::sleep(wait.min(RECORD_RETRY_MAX)).await;
             }
         }
     }
