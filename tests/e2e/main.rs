@@ -18,6 +18,7 @@ mod durability;
 mod edge_cache;
 mod edge_connection_limits;
 mod events;
+mod faults;
 mod http_conformance;
 mod https_origins;
 mod https_players;

@@ -6,6 +6,7 @@ pub mod origin;
 #[path = "../../../crates/store/tests/support/pg_cluster.rs"]
 pub mod pg_cluster;
 pub mod server;
+pub mod stalling_origin;
 pub mod tls_origin;
 pub mod vendor_alibaba;
 pub mod vendor_cloudfront;

@@ -93,24 +93,7 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
-        let options = format!(
-            "-c listen_addresses='' -k {} -p {} -c fsync=off",
-            cluster.dir.path().display(),
-            cluster.port
-        );
-        cluster.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-o",
-                &options,
-                "-l",
-                &cluster.dir.path().join("log").display().to_string(),
-                "-w",
-                "start",
-            ],
-        );
+        cluster.start_server();
         let stop = format!(
             "{}'{}' -D '{}' -m immediate -w stop; rm -rf '{}'",
             if cluster.as_postgres {
@@ -133,6 +116,45 @@ impl PgCluster {
             .ok()
             .and_then(|mut child| child.stdin.take());
         Some(cluster)
+    }
+
+    /// Starts the server on the cluster's socket (again, after [`PgCluster::stop_server`]).
+    pub fn start_server(&self) {
+        let options = format!(
+            "-c listen_addresses='' -k {} -p {} -c fsync=off",
+            self.dir.path().display(),
+            self.port
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir().display().to_string(),
+                "-o",
+                &options,
+                "-l",
+                &self.dir.path().join("log").display().to_string(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server as an operator's restart does (`pg_ctl -m fast`: sessions are cut,
+    /// committed data stays); [`PgCluster::start_server`] brings it back.
+    #[allow(dead_code)] // Used by the end-to-end fault tests, not by the store's.
+    pub fn stop_server(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
     }
 
     fn data_dir(&self) -> PathBuf {
