@@ -244,8 +244,11 @@ def api_worker(cfg, stop, out_path):
         if r < 0.50:
             urls = [hot_url() for _ in range(random.randint(0, 3))]
             for _ in range(random.randint(1, 2)):
-                seq[0] += 1
-                urls.append("http://%s/p/%d-%d.bin" % (DOMAIN, tid, seq[0]))
+                if cfg["new_objects"]:
+                    seq[0] += 1
+                    urls.append("http://%s/p/%d-%d.bin" % (DOMAIN, tid, seq[0]))
+                else:
+                    urls.append(hot_url())
             return "prefetch", "prefetch", {"urls": urls}
         if r < 0.75:
             return "refresh", "refresh_urls", {
@@ -317,9 +320,10 @@ def api_worker(cfg, stop, out_path):
         t.start()
         threads.append(t)
 
-    for tid in range(cfg["submit_threads"]):
+    # A rate of 0 leaves that kind out (to tell which load a growth follows).
+    for tid in range(cfg["submit_threads"] if cfg["submit_rate"] > 0 else 0):
         run("submit", submitter, tid)
-    for _ in range(cfg["status_threads"]):
+    for _ in range(cfg["status_threads"] if cfg["status_rate"] > 0 else 0):
         run("status", status_querier)
     while not stop.is_set():
         stop.wait(30)
@@ -359,7 +363,7 @@ def edge_worker(cfg, stop, out_path):
         n = [0]
 
         def one():
-            if random.random() < cfg["miss_share"]:
+            if cfg["new_objects"] and random.random() < cfg["miss_share"]:
                 n[0] += 1
                 get(client, "edge_miss", "/m/%d-%d.bin" % (tid, n[0]))
             else:
@@ -394,9 +398,10 @@ def edge_worker(cfg, stop, out_path):
         t.start()
         threads.append(t)
 
-    for tid in range(cfg["edge_threads"]):
+    for tid in range(cfg["edge_threads"] if cfg["edge_rate"] > 0 else 0):
         run("edge", getter, tid)
-    run("collapse", collapser)
+    if cfg["new_objects"] and cfg["edge_rate"] > 0:
+        run("collapse", collapser)
     while not stop.is_set():
         stop.wait(30)
         rec.dump(out_path, {"skipped": skipped, "cache": seen})
@@ -574,6 +579,7 @@ def soak(args, server, children):
         "submit_rate": args.submit_rate, "submit_threads": 4,
         "status_rate": args.status_rate, "status_threads": 4,
         "edge_rate": args.edge_rate, "edge_threads": 6, "miss_share": args.miss_share,
+        "new_objects": not args.no_new_objects,
     }
     stop = multiprocessing.Event()
     api_out = os.path.join(args.work, "api-worker.json")
@@ -749,8 +755,7 @@ def soak(args, server, children):
             lat[k].extend(v)
         errors.extend(doc["errors"])
         for k in ("skipped", "submissions", "cache"):
-            if k in doc:
-                extra[k] = doc[k]
+            extra.setdefault(k, {}).update(doc.get(k, {}))
 
     def in_restart(t):
         return any(r["sigterm_t"] <= t <= r["ready_t"] + 2.0 for r in restarts)
@@ -792,7 +797,7 @@ def soak(args, server, children):
     summary = {
         "minutes": args.minutes, "t0": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "rates": {"submit": args.submit_rate, "status": args.status_rate, "edge": args.edge_rate,
-                  "miss_share": args.miss_share, "collapse_probes_per_s": 0.5},
+                  "miss_share": args.miss_share, "new_objects": not args.no_new_objects},
         "restarts": restarts, "final_stop": {"exit_s": round(took, 3), "exit_code": code, "killed": killed},
         "tasks_accepted": len(tasks), "tasks_checked": len(final), "task_states": states,
         "task_states_by_kind": states_by_label, "still_not_ended": len(pending),
@@ -849,6 +854,9 @@ def main():
     r.add_argument("--status-rate", type=float, default=100)
     r.add_argument("--edge-rate", type=float, default=300)
     r.add_argument("--miss-share", type=float, default=0.2)
+    r.add_argument("--no-new-objects", action="store_true",
+                   help="a control: every GET and prefetch on the 500 hot objects (the cache stops "
+                        "growing), no collapsing probes")
     r.add_argument("--nice", type=int, default=5)
     r.add_argument("--end-wait", type=float, default=600, help="seconds to wait for every task to end")
     args = p.parse_args()

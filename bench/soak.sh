@@ -15,6 +15,8 @@
 # Each minute: RSS, open files, threads, CPU, the engine's pairs (/metrics), the data dir's size,
 # load average and the busiest processes; per minute p50/p99 of each kind and errors by kind
 # (those within a restart window, SIGTERM to answering again + 2 s, counted apart).
+# --no-new-objects is a control: every GET and prefetch stays on the 500 hot objects, so the
+# cache stops growing and what memory still grows is not the cache's index.
 # At the end every reqId answered ret 0 is queried until it has ended (up to 10 minutes), and the
 # origin's request counts are compared with the distinct objects.
 #
@@ -22,7 +24,7 @@
 # (standard library only). The binary is copied into the scratch dir first, so a rebuild during
 # the run does not change what restarts start. Run after `cargo build --release`:
 #
-#   bench/soak.sh [--minutes N] [--restart-every M] [--out DIR]    # default out: bench/results/<date>-soak/
+#   bench/soak.sh [--minutes N] [--restart-every M] [--no-new-objects] [--out DIR]    # default out: bench/results/<date>-soak/
 #
 # Environment: PRECACHE_BIN (default target/release/precache), PRECACHE_COMMIT (recorded in
 # meta.txt; default the checkout's HEAD), RUST_LOG (default warn), KEEP_WORK=1 keeps the scratch
@@ -33,11 +35,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=${PRECACHE_BIN:-$repo/target/release/precache}
 minutes=30
 restart_every=10
+extra=()
 out=$repo/bench/results/$(date -u +%F)-soak
 while [ $# -gt 0 ]; do
     case $1 in
         --minutes) minutes=$2; shift 2 ;;
         --restart-every) restart_every=$2; shift 2 ;;
+        --no-new-objects) extra+=(--no-new-objects); shift ;;
         --out) out=$2; shift 2 ;;
         *) echo "soak.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -77,7 +81,7 @@ done
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 status=0
 python3 "$repo/bench/soak.py" run --bin "$work/precache" --work "$work" --out "$out" \
-    --password "$password" --minutes "$minutes" --restart-every "$restart_every" --origin-port "$origin_port" || status=$?
+    --password "$password" --minutes "$minutes" --restart-every "$restart_every" --origin-port "$origin_port" ${extra[@]+"${extra[@]}"} || status=$?
 echo "finished: $(date -u +%FT%TZ) (driver exit $status)" >> "$out/meta.txt"
 grep -ciE ' (ERROR|WARN) ' "$work/server.log" | sed 's/^/server log warn+error lines: /' >> "$out/meta.txt" || true
 grep -E ' (ERROR|WARN) ' "$work/server.log" | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c |
