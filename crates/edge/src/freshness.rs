@@ -33,6 +33,8 @@ use crate::hop_by_hop;
 pub(crate) const FALLBACK_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A lifetime so long it cannot be represented is kept for this long instead.
 const MAX_STORED_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Most header fields pingora-cache reads back from a stored meta.
+const MAX_STORED_FIELDS: usize = 256;
 /// Cap of the `Last-Modified` heuristic.
 pub(crate) const MAX_HEURISTIC: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a stale copy may stand in for an origin that fails, unless the origin says
@@ -228,6 +230,11 @@ pub(crate) fn decide(
             .insert_header(http::header::DATE, httpdate::fmt_http_date(now))
             .ok();
     }
+    // pingora reads a stored header back with at most 256 fields: a longer one would be stored
+    // unreadable, and every request for it would miss and refill (found by fuzzing).
+    if header.headers.len() > MAX_STORED_FIELDS {
+        return uncacheable;
+    }
     let mut meta = CacheMeta::new(
         fresh_until,
         now,
@@ -320,6 +327,23 @@ mod tests {
                 "Age {age}: stale"
             );
         }
+    }
+
+    /// Found by the `http_headers` fuzz target: 256 fields and no `Date` became 257 stored,
+    /// one more than pingora reads back.
+    #[test]
+    fn a_header_pingora_could_not_read_back_is_not_stored() {
+        let mut r = response(200, &[("cache-control", "max-age=60")]);
+        for i in 0..255 {
+            r.append_header(format!("x-{i}"), "v").expect("header");
+        }
+        assert_eq!(lifetime(&r, &DEFAULT), None);
+        r.remove_header("x-0");
+        let RespCacheable::Cacheable(meta) = decide(&r, false, &DEFAULT) else {
+            panic!("255 fields and a Date are stored");
+        };
+        let (internal, header) = meta.serialize().expect("serialises");
+        assert!(CacheMeta::deserialize(&internal, &header).is_ok());
     }
 
     #[test]
