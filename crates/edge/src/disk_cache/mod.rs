@@ -7,6 +7,7 @@
 //! meta format and `store.rs` for how files and index are kept consistent.
 
 mod body_stamp;
+mod decoded_meta;
 mod fill;
 mod free_space;
 #[doc(hidden)]

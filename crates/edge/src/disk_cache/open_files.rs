@@ -1,10 +1,12 @@
 //! Open bodies of the most recently hit objects, like nginx's `open_file_cache`: a hit on a
-//! hot object costs one `pread`, not an `open`, a `stat` and a `close`.
+//! hot object costs one `pread`, not an `open`, a `stat` and a `close`. Each also keeps its
+//! meta decoded (`DecodedMeta`), so the hit does not parse it again.
 //!
 //! An entry is only used while it matches the index's body generation, so it can never serve a
 //! replaced object. Entries are dropped when their object is removed, because an open
 //! descriptor keeps a deleted file's blocks allocated on disk.
 
+use super::decoded_meta::DecodedMeta;
 use super::sync::lock;
 use hashlink::LruCache;
 use std::fs::File;
@@ -20,6 +22,8 @@ pub(super) struct OpenObject {
     pub generation: u64,
     /// The body, open for reading.
     pub file: Arc<File>,
+    /// Its meta as last decoded; checked against the index's before use.
+    pub decoded: Arc<DecodedMeta>,
 }
 
 /// The cache of open objects, by combined hash.
@@ -34,11 +38,11 @@ impl OpenFiles {
         }
     }
 
-    /// The open body of `combined` if it still is `generation`.
-    pub(super) fn get(&self, combined: &str, generation: u64) -> Option<Arc<File>> {
+    /// The open object for `combined` if its body still is `generation`.
+    pub(super) fn get(&self, combined: &str, generation: u64) -> Option<OpenObject> {
         let mut entries = lock(&self.entries);
         match entries.get(combined) {
-            Some(open) if open.generation == generation => Some(open.file.clone()),
+            Some(open) if open.generation == generation => Some(open.clone()),
             Some(_) => {
                 entries.remove(combined);
                 None
@@ -47,7 +51,7 @@ impl OpenFiles {
         }
     }
 
-    /// Remembers an object just opened.
+    /// Remembers an object just opened, or one whose meta was decoded again.
     pub(super) fn insert(&self, combined: &str, open: OpenObject) {
         lock(&self.entries).insert(combined.to_owned(), open);
     }

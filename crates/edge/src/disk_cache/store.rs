@@ -7,6 +7,7 @@
 //! and only for in-memory work, so lookups never wait on disk.
 
 use super::body_stamp::BodyStamp;
+use super::decoded_meta::DecodedMeta;
 use super::fill::{FillShared, FillState, FillStatus};
 use super::free_space::FreeSpace;
 use super::index::{Entry, Index};
@@ -41,7 +42,7 @@ pub(super) struct Store {
     evictions: AtomicU64,
     /// Whether the disk has room for new objects.
     pub(super) free_space: FreeSpace,
-    /// Hot objects' open bodies and parsed metas.
+    /// Hot objects' open bodies and decoded metas.
     open_files: OpenFiles,
 }
 
@@ -266,21 +267,33 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let parse = |serialized: &SerializedMeta| {
-                CacheMeta::deserialize(&serialized.internal, &serialized.header)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-            };
-            if let Some(file) = self.open_files.get(combined, generation) {
+            let invalid =
+                |e: Box<pingora::Error>| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+            if let Some(open) = self.open_files.get(combined, generation) {
                 // One fstat per hit: an open descriptor would go on reading a file that was
                 // truncated or overwritten since it was opened.
-                if BodyStamp::of(&file.metadata()?) != body_stamp {
+                if BodyStamp::of(&open.file.metadata()?) != body_stamp {
                     tracing::warn!(combined, "disk cache: body changed on disk, dropping");
                     self.drop_broken(combined, generation)?;
                     return Ok(None);
                 }
+                let meta = if open.decoded.is_of(&serialized) {
+                    open.decoded.to_meta().map_err(invalid)?
+                } else {
+                    // Revalidated or expired since: decode the new meta once.
+                    let (meta, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
+                    self.open_files.insert(
+                        combined,
+                        OpenObject {
+                            decoded: Arc::new(decoded),
+                            ..open.clone()
+                        },
+                    );
+                    meta
+                };
                 return Ok(Some(OpenedObject {
-                    meta: parse(&serialized)?,
-                    file,
+                    meta,
+                    file: open.file,
                     body_len,
                 }));
             }
@@ -292,15 +305,17 @@ impl Store {
                         return Ok(None);
                     }
                     let file = Arc::new(file);
+                    let (meta, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
                     self.open_files.insert(
                         combined,
                         OpenObject {
                             generation,
                             file: file.clone(),
+                            decoded: Arc::new(decoded),
                         },
                     );
                     return Ok(Some(OpenedObject {
-                        meta: parse(&serialized)?,
+                        meta,
                         file,
                         body_len,
                     }));
