@@ -625,6 +625,24 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
+    /// precache: registers a just-accepted TCP socket with the reactor of the Tokio runtime
+    /// running the calling task. The accept loop's runtime registered it, and the no-steal
+    /// runtime then hands the connection to a random thread: without this, every readiness
+    /// event of such a connection is taken by the accepting thread's reactor and passed to
+    /// the connection's thread through its eventfd (a write, an extra wakeup and a context
+    /// switch per event). Nothing has been read or written yet, so no buffered byte is lost.
+    pub(crate) fn register_with_current_runtime(&mut self) -> std::io::Result<()> {
+        let Some(stream) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut raw = stream.into_inner();
+        if let RawStream::Tcp(tcp) = raw.stream {
+            raw.stream = RawStream::Tcp(TcpStream::from_std(tcp.into_std()?)?);
+        }
+        self.stream = Some(BufferedStream::with_capacity(0, 0, raw));
+        Ok(())
+    }
+
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
