@@ -4,6 +4,7 @@
 //! stays at one chunk whatever the object size.
 
 use super::fill::{FillState, FillStatus};
+use super::read_buffers;
 use super::sync::blocking_io;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -164,7 +165,8 @@ impl PartialHit {
 /// nginx's thread pools do too, minus the hop for the hot case.
 async fn read_chunk(file: Arc<File>, offset: u64, len: u64) -> Result<Bytes> {
     // `len` is at most READ_CHUNK, so this never truncates.
-    let mut buf = vec![0; len as usize];
+    let len = len as usize;
+    let mut buf = read_buffers::take(len);
     let hot = rustix::io::preadv2(
         &*file,
         &mut [std::io::IoSliceMut::new(&mut buf)],
@@ -172,12 +174,17 @@ async fn read_chunk(file: Arc<File>, offset: u64, len: u64) -> Result<Bytes> {
         rustix::io::ReadWriteFlags::NOWAIT,
     )
     .unwrap_or(0);
-    if hot == buf.len() {
-        return Ok(Bytes::from(buf));
+    if hot == len {
+        return Ok(read_buffers::freeze(buf));
     }
     blocking_io("read cache body", move || {
-        file.read_exact_at(&mut buf[hot..], offset + hot as u64)?;
-        Ok(Bytes::from(buf))
+        match file.read_exact_at(&mut buf[hot..], offset + hot as u64) {
+            Ok(()) => Ok(read_buffers::freeze(buf)),
+            Err(error) => {
+                read_buffers::give_back(buf);
+                Err(error)
+            }
+        }
     })
     .await
 }

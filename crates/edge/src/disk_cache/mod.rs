@@ -17,6 +17,7 @@ mod index;
 mod layout;
 mod meta_file;
 mod open_files;
+mod read_buffers;
 mod recency_file;
 mod recovery;
 mod store;
