@@ -250,12 +250,29 @@ impl TransportConnector {
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
         match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
+            Some(mut s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
+                // precache: the idle poll (a task on any thread) releases the lock a moment
+                // before it drops its handle to the stream, so right after the lock is free the
+                // handle may still be shared: wait for that drop instead of giving up, which
+                // closed the pooled connection and opened a new one ("failed to acquire
+                // reusable stream", pingora issue #998).
+                let mut attempts = 0;
+                let unwrapped = loop {
+                    {
+                        let _ = s.lock().await;
+                    } // wait for the idle poll to release it
+                    match Arc::try_unwrap(s) {
+                        Ok(l) => break Ok(l),
+                        Err(shared) if attempts < 1000 => {
+                            attempts += 1;
+                            s = shared;
+                            tokio::task::yield_now().await;
+                        }
+                        Err(shared) => break Err(shared),
+                    }
+                };
+                match unwrapped {
                     Ok(l) => {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
