@@ -178,13 +178,8 @@ async fn read_chunk(file: Arc<File>, offset: u64, len: u64) -> Result<Bytes> {
         return Ok(read_buffers::freeze(buf));
     }
     blocking_io("read cache body", move || {
-        match file.read_exact_at(&mut buf[hot..], offset + hot as u64) {
-            Ok(()) => Ok(read_buffers::freeze(buf)),
-            Err(error) => {
-                read_buffers::give_back(buf);
-                Err(error)
-            }
-        }
+        file.read_exact_at(&mut buf[hot..], offset + hot as u64)?;
+        Ok(read_buffers::freeze(buf))
     })
     .await
 }

@@ -51,18 +51,10 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.buffer));
-    }
-}
-
-/// Returns a buffer taken with `take` (also one a failed read leaves behind).
-pub(super) fn give_back(buffer: Vec<u8>) {
-    if buffer.len() != POOLED {
-        return;
-    }
-    let mut free = lock(&FREE);
-    if free.len() < KEEP {
-        free.push(buffer);
+        let mut free = lock(&FREE);
+        if free.len() < KEEP {
+            free.push(std::mem::take(&mut self.buffer));
+        }
     }
 }
 
