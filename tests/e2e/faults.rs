@@ -240,13 +240,7 @@ async fn trickling_and_silent_origins_fail_at_their_deadlines() -> TestResult {
         "--task-attempts",
         "2",
     ];
-    let server = Server::start_with(
-        dir.path(),
-        Options {
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-            ..Options::default()
-        },
-    )?;
+    let server = Server::start_with(dir.path(), Options::with_args(&args))?;
     let api = Api::new(&server);
     let origin = StallingOrigin::start().await?;
     let token = api.user_with_domain("alice", HOST, &origin.url()).await?;

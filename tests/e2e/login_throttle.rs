@@ -16,13 +16,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn started(args: &[&str]) -> Result<(tempfile::TempDir, Server, Api), Error> {
     let dir = tempfile::tempdir()?;
-    let server = Server::start_with(
-        dir.path(),
-        Options {
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-            ..Options::default()
-        },
-    )?;
+    let server = Server::start_with(dir.path(), Options::with_args(args))?;
     let api = Api::new(&server);
     Ok((dir, server, api))
 }

@@ -8,19 +8,12 @@ use crate::support::client::url;
 use crate::support::server::Options;
 use crate::support::{Api, Behavior, Origin, Server, TestResult};
 
-fn options(args: &[&str]) -> Options {
-    Options {
-        args: args.iter().map(|arg| arg.to_string()).collect(),
-        ..Options::default()
-    }
-}
-
 #[tokio::test]
 async fn an_origin_that_never_answers_fails_the_pair_after_the_first_byte_timeout() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = Server::start_with(
         dir.path(),
-        options(&["--origin-first-byte-timeout", "1s", "--task-attempts", "2"]),
+        Options::with_args(&["--origin-first-byte-timeout", "1s", "--task-attempts", "2"]),
     )?;
     let api = Api::new(&server);
     let origin = Origin::start().await?;
@@ -50,7 +43,7 @@ async fn an_origin_that_never_answers_fails_the_pair_after_the_first_byte_timeou
 #[tokio::test]
 async fn a_refused_connection_fails_the_pair_with_that_reason() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = Server::start_with(dir.path(), options(&["--task-attempts", "2"]))?;
+    let server = Server::start_with(dir.path(), Options::with_args(&["--task-attempts", "2"]))?;
     let api = Api::new(&server);
     // A port that was just free: nothing listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -72,7 +65,7 @@ async fn a_refused_connection_fails_the_pair_with_that_reason() -> TestResult {
 #[tokio::test]
 async fn no_more_than_the_per_origin_limit_is_fetched_at_once() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = Server::start_with(dir.path(), options(&["--task-per-origin", "2"]))?;
+    let server = Server::start_with(dir.path(), Options::with_args(&["--task-per-origin", "2"]))?;
     let api = Api::new(&server);
     let origin = Origin::start().await?;
     let token = api

@@ -65,6 +65,16 @@ pub struct Options {
     pub wrapper: Vec<String>,
 }
 
+impl Options {
+    /// The defaults with these extra flags after the subcommand.
+    pub fn with_args(args: &[&str]) -> Options {
+        Options {
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            ..Options::default()
+        }
+    }
+}
+
 impl Server {
     /// Starts a server on `data_dir` with the default test options.
     pub fn start(data_dir: &Path) -> std::io::Result<Server> {
