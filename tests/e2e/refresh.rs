@@ -559,6 +559,61 @@ async fn refresh_then_warm_purges_everywhere_first_then_prefetches_the_new_versi
     Ok(())
 }
 
+/// The release step "refresh what changed, then prefetch it", submitted back to back as two
+/// tasks: the prefetch waits for the refresh's purge of each URL, so the new copies are on the
+/// edge when both are `done` (a purge landing after the fill would leave the edge cold).
+#[tokio::test]
+async fn a_prefetch_submitted_right_after_a_refresh_of_the_same_urls_keeps_its_copies() -> TestResult
+{
+    let alice = Alice::start(Options::default()).await?;
+    let (api, origin, token) = (&alice.api, &alice.origin, alice.token.clone());
+    let paths: Vec<String> = (0..10).map(|n| format!("/release/{n}.pak")).collect();
+    let urls: Vec<String> = paths.iter().map(|path| url(HOST, path)).collect();
+    for round in 0..4u8 {
+        for path in &paths {
+            origin.set(path, Behavior::Body(Bytes::from(vec![round; 2000])));
+        }
+        // Every other round refreshes the directory instead of the files.
+        let body = if round % 2 == 0 {
+            json!({"urls": urls})
+        } else {
+            json!({"dirs": [url(HOST, "/release/")]})
+        };
+        let refresh = api
+            .call(Method::POST, "/cdn_api/refresh", Some(&token), Some(body))
+            .await?;
+        refresh.expect(200, 0)?;
+        let prefetch_id = api.prefetch_ok(&token, &urls).await?;
+        let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
+        let prefetched = api
+            .wait_final(&token, &prefetch_id, Duration::from_secs(60))
+            .await?;
+        assert_eq!(prefetched["status"], "done", "round {round}: {prefetched}");
+        let refreshed = api
+            .wait_final_of("refresh", &token, &refresh_id, Duration::from_secs(60))
+            .await?;
+        assert_eq!(refreshed["status"], "done", "round {round}: {refreshed}");
+        let fetched = origin.total();
+        for path in &paths {
+            let response = api.edge_get(HOST, path).await?;
+            let cache = response.headers().get("x-cache").cloned();
+            let body = response.bytes().await?;
+            assert_eq!(
+                cache.as_ref().map(|v| v.as_bytes()),
+                Some(&b"HIT"[..]),
+                "round {round}: {path}"
+            );
+            assert_eq!(
+                body.first(),
+                Some(&round),
+                "round {round}: {path} is the new version"
+            );
+        }
+        assert_eq!(origin.total(), fetched, "round {round}: no origin request");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn over_the_rate_limit_requests_get_4001_with_retry_after_and_consume_nothing() -> TestResult
 {

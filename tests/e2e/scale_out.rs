@@ -287,7 +287,9 @@ async fn two_control_planes_a_shield_and_three_edges() -> TestResult {
 
 /// An edge joined through one control plane is usable at once through another: the second
 /// reads the edge list from the database for every submission instead of waiting for its next
-/// round of calls, so neither a refresh nor a prefetch is refused with `5003`.
+/// round of calls, so neither a refresh nor a prefetch is refused with `5003`. A prefetch
+/// submitted right after a refresh of the same URL keeps its copy, whichever process runs the
+/// refresh.
 #[tokio::test]
 async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() -> TestResult {
     let Some(cluster) = PgCluster::start() else {
@@ -320,7 +322,10 @@ async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() 
             .and_then(|list| list.iter().find(|e| e["name"] == json!(name)))
             .map(|edge| edge["state"].clone());
         assert_eq!(state, Some(json!("up")), "round {round}: {}", listed.text());
-        let refresh = b
+        // The refresh goes through B or A (then another engine runs it), the prefetch right
+        // after it through B: either way the prefetch's copy must outlive the purge.
+        let refresher = if round % 2 == 0 { &b } else { &a };
+        let refresh = refresher
             .call(
                 Method::POST,
                 "/cdn_api/refresh",
@@ -329,13 +334,7 @@ async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() 
             )
             .await?;
         refresh.expect(200, 0)?;
-        // Tasks of different kinds are not ordered against each other for one URL: a purge
-        // arriving after the prefetch's fill would remove it, so the refresh ends first.
         let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
-        let refreshed = b
-            .wait_final_of("refresh", &token, &refresh_id, Duration::from_secs(30))
-            .await?;
-        assert_eq!(refreshed["status"], "done", "round {round}: {refreshed}");
         let prefetch = b.prefetch(&token, &[url(HOST, &path)]).await?;
         prefetch.expect(200, 0)?;
         let req_id = prefetch.get("reqId").as_str().unwrap_or("").to_string();
@@ -343,6 +342,10 @@ async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() 
             .wait_final(&token, &req_id, Duration::from_secs(30))
             .await?;
         assert_eq!(task["status"], "done", "round {round}: {task}");
+        let refreshed = refresher
+            .wait_final_of("refresh", &token, &refresh_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(refreshed["status"], "done", "round {round}: {refreshed}");
         let edges = &task["urls"][0]["edges"];
         assert_eq!(edges.as_array().map(Vec::len), Some(1), "{task}");
         assert_eq!(edges[0]["edge"], json!(name), "{task}");
@@ -369,7 +372,7 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-fn sqlite_api(dir: &std::path::Path, port: u16) -> std::io::Result<Server> {
+fn sqlite_api(dir: &std::path::Path, port: u16, edge_deadline: &str) -> std::io::Result<Server> {
     Server::start_with(
         dir,
         Options {
@@ -378,7 +381,7 @@ fn sqlite_api(dir: &std::path::Path, port: u16) -> std::io::Result<Server> {
                 "--api-listen".into(),
                 format!("127.0.0.1:{port}"),
                 "--edge-deadline".into(),
-                "3s".into(),
+                edge_deadline.into(),
             ],
             ..Options::default()
         },
@@ -413,7 +416,7 @@ fn edge_with_offline_after(
 async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> TestResult {
     let (api_dir, edge_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let port = free_port()?;
-    let control = sqlite_api(api_dir.path(), port)?;
+    let control = sqlite_api(api_dir.path(), port, "3s")?;
     let api = Api::new(&control);
     let admin = api.admin().await?;
     let token = create_edge(&api, &admin, "solo", Value::Null).await?;
@@ -537,7 +540,7 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
     };
     assert_eq!(passed.bytes().await?, "version 2");
     assert_eq!(origin.count("/a.pak"), before + 1);
-    let _control = sqlite_api(api_dir.path(), port)?;
+    let _control = sqlite_api(api_dir.path(), port, "3s")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
@@ -548,6 +551,55 @@ async fn an_edge_away_fails_pairs_at_the_deadline_and_catches_up_on_return() -> 
             return Err("the edge never served from its cache again".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// A refresh whose purge waits for its edge (away when the refresh was accepted) still goes
+/// before a prefetch of the same URL submitted the moment the edge is back: the new copy stays.
+#[tokio::test]
+async fn a_prefetch_waits_for_a_purge_that_waits_for_its_edge() -> TestResult {
+    let (api_dir, edge_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let control = sqlite_api(api_dir.path(), free_port()?, "60s")?;
+    let api = Api::new(&control);
+    let admin = api.admin().await?;
+    let token = create_edge(&api, &admin, "solo", Value::Null).await?;
+    let mut edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;
+    wait_edges_up(&api, &admin, &["solo"]).await?;
+    let origin = Origin::start().await?;
+    let user = api.user_with_domain("studio", HOST, &origin.url()).await?;
+    for round in 0..10 {
+        let version = format!("version {round}");
+        origin.set("/a.pak", Behavior::Body(Bytes::from(version.clone())));
+        edge.kill9();
+        let refresh = api
+            .call(
+                Method::POST,
+                "/cdn_api/refresh",
+                Some(&user),
+                Some(json!({"urls": [url(HOST, "/a.pak")]})),
+            )
+            .await?;
+        refresh.expect(200, 0)?;
+        let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
+        // Long enough for the purge's attempt to find the edge gone and wait aside.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;
+        wait_edges_up(&api, &admin, &["solo"]).await?;
+        let prefetch_id = api.prefetch_ok(&user, &[url(HOST, "/a.pak")]).await?;
+        let prefetch = api
+            .wait_final(&user, &prefetch_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(prefetch["status"], "done", "round {round}: {prefetch}");
+        let refresh = api
+            .wait_final_of("refresh", &user, &refresh_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(refresh["status"], "done", "round {round}: {refresh}");
+        let fetched = origin.count("/a.pak");
+        let hit = via(&api, &edge).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(hit.headers()["x-cache"], "HIT", "round {round}");
+        assert_eq!(hit.bytes().await?, version);
+        assert_eq!(origin.count("/a.pak"), fetched);
     }
     Ok(())
 }

@@ -117,6 +117,31 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Whether another engine still has to run a purge of `url` (the URL itself, or a directory
+    /// holding it) on edge `edge`, of a refresh accepted at or before `accepted_at` (ms). A
+    /// prefetch of the URL on that edge waits for it, so the purge cannot remove its copy.
+    pub async fn purge_pending_elsewhere(
+        &self,
+        edge: EdgeId,
+        url: &str,
+        accepted_at: i64,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS pending FROM task_pairs p JOIN tasks t ON t.id = p.task_id \
+             JOIN task_urls u ON u.task_id = p.task_id AND u.url_idx = p.url_idx \
+             WHERE p.edge_id = $1 AND p.owed = 1 AND p.status IN ('waiting', 'running') \
+             AND p.owner <> $2 AND t.created_at <= $3 \
+             AND (u.url = $4 OR (u.is_dir = 1 AND substr($4, 1, length(u.url)) = u.url)) LIMIT 1",
+        )
+        .bind(edge.0)
+        .bind(self.worker_id())
+        .bind(accepted_at)
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Records purges an edge confirmed on its own (its catch-up): pairs still unfinished end
     /// with these outcomes, and none of them is owed any more.
     pub async fn purges_confirmed(&self, confirmed: Vec<PairResult>) -> Result<()> {

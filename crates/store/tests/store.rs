@@ -389,6 +389,100 @@ mod a_dead_engines_pairs_are_taken_over_once {
     }
 }
 
+/// Another engine's unfinished purge of a URL (or of a directory holding it), accepted no later,
+/// is what a prefetch of that URL on that edge waits for; the engine's own purges, later ones,
+/// other URLs and finished purges are not.
+async fn another_engines_earlier_purge_of_a_url_is_seen(db: Db) {
+    let (first, second) = (db.store().await, db.store().await);
+    first.register_worker().await.expect("first engine");
+    second.register_worker().await.expect("second engine");
+    let alice = first
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = first
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    register_domain(&first, "alice").await;
+    let mut task = new_task(
+        &alice,
+        std::slice::from_ref(&edge),
+        &["http://game.example.com/a.pak"],
+        100,
+    );
+    task.kind = TaskKind::Refresh;
+    task.dirs = vec!["http://game.example.com/patch/".to_string()];
+    task.mode = Some("delete".to_string());
+    task.charges[0].kind = QuotaKind::RefreshUrls;
+    let (id, accepted) = (task.id, task.created_at);
+    first.submit_task(task).await.expect("accepted");
+
+    let pending = |store: &Store, url: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .purge_pending_elsewhere(edge.id, &format!("http://game.example.com{url}"), at)
+                .await
+                .expect("query")
+        }
+    };
+    assert!(pending(&second, "/a.pak", accepted).await);
+    assert!(pending(&second, "/patch/v2/b.pak", accepted + 5).await);
+    assert!(!pending(&second, "/b.pak", accepted).await, "another URL");
+    assert!(
+        !pending(&second, "/a.pak", accepted - 1).await,
+        "a prefetch accepted before"
+    );
+    assert!(
+        !pending(&first, "/a.pak", accepted).await,
+        "the engine's own purge"
+    );
+    let other_edge = precache_store::EdgeId(edge.id.0 + 1000);
+    assert!(!second
+        .purge_pending_elsewhere(other_edge, "http://game.example.com/a.pak", accepted)
+        .await
+        .expect("query"));
+
+    for url_idx in 0..2 {
+        let result = PairResult {
+            key: PairKey {
+                task_id: id,
+                url_idx,
+                edge_id: edge.id,
+            },
+            success: true,
+            attempts: 1,
+            http_status: Some(200),
+            bytes: None,
+            objects: Some(1),
+            error: None,
+            finished_at: accepted + 1,
+            unsupported: false,
+            confirmed: Some(true),
+        };
+        first.pair_finished(result).await.expect("finished");
+    }
+    assert!(!pending(&second, "/a.pak", accepted).await, "done");
+    assert!(!pending(&second, "/patch/v2/b.pak", accepted).await, "done");
+}
+
+mod another_engines_earlier_purge_of_a_url_is_seen {
+    #[tokio::test]
+    async fn sqlite() {
+        let db = super::Db::Sqlite(tempfile::tempdir().expect("tempdir"));
+        super::another_engines_earlier_purge_of_a_url_is_seen(db).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some(cluster) = super::pg_cluster::PgCluster::start() else {
+            return;
+        };
+        super::another_engines_earlier_purge_of_a_url_is_seen(super::Db::Postgres(cluster)).await
+    }
+}
+
 /// The database's text of `domain_certificates`, every column of every row (what a copy of the
 /// database would reveal); on SQLite also the raw bytes of the file and its write-ahead log.
 async fn certificate_rows_at_rest(db: &Db) -> String {

@@ -233,6 +233,10 @@ impl Engine {
                         queues.forget(job.key);
                         continue;
                     }
+                    let Some(job) = self.hold_for_order(&mut queues, job) else {
+                        queues.finished(kind, &queue_key);
+                        continue;
+                    };
                     gathered_running += 1;
                     let context = Arc::clone(&self.context);
                     in_flight.spawn(async move {
@@ -264,21 +268,9 @@ impl Engine {
                         queues.park(job);
                         continue;
                     }
-                    // A child edge is purged after its parent: until then, a miss on the child
-                    // could fetch the old object back from the parent.
-                    let parent = match kind {
-                        TaskKind::Refresh => self.context.edges.parent_of(job.key.edge_id),
-                        TaskKind::Prefetch => None,
-                    };
-                    let job = match parent {
-                        Some(parent) => match queues.hold_behind(parent, job) {
-                            Some(job) => job,
-                            None => {
-                                queues.finished(kind, &queue_key);
-                                continue;
-                            }
-                        },
-                        None => job,
+                    let Some(job) = self.hold_for_order(&mut queues, job) else {
+                        queues.finished(kind, &queue_key);
+                        continue;
                     };
                     let context = Arc::clone(&self.context);
                     in_flight.spawn(async move {
@@ -341,6 +333,20 @@ impl Engine {
         in_flight.abort_all();
         while in_flight.join_next().await.is_some() {}
         while recording.join_next().await.is_some() {}
+    }
+
+    /// Gives `job` back to start now, or holds it in `queues` behind a pair that must be done
+    /// first. A child edge is purged after its parent: until then, a miss on the child could
+    /// fetch the old object back from the parent. A prefetch waits for the earlier purges of
+    /// its URL on its edge (see `purge_order`).
+    fn hold_for_order(&self, queues: &mut Queues, job: PairJob) -> Option<PairJob> {
+        match job.kind {
+            TaskKind::Refresh => match self.context.edges.parent_of(job.key.edge_id) {
+                Some(parent) => queues.hold_behind(parent, job),
+                None => Some(job),
+            },
+            TaskKind::Prefetch => queues.hold_behind_purges(job),
+        }
     }
 
     fn is_cancelled(&self, job: &PairJob) -> bool {

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod lease;
 mod pair_runner;
 pub mod progress;
+mod purge_order;
 mod queues;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};

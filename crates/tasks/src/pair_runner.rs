@@ -6,7 +6,7 @@ use std::time::Duration;
 use precache_model::edge_protocol::PairOutcome;
 use precache_model::time::now_millis;
 use precache_model::TaskKind;
-use precache_store::PairResult;
+use precache_store::{Backend as StoreBackend, PairResult};
 
 use crate::backends::{mode_note, unsupported_reason, Away, Backend, Target};
 use crate::engine::EngineContext;
@@ -70,9 +70,44 @@ fn bandwidth_share(context: &EngineContext, job: &PairJob) -> Option<u64> {
         .map(|bandwidth| (bandwidth / slots as u64).max(1))
 }
 
+/// How often a prefetch pair looks again whether another engine's earlier purge of its URL is
+/// done.
+const PURGE_ELSEWHERE_RECHECK: Duration = Duration::from_millis(200);
+
+/// With several engines (PostgreSQL), an earlier refresh of the URL may be another engine's
+/// work, out of this engine's queues (`purge_order`): wait until the store shows it done, so
+/// its purge cannot remove the copy this prefetch is about to put on the edge. Bounded by the
+/// engine's edge deadline from the task's acceptance; then the prefetch goes ahead.
+async fn wait_for_purges_elsewhere(context: &EngineContext, job: &PairJob) {
+    let deadline = i64::try_from(context.config.edge_deadline.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        match context
+            .store
+            .purge_pending_elsewhere(job.key.edge_id, &job.url, job.created_at)
+            .await
+        {
+            Ok(false) => return,
+            Ok(true) if now_millis().saturating_sub(job.created_at) < deadline => {
+                tokio::time::sleep(PURGE_ELSEWHERE_RECHECK).await;
+            }
+            Ok(true) => {
+                tracing::warn!(url = %job.url, "an earlier purge of this URL did not finish in time; prefetching anyway");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, url = %job.url, "could not look for earlier purges of this URL; prefetching anyway");
+                return;
+            }
+        }
+    }
+}
+
 /// Runs a pair's attempts; the outcome still has to be recorded ([`record_pair`]).
 #[must_use = "the outcome must be recorded"]
 pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
+    if job.kind == TaskKind::Prefetch && context.store.backend() == StoreBackend::Postgres {
+        wait_for_purges_elsewhere(context, job).await;
+    }
     let started = std::time::Instant::now();
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {
         tracing::warn!(%error, "could not mark a pair running; running it anyway");

@@ -1,11 +1,13 @@
 //! The engine's waiting rooms: fetches queued per origin, purges per edge, pairs parked while
-//! their edge is down, and child edges' purges held until their parent's is done.
+//! their edge is down, child edges' purges held until their parent's is done, and prefetches
+//! held until the earlier purges of their URL on their edge are done.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use precache_model::{EdgeId, Origin, TaskKind};
 use precache_store::PairKey;
 
+use crate::purge_order::PurgeTargets;
 use crate::PairJob;
 
 /// Every pair the engine holds, wherever it waits.
@@ -15,8 +17,11 @@ pub(crate) struct Queues {
     fetches: OriginQueues,
     /// Pairs whose edge did not answer, until it does or their deadline passes.
     parked: HashMap<PairKey, PairJob>,
-    /// Child edges' purges, by the parent's pair they wait for.
-    behind_parent: HashMap<PairKey, Vec<PairJob>>,
+    /// Pairs waiting for another pair to be done here: child edges' purges behind their
+    /// parent's, prefetches behind earlier purges of their URL on their edge.
+    behind: HashMap<PairKey, Vec<PairJob>>,
+    /// The refresh pairs held here, by target.
+    purge_targets: PurgeTargets,
     /// Every pair queued, running, parked or held here: a pair arriving twice (taken over, or
     /// released twice) is queued once.
     known: HashSet<PairKey>,
@@ -26,6 +31,7 @@ impl Queues {
     /// Queues a new pair, unless it is here already.
     pub(crate) fn push(&mut self, job: PairJob) {
         if self.known.insert(job.key) {
+            self.purge_targets.insert(&job);
             self.requeue(job);
         }
     }
@@ -66,11 +72,13 @@ impl Queues {
     /// The pair is done here (recorded or dropped); purges waiting for it may run.
     pub(crate) fn forget(&mut self, key: PairKey) {
         self.known.remove(&key);
-        self.release_children(key);
+        self.purge_targets.remove(key);
+        self.release_waiting(key);
     }
 
-    /// Sets a pair aside until its edge answers. Its children need not wait: a parent that was
-    /// away catches up before it serves from its cache again.
+    /// Sets a pair aside until its edge answers. Child edges' purges behind it need not wait:
+    /// a parent that was away catches up before it serves from its cache again. Prefetches
+    /// behind a parked purge keep waiting for it.
     pub(crate) fn park(&mut self, job: PairJob) {
         let key = job.key;
         self.parked.insert(key, job);
@@ -105,18 +113,47 @@ impl Queues {
             ..job.key
         };
         if self.known.contains(&parent_key) && !self.parked.contains_key(&parent_key) {
-            self.behind_parent.entry(parent_key).or_default().push(job);
+            self.behind.entry(parent_key).or_default().push(job);
             None
         } else {
             Some(job)
         }
     }
 
-    fn release_children(&mut self, parent_key: PairKey) {
-        if let Some(children) = self.behind_parent.remove(&parent_key) {
-            for child in children {
-                self.requeue(child);
+    /// Holds `job` (a prefetch) while a purge of its URL on its edge, accepted no later, is
+    /// still to be done here, parked or not (an edge that answers the fill may not have
+    /// answered the purge a moment before); otherwise gives it back to run now.
+    pub(crate) fn hold_behind_purges(&mut self, job: PairJob) -> Option<PairJob> {
+        match self.purge_targets.earlier_purge(&job) {
+            Some(purge) => {
+                self.behind.entry(purge).or_default().push(job);
+                None
             }
+            None => Some(job),
+        }
+    }
+
+    fn release_waiting(&mut self, first: PairKey) {
+        if let Some(waiting) = self.behind.remove(&first) {
+            for job in waiting {
+                self.requeue(job);
+            }
+        }
+    }
+
+    /// Releases the child edges' purges behind `parent`; prefetches stay behind it.
+    fn release_children(&mut self, parent: PairKey) {
+        let Some(waiting) = self.behind.remove(&parent) else {
+            return;
+        };
+        let (children, prefetches): (Vec<PairJob>, Vec<PairJob>) = waiting
+            .into_iter()
+            .partition(|job| job.kind == TaskKind::Refresh);
+        if !prefetches.is_empty() {
+            self.behind.insert(parent, prefetches);
+        }
+        for child in children {
+            self.requeue(child);
         }
     }
 }
@@ -315,6 +352,73 @@ mod tests {
             queues.hold_behind(EdgeId(1), purge(other, 2)).is_some(),
             "a parked parent holds nobody back"
         );
+    }
+
+    fn pair(kind: TaskKind, edge: i64, url: &str, created_at: i64) -> PairJob {
+        PairJob {
+            key: PairKey {
+                task_id: TaskId::new_random(),
+                url_idx: 0,
+                edge_id: EdgeId(edge),
+            },
+            kind,
+            url: url.into(),
+            is_dir: url.ends_with('/'),
+            created_at,
+            ..job("http://127.0.0.1:1", 0)
+        }
+    }
+
+    #[test]
+    fn a_prefetch_waits_for_the_earlier_purges_of_its_url_on_its_edge() {
+        let mut queues = Queues::default();
+        let purge = pair(TaskKind::Refresh, 1, "http://a.com/p.pak", 10);
+        let purge_key = purge.key;
+        queues.push(purge);
+        let (_, purge) = queues.next(TaskKind::Refresh, 8).expect("the purge");
+
+        let prefetch = pair(TaskKind::Prefetch, 1, "http://a.com/p.pak", 10);
+        assert!(
+            queues.hold_behind_purges(prefetch.clone()).is_none(),
+            "held behind a purge accepted in the same millisecond"
+        );
+        for free in [
+            pair(TaskKind::Prefetch, 2, "http://a.com/p.pak", 20),
+            pair(TaskKind::Prefetch, 1, "http://a.com/other.pak", 20),
+            pair(TaskKind::Prefetch, 1, "http://a.com/p.pak", 9),
+        ] {
+            assert!(
+                queues.hold_behind_purges(free).is_some(),
+                "another edge, another URL or an earlier prefetch does not wait"
+            );
+        }
+        queues.park(purge);
+        assert!(
+            queues.next(TaskKind::Prefetch, 8).is_none(),
+            "still held while the purge waits for its edge"
+        );
+        queues.forget(purge_key);
+        let released = queues.next(TaskKind::Prefetch, 8).map(|(_, job)| job.key);
+        assert_eq!(
+            released,
+            Some(prefetch.key),
+            "released once the purge is done"
+        );
+        assert!(queues.hold_behind_purges(prefetch).is_some());
+    }
+
+    #[test]
+    fn a_directory_purge_holds_the_prefetches_under_it() {
+        let mut queues = Queues::default();
+        let purge = pair(TaskKind::Refresh, 1, "http://a.com/patch/", 10);
+        let purge_key = purge.key;
+        queues.push(purge);
+        let under = pair(TaskKind::Prefetch, 1, "http://a.com/patch/v2/data.pak", 11);
+        assert!(queues.hold_behind_purges(under).is_none());
+        let beside = pair(TaskKind::Prefetch, 1, "http://a.com/patches.txt", 11);
+        assert!(queues.hold_behind_purges(beside).is_some());
+        queues.forget(purge_key);
+        assert!(queues.next(TaskKind::Prefetch, 8).is_some());
     }
 
     #[test]
