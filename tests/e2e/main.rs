@@ -19,6 +19,7 @@ mod edge_cache;
 mod edge_connection_limits;
 mod events;
 mod faults;
+mod hit_path;
 mod http_conformance;
 mod https_origins;
 mod https_players;

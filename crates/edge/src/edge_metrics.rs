@@ -18,6 +18,8 @@ pub(crate) struct EdgeMetrics {
     pub(crate) origin_fetches: Counter,
     pub(crate) parent_fetches: Counter,
     pub(crate) upstream_bytes: Counter,
+    /// Hits answered by the edge's own hit path (`hit_path.rs`), also counted in `hits`.
+    pub(crate) ready_hits: Counter,
     /// Hits and misses since start, for the hit ratio.
     hit_count: AtomicU64,
     miss_count: AtomicU64,
@@ -34,6 +36,7 @@ impl EdgeMetrics {
             origin_fetches: metrics::counter!("precache_edge_upstream_fetches_total", "upstream" => "origin"),
             parent_fetches: metrics::counter!("precache_edge_upstream_fetches_total", "upstream" => "parent"),
             upstream_bytes: metrics::counter!("precache_edge_upstream_bytes_total"),
+            ready_hits: metrics::counter!("precache_edge_ready_hits_total"),
             hit_count: AtomicU64::new(0),
             miss_count: AtomicU64::new(0),
         }

@@ -19,6 +19,7 @@ mod edge_metrics;
 mod freshness;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hit_path;
 mod hop_by_hop;
 mod message_framing;
 mod origin_tls;
@@ -373,11 +374,23 @@ async fn run(
         request_ids: edge_metrics::RequestIds::new(),
         origin_ca,
     };
+    let hits = hit_path::HitPath {
+        routes: Arc::clone(&routes),
+        cache,
+        link: Arc::clone(&link_state),
+        metrics: Arc::clone(&edge_metrics),
+        access_log: access_log.clone(),
+        request_ids: proxy.request_ids.clone(),
+        idle: connection_limits.idle.max(Duration::from_secs(1)),
+    };
     let server_conf = Arc::new(ServerConf::default());
-    let mut service = pingora::proxy::http_proxy_service(&server_conf, proxy);
-    if let Some(proxy) = service.app_logic_mut() {
-        proxy.server_options = Some(server_options(connection_limits));
-    }
+    let mut proxy = pingora::proxy::http_proxy(&server_conf, proxy);
+    proxy.server_options = Some(server_options(connection_limits));
+    let front = hit_path::HitFront {
+        proxy: Arc::new(proxy),
+        hits,
+    };
+    let mut service = pingora::services::listening::Service::new("edge data plane".into(), front);
     // Pingora binds by address string unless it finds a socket for that string in its fd table:
     // handing it the socket we bound lets callers use port 0 and learn bind errors up front.
     let bind = data_addr.to_string();

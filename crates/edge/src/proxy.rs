@@ -117,7 +117,12 @@ fn request_host(request: &RequestHeader) -> String {
                 .and_then(|value| value.to_str().ok())
         })
         .unwrap_or("");
-    // Strip a port (but not the inside of an IPv6 literal), a trailing dot, and case.
+    normalize_host(raw)
+}
+
+/// A `Host` value as the edge routes and keys by it: without a port (but not the inside of an
+/// IPv6 literal), a trailing dot, or upper case.
+pub(crate) fn normalize_host(raw: &str) -> String {
     let without_port = match raw.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
             host

@@ -7,6 +7,7 @@
 //! into it in place of an empty one.
 
 use super::meta_file::SerializedMeta;
+use super::ready_head::ReadyHead;
 use pingora::cache::CacheMeta;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
@@ -19,6 +20,8 @@ pub(super) struct DecodedMeta {
     /// object's meta has not been rewritten (a revalidation or expiry installs a new one).
     serialized: Arc<SerializedMeta>,
     header: ResponseHeader,
+    /// The head the edge's own hit path writes, when the response is plain enough for it.
+    pub(super) ready: Option<Arc<ReadyHead>>,
 }
 
 impl DecodedMeta {
@@ -28,6 +31,7 @@ impl DecodedMeta {
         let decoded = DecodedMeta {
             serialized: serialized.clone(),
             header: meta.response_header_copy(),
+            ready: ReadyHead::of(&meta).map(Arc::new),
         };
         Ok((meta, decoded))
     }

@@ -18,6 +18,7 @@ mod layout;
 mod meta_file;
 mod open_files;
 mod read_buffers;
+mod ready_head;
 mod recency_file;
 mod recovery;
 mod store;
@@ -42,6 +43,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 use store::Store;
+
+pub(crate) use ready_head::ReadyHead;
 use sync::{blocking, blocking_io, io_error, lock};
 
 /// A disk-backed pingora cache storage.
@@ -294,6 +297,71 @@ fn target_combined(target: PurgeTarget<'_>) -> Option<String> {
     match target {
         PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => None,
         _ => Some(target.key().combined()),
+    }
+}
+
+/// A fresh, complete object the edge's own hit path may answer (see `ReadyHead`).
+pub(crate) struct ReadyHit {
+    /// The stored part of the answer's head.
+    pub(crate) head: Arc<ReadyHead>,
+    file: Arc<std::fs::File>,
+    /// The body's length.
+    pub(crate) body_len: u64,
+}
+
+impl ReadyHit {
+    /// Appends the whole body to `out`: read right here when it is in the page cache (as
+    /// `read_chunk` does for pingora's hits), on the blocking pool otherwise.
+    pub(crate) async fn append_body(&self, out: &mut bytes::BytesMut) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = usize::try_from(self.body_len).map_err(std::io::Error::other)?;
+        let start = out.len();
+        out.resize(start + len, 0);
+        let hot = rustix::io::preadv2(
+            &*self.file,
+            &mut [std::io::IoSliceMut::new(&mut out[start..])],
+            0,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        )
+        .unwrap_or(0);
+        if hot < len {
+            let file = Arc::clone(&self.file);
+            let rest = tokio::task::spawn_blocking(move || {
+                let mut rest = vec![0; len - hot];
+                file.read_exact_at(&mut rest, hot as u64).map(|()| rest)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            out[start + hot..].copy_from_slice(&rest);
+        }
+        Ok(())
+    }
+}
+
+impl DiskCache {
+    /// The object stored under `combined`, if the edge's own hit path may answer it at `now`:
+    /// published with no fill in progress, fresh, with a ready head whose `Content-Length` is
+    /// the body's, and a body of at most `max_body` bytes. Anything else (errors included) is
+    /// left to pingora's path, which reports it.
+    pub(crate) fn ready_hit(
+        &self,
+        combined: &str,
+        now: SystemTime,
+        max_body: u64,
+    ) -> Option<ReadyHit> {
+        if lock(&self.store.index).attached_fill(combined).is_some() {
+            return None;
+        }
+        let (open, body_len) = self.store.open_decoded(combined).ok()??;
+        let head = open.decoded.ready.clone()?;
+        if head.content_length != body_len || body_len > max_body || !head.is_fresh(now) {
+            return None;
+        }
+        Some(ReadyHit {
+            head,
+            file: open.file,
+            body_len,
+        })
     }
 }
 

@@ -258,6 +258,22 @@ impl Store {
 
     /// Opens the published object for `combined` (from the open-files cache when it is hot).
     pub(super) fn open_object(&self, combined: &str) -> io::Result<Option<OpenedObject>> {
+        let Some((open, body_len)) = self.open_decoded(combined)? else {
+            return Ok(None);
+        };
+        let meta = open
+            .decoded
+            .to_meta()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(Some(OpenedObject {
+            meta,
+            file: open.file,
+            body_len,
+        }))
+    }
+
+    /// The published object for `combined`, open, with its meta decoded, and its body length.
+    pub(super) fn open_decoded(&self, combined: &str) -> io::Result<Option<(OpenObject, u64)>> {
         // A publish or purge may delete the body between reading the index and opening the
         // file; both update the index before deleting, so a retry sees the new state.
         for _ in 0..4 {
@@ -277,25 +293,17 @@ impl Store {
                     self.drop_broken(combined, generation)?;
                     return Ok(None);
                 }
-                let meta = if open.decoded.is_of(&serialized) {
-                    open.decoded.to_meta().map_err(invalid)?
-                } else {
-                    // Revalidated or expired since: decode the new meta once.
-                    let (meta, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
-                    self.open_files.insert(
-                        combined,
-                        OpenObject {
-                            decoded: Arc::new(decoded),
-                            ..open.clone()
-                        },
-                    );
-                    meta
+                if open.decoded.is_of(&serialized) {
+                    return Ok(Some((open, body_len)));
+                }
+                // Revalidated or expired since: decode the new meta once.
+                let (_, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
+                let open = OpenObject {
+                    decoded: Arc::new(decoded),
+                    ..open
                 };
-                return Ok(Some(OpenedObject {
-                    meta,
-                    file: open.file,
-                    body_len,
-                }));
+                self.open_files.insert(combined, open.clone());
+                return Ok(Some((open, body_len)));
             }
             match File::open(self.layout.body_path(combined, generation)) {
                 Ok(file) => {
@@ -304,21 +312,14 @@ impl Store {
                         self.drop_broken(combined, generation)?;
                         return Ok(None);
                     }
-                    let file = Arc::new(file);
-                    let (meta, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
-                    self.open_files.insert(
-                        combined,
-                        OpenObject {
-                            generation,
-                            file: file.clone(),
-                            decoded: Arc::new(decoded),
-                        },
-                    );
-                    return Ok(Some(OpenedObject {
-                        meta,
-                        file,
-                        body_len,
-                    }));
+                    let (_, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
+                    let open = OpenObject {
+                        generation,
+                        file: Arc::new(file),
+                        decoded: Arc::new(decoded),
+                    };
+                    self.open_files.insert(combined, open.clone());
+                    return Ok(Some((open, body_len)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let unchanged = lock(&self.index)

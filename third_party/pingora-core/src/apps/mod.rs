@@ -356,52 +356,69 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            // precache: the server's idle timeout and header limits, when configured.
-            let idle_secs = self
-                .server_options()
-                .and_then(|opts| opts.keepalive_timeout_secs)
-                .filter(|secs| *secs > 0);
-            let header_timeout = self.server_options().and_then(|o| o.header_read_timeout);
-            let header_bytes = self
-                .server_options()
-                .and_then(|o| o.max_request_header_bytes);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(idle_secs.unwrap_or(60)));
-            }
-            session.set_header_read_limits(header_timeout, header_bytes);
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-                // precache: a kept-alive connection waits at most the server's idle timeout,
-                // whatever the previous request negotiated (0 means forever to pingora).
-                if let (Some(idle), Some(current)) = (idle_secs, session.get_keepalive()) {
-                    if current == 0 || current > idle {
-                        session.set_keepalive(Some(idle));
-                    }
-                }
-                session.set_header_read_limits(header_timeout, header_bytes);
-
-                result = self.process_new_http(session, shutdown).await;
-            }
+            serve_http1(self, stream, None, shutdown).await;
         }
         None
     }
 
     async fn cleanup(&self) {
         self.http_cleanup().await;
+    }
+}
+
+
+/// precache: serves HTTP/1.x requests on `stream` with `app` until the connection ends, the
+/// first request starting with `prefix` (bytes already read from the stream by an application
+/// in front of `app`, such as the edge's own hit path, which hands over the connection when a
+/// request needs the proxy).
+pub async fn serve_http1<T>(
+    app: &Arc<T>,
+    stream: Stream,
+    prefix: Option<BytesMut>,
+    shutdown: &ShutdownWatch,
+) where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let mut session = ServerSession::new_http1(stream);
+    if let Some(prefix) = prefix.filter(|prefix| !prefix.is_empty()) {
+        session.set_pipelined_prefix(prefix);
+    }
+    // precache: the server's idle timeout and header limits, when configured.
+    let idle_secs = app
+        .server_options()
+        .and_then(|opts| opts.keepalive_timeout_secs)
+        .filter(|secs| *secs > 0);
+    let header_timeout = app.server_options().and_then(|o| o.header_read_timeout);
+    let header_bytes = app.server_options().and_then(|o| o.max_request_header_bytes);
+    if *shutdown.borrow() {
+        // stop downstream from reusing if this service is shutting down soon
+        session.set_keepalive(None);
+    } else {
+        // default 60s
+        session.set_keepalive(Some(idle_secs.unwrap_or(60)));
+    }
+    session.set_header_read_limits(header_timeout, header_bytes);
+    session.set_keepalive_reuses_remaining(
+        app.server_options()
+            .and_then(|opts| opts.keepalive_request_limit),
+    );
+
+    let mut result = app.process_new_http(session, shutdown).await;
+    while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(persistent_settings) = persistent_settings {
+            persistent_settings.apply_to_session(&mut session);
+        }
+        // precache: a kept-alive connection waits at most the server's idle timeout,
+        // whatever the previous request negotiated (0 means forever to pingora).
+        if let (Some(idle), Some(current)) = (idle_secs, session.get_keepalive()) {
+            if current == 0 || current > idle {
+                session.set_keepalive(Some(idle));
+            }
+        }
+        session.set_header_read_limits(header_timeout, header_bytes);
+
+        result = app.process_new_http(session, shutdown).await;
     }
 }
 

@@ -1,0 +1,321 @@
+//! The edge's own answer to the request a CDN sees most: a plain `GET` or `HEAD` over HTTP/1.1
+//! for a fresh, complete, small object. It runs in front of pingora's proxy on every player
+//! connection and answers such hits from a head serialised once per stored response
+//! (`disk_cache::ReadyHead`) plus the body, in one write; pingora's per-request work (the
+//! `RequestHeader`, the cache state machine, the meta rebuilt per hit, the header copied,
+//! filtered and serialised) was most of a small hit's CPU (docs/plan-hit-path.md).
+//!
+//! Any request it does not answer, with everything read of it, goes to pingora's proxy
+//! together with the connection, which stays there: the proxy's behaviour (misses, ranges,
+//! conditionals, variants, revalidation, errors, limits) is untouched. HTTP/2 connections go
+//! to the proxy at once.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, BytesMut};
+use pingora::apps::{serve_http1, ServerApp};
+use pingora::cache::key::CacheHashKey;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::cache_key::{cache_key, keyed_path};
+use crate::control_link::LinkState;
+use crate::disk_cache::DiskCache;
+use crate::domain_routes::{DomainRoutes, Route};
+use crate::edge_metrics::{EdgeMetrics, RequestIds};
+use crate::proxy::{normalize_host, EdgeProxy};
+
+/// Request fields that change nothing about a plain hit; a request with any other field goes
+/// to the proxy (conditionals, ranges, `Cache-Control`, bodies, the edge's own prefetch and
+/// tier fields, upgrades...). `Accept-Encoding` is safe because objects with `Vary` never get a
+/// ready head.
+const PLAIN_FIELDS: [&str; 5] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "referer",
+    "user-agent",
+];
+/// Longer request heads go to the proxy (which enforces the configured limits).
+const MAX_HEAD: usize = 8 * 1024;
+/// Fields a request the hit path answers may have.
+const MAX_FIELDS: usize = 16;
+/// Bodies up to this size are answered here; larger ones stream through the proxy, whose
+/// per-request cost is small beside their transfer.
+pub(crate) const MAX_BODY: u64 = 256 * 1024;
+
+/// What the hit path needs of the edge.
+pub(crate) struct HitPath {
+    pub(crate) routes: Arc<DomainRoutes>,
+    pub(crate) cache: &'static DiskCache,
+    pub(crate) link: Arc<LinkState>,
+    pub(crate) metrics: Arc<EdgeMetrics>,
+    pub(crate) access_log: Option<AccessLog>,
+    pub(crate) request_ids: RequestIds,
+    /// How long a connection may wait for its next request.
+    pub(crate) idle: Duration,
+}
+
+/// Pingora's `ServerApp` for players' connections: the hit path, then the proxy.
+pub(crate) struct HitFront {
+    pub(crate) proxy: Arc<HttpProxy<EdgeProxy>>,
+    pub(crate) hits: HitPath,
+}
+
+#[async_trait]
+impl ServerApp for HitFront {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut received = BytesMut::with_capacity(4096);
+        let mut answer = BytesMut::with_capacity(4096);
+        loop {
+            if received.is_empty() {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                let read = tokio::time::timeout(self.hits.idle, stream.read_buf(&mut received));
+                match read.await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed, broken or idle for too long: as the proxy would, end quietly.
+                    _ => return None,
+                }
+            }
+            let arrived = Instant::now();
+            let Some(hit) = self.hits.answer(&received, &mut answer).await else {
+                serve_http1(&self.proxy, stream, Some(received), shutdown).await;
+                return None;
+            };
+            if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+                return None;
+            }
+            self.hits
+                .account(&received[..hit.head_len], &stream, &hit, arrived);
+            received.advance(hit.head_len);
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+/// A request the hit path answered.
+struct Answered {
+    /// Bytes of the request head.
+    head_len: usize,
+    host: String,
+    request_id: String,
+    body_bytes: u64,
+    route: Arc<Route>,
+}
+
+impl HitPath {
+    /// Writes into `answer` the whole answer to the request at the start of `received`, if it
+    /// is a plain request for a fresh, complete, small object with a ready head.
+    async fn answer(&self, received: &[u8], answer: &mut BytesMut) -> Option<Answered> {
+        let request = PlainRequest::parse(received)?;
+        if !self.link.cache_open() {
+            return None;
+        }
+        let host = normalize_host(request.host);
+        let route = self.routes.route(&host)?;
+        let keyed = keyed_path(request.target, route.cache.cache_query_string);
+        let combined = cache_key(&host, keyed).combined();
+        let hit = self
+            .cache
+            .ready_hit(&combined, SystemTime::now(), MAX_BODY)?;
+        let request_id = self.request_ids.next();
+        answer.clear();
+        answer.put_slice(&hit.head.head);
+        let age = hit.head.age_secs(SystemTime::now());
+        // Writing into a `BytesMut` cannot fail.
+        let _ = write!(answer, "Age: {age}\r\nx-cache: HIT\r\nx-request-id: ");
+        answer.put_slice(request_id.as_bytes());
+        answer.put_slice(b"\r\nConnection: keep-alive\r\n\r\n");
+        let body_bytes = if request.head_only {
+            0
+        } else {
+            hit.append_body(answer).await.ok()?;
+            hit.body_len
+        };
+        Some(Answered {
+            head_len: request.head_len,
+            host,
+            request_id,
+            body_bytes,
+            route,
+        })
+    }
+
+    /// Counts an answered hit and writes its access-log line, as `EdgeProxy::logging` does.
+    fn account(&self, head: &[u8], stream: &Stream, hit: &Answered, arrived: Instant) {
+        self.metrics.hit();
+        self.metrics.ready_hits.increment(1);
+        hit.route.traffic.hits.increment(1);
+        self.metrics.bytes_served.increment(hit.body_bytes);
+        hit.route.traffic.bytes_sent.increment(hit.body_bytes);
+        let Some(log) = self.access_log.as_ref() else {
+            return;
+        };
+        let Some(request) = PlainRequest::parse(head) else {
+            return;
+        };
+        let elapsed = arrived.elapsed();
+        let arrived_at = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        log.record(&AccessRecord {
+            time: format!("{arrived_at:.3}"),
+            client: stream
+                .get_socket_digest()
+                .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet().copied()))
+                .map(|addr| addr.ip().to_string())
+                .unwrap_or_default(),
+            scheme: if stream.get_ssl_digest().is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            protocol: "HTTP/1.1",
+            host: &hit.host,
+            method: if request.head_only { "HEAD" } else { "GET" },
+            path: request.target,
+            status: 200,
+            bytes: usize::try_from(hit.body_bytes).unwrap_or(usize::MAX),
+            cache: "HIT",
+            ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            request_id: &hit.request_id,
+            upstream_status: None,
+            upstream_ms: None,
+            range: None,
+            user_agent: request.user_agent,
+        });
+    }
+}
+
+/// A request head the hit path may answer: `GET` or `HEAD`, HTTP/1.1, an origin-form target,
+/// one `Host`, `Connection` absent or `keep-alive`, and otherwise only `PLAIN_FIELDS`.
+#[derive(Debug, PartialEq, Eq)]
+struct PlainRequest<'a> {
+    head_len: usize,
+    head_only: bool,
+    host: &'a str,
+    /// Path and query, as sent (and valid as a URI's).
+    target: &'a str,
+    user_agent: Option<&'a str>,
+}
+
+impl<'a> PlainRequest<'a> {
+    fn parse(received: &'a [u8]) -> Option<PlainRequest<'a>> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut request = httparse::Request::new(&mut fields);
+        let head_len = match request.parse(received) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+            _ => return None,
+        };
+        let head_only = match request.method? {
+            "GET" => false,
+            "HEAD" => true,
+            _ => return None,
+        };
+        let target = request.path?;
+        if request.version != Some(1)
+            || !target.starts_with('/')
+            || http::uri::PathAndQuery::try_from(target).is_err()
+        {
+            return None;
+        }
+        let mut host = None;
+        let mut user_agent = None;
+        for field in request.headers.iter() {
+            let visible = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|value| value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()));
+            let name = field.name;
+            if name.eq_ignore_ascii_case("host") {
+                if host.is_some() {
+                    return None;
+                }
+                host = Some(visible?);
+            } else if name.eq_ignore_ascii_case("connection") {
+                if !field.value.eq_ignore_ascii_case(b"keep-alive") {
+                    return None;
+                }
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                user_agent = visible;
+            } else if !PLAIN_FIELDS
+                .iter()
+                .any(|plain| name.eq_ignore_ascii_case(plain))
+            {
+                return None;
+            }
+        }
+        Some(PlainRequest {
+            head_len,
+            head_only,
+            host: host?,
+            target,
+            user_agent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_gets_and_heads_are_recognised() {
+        let head = b"GET /patch/a.pak?v=2 HTTP/1.1\r\nHost: Game.Example.com:80\r\nUser-Agent: ua/1\r\nAccept: */*\r\n\r\nGET /next";
+        let request = PlainRequest::parse(head).expect("plain");
+        assert_eq!(
+            request,
+            PlainRequest {
+                head_len: head.len() - b"GET /next".len(),
+                head_only: false,
+                host: "Game.Example.com:80",
+                target: "/patch/a.pak?v=2",
+                user_agent: Some("ua/1"),
+            }
+        );
+        let head = b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Keep-Alive\r\n\r\n";
+        assert!(PlainRequest::parse(head).is_some_and(|request| request.head_only));
+    }
+
+    #[test]
+    fn everything_else_goes_to_the_proxy() {
+        for head in [
+            &b"GET /a HTTP/1.1\r\nHost: a\r\n"[..],
+            b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"GET http://a/a HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a HTTP/1.1\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nCache-Control: no-cache\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nX-Precache-Prefetch: s\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: \xff\r\n\r\n",
+        ] {
+            assert!(
+                PlainRequest::parse(head).is_none(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+}
