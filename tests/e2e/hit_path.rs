@@ -1,6 +1,6 @@
 //! The edge's own hit path (`crates/edge/src/hit_path.rs`) against pingora's: the same hits
 //! answered by both give the same status, fields and bytes; what it does not answer reaches the
-//! proxy with nothing lost, on the same connection.
+//! proxy with nothing lost, on the same connection, which then comes back to the hit path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -197,7 +197,8 @@ async fn the_hit_path_answers_as_the_proxy_does_and_hands_over_the_rest() -> Tes
     }
     assert_ne!(fast.field("x-request-id"), proxied.field("x-request-id"));
 
-    // The connection now belongs to the proxy: a range and a plain GET are both right.
+    // A range goes to the proxy too, and the connection comes back: the next plain GET is the
+    // hit path's again.
     connection
         .send(&get("/patch/a.pak", "Range: bytes=10-19\r\n"))
         .await?;
@@ -206,9 +207,10 @@ async fn the_hit_path_answers_as_the_proxy_does_and_hands_over_the_rest() -> Tes
     assert_eq!(ranged.body, body[10..20]);
     connection.send(&get("/patch/a.pak", "")).await?;
     assert_eq!(connection.answer(false).await?.body, body);
+    assert_eq!(ready_hits(&api).await?, before + 2.0);
 
-    // Pipelined on a new connection: two hits, a HEAD and then a request for the proxy, sent
-    // in one write, are answered in order.
+    // Pipelined on a new connection: two hits, a HEAD, a request for the proxy and a hit
+    // again, sent in one write, are answered in order.
     let mut pipelined = Connection::open(&server.edge).await?;
     let before = ready_hits(&api).await?;
     let mut burst = get("/patch/a.pak", "");
@@ -217,23 +219,49 @@ async fn the_hit_path_answers_as_the_proxy_does_and_hands_over_the_rest() -> Tes
     );
     burst.extend(get("/patch/a.pak", "Accept-Encoding: gzip\r\n"));
     burst.extend(get("/missing.pak", ""));
+    burst.extend(get("/patch/a.pak", ""));
     origin.set("/missing.pak", Behavior::Status(404));
     pipelined.send(&burst).await?;
     let first = pipelined.answer(false).await?;
     let head = pipelined.answer(true).await?;
     let third = pipelined.answer(false).await?;
     let fourth = pipelined.answer(false).await?;
+    let fifth = pipelined.answer(false).await?;
+    assert_eq!(
+        fifth.body, body,
+        "a request pipelined behind the proxy's is answered"
+    );
     assert_eq!(first.body, body);
     assert_eq!(head.field("content-length"), Some("3000"));
     assert_eq!(head.field("x-cache"), Some("HIT"));
     assert_eq!(third.body, body);
     assert!(fourth.status_line.starts_with("HTTP/1.1 404"), "{fourth:?}");
-    assert_eq!(ready_hits(&api).await?, before + 3.0);
+    assert_eq!(ready_hits(&api).await?, before + 4.0);
     assert_eq!(
         origin.count("/patch/a.pak"),
         fetched,
         "every hit without the origin"
     );
+
+    // A connection whose first request is a miss (the proxy's) has its later hits answered
+    // by the hit path.
+    origin.set(
+        "/patch/b.pak",
+        Behavior::WithHeaders(body.clone(), vec![("Cache-Control", "max-age=600")]),
+    );
+    let mut cold = Connection::open(&server.edge).await?;
+    cold.send(&get("/patch/b.pak", "")).await?;
+    assert_eq!(cold.answer(false).await?.field("x-cache"), Some("MISS"));
+    let before = ready_hits(&api).await?;
+    for _ in 0..3 {
+        cold.send(&get("/patch/b.pak", "")).await?;
+        let hit = cold.answer(false).await?;
+        assert_eq!(
+            (hit.field("x-cache"), &hit.body),
+            (Some("HIT"), &body.to_vec())
+        );
+    }
+    assert_eq!(ready_hits(&api).await?, before + 3.0);
 
     // Purged, the object is no longer answered from the cache by either path.
     let reply = api

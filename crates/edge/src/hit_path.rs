@@ -5,10 +5,10 @@
 //! `RequestHeader`, the cache state machine, the meta rebuilt per hit, the header copied,
 //! filtered and serialised) was most of a small hit's CPU (docs/plan-hit-path.md).
 //!
-//! Any request it does not answer, with everything read of it, goes to pingora's proxy
-//! together with the connection, which stays there: the proxy's behaviour (misses, ranges,
-//! conditionals, variants, revalidation, errors, limits) is untouched. HTTP/2 connections go
-//! to the proxy at once.
+//! Any request it does not answer, with everything read of it, is served by pingora's proxy on
+//! the same connection, which comes back here afterwards when it stays open: the proxy's
+//! behaviour (misses, ranges, conditionals, variants, revalidation, errors, limits) is
+//! untouched. HTTP/2 connections go to the proxy for good.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, BytesMut};
-use pingora::apps::{serve_http1, ServerApp};
+use pingora::apps::{serve_one_http1, ServerApp};
 use pingora::cache::key::CacheHashKey;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -80,22 +80,35 @@ impl ServerApp for HitFront {
         }
         let mut received = BytesMut::with_capacity(4096);
         let mut answer = BytesMut::with_capacity(4096);
+        let mut stopping = shutdown.clone();
         loop {
             if received.is_empty() {
-                if *shutdown.borrow() {
-                    return None;
-                }
+                // Space at the front of the buffer again, so a request is read whole.
+                received.reserve(4096);
                 let read = tokio::time::timeout(self.hits.idle, stream.read_buf(&mut received));
-                match read.await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // Closed, broken or idle for too long: as the proxy would, end quietly.
-                    _ => return None,
+                tokio::select! {
+                    read = read => match read {
+                        Ok(Ok(n)) if n > 0 => {}
+                        // Closed, broken or idle for too long: as the proxy would, end quietly.
+                        _ => return None,
+                    },
+                    // A server shutting down drops connections between requests, as pingora's
+                    // proxy does.
+                    _ = stopping.wait_for(|stop| *stop) => return None,
                 }
             }
             let arrived = Instant::now();
-            let Some(hit) = self.hits.answer(&received, &mut answer).await else {
-                serve_http1(&self.proxy, stream, Some(received), shutdown).await;
-                return None;
+            let hit = match self.hits.answer(&received, &mut answer).await {
+                Ok(hit) => hit,
+                Err(Pass(reason)) => {
+                    tracing::debug!(reason, "hit path: a request for the proxy");
+                    let request = std::mem::take(&mut received);
+                    (stream, received) =
+                        serve_one_http1(&self.proxy, stream, Some(request), shutdown)
+                            .await
+                            .map(|(stream, read_ahead)| (stream, read_ahead.unwrap_or_default()))?;
+                    continue;
+                }
             };
             if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
                 return None;
@@ -111,6 +124,9 @@ impl ServerApp for HitFront {
     }
 }
 
+/// Why a request went to the proxy.
+struct Pass(&'static str);
+
 /// A request the hit path answered.
 struct Answered {
     /// Bytes of the request head.
@@ -124,18 +140,19 @@ struct Answered {
 impl HitPath {
     /// Writes into `answer` the whole answer to the request at the start of `received`, if it
     /// is a plain request for a fresh, complete, small object with a ready head.
-    async fn answer(&self, received: &[u8], answer: &mut BytesMut) -> Option<Answered> {
-        let request = PlainRequest::parse(received)?;
+    async fn answer(&self, received: &[u8], answer: &mut BytesMut) -> Result<Answered, Pass> {
+        let request = PlainRequest::parse(received).ok_or(Pass("not a plain request"))?;
         if !self.link.cache_open() {
-            return None;
+            return Err(Pass("the cache is closed"));
         }
         let host = normalize_host(request.host);
-        let route = self.routes.route(&host)?;
+        let route = self.routes.route(&host).ok_or(Pass("unknown host"))?;
         let keyed = keyed_path(request.target, route.cache.cache_query_string);
         let combined = cache_key(&host, keyed).combined();
         let hit = self
             .cache
-            .ready_hit(&combined, SystemTime::now(), MAX_BODY)?;
+            .ready_hit(&combined, SystemTime::now(), MAX_BODY)
+            .ok_or(Pass("no fresh object with a ready head"))?;
         let request_id = self.request_ids.next();
         answer.clear();
         answer.put_slice(&hit.head.head);
@@ -147,10 +164,12 @@ impl HitPath {
         let body_bytes = if request.head_only {
             0
         } else {
-            hit.append_body(answer).await.ok()?;
+            hit.append_body(answer)
+                .await
+                .map_err(|_| Pass("the body could not be read"))?;
             hit.body_len
         };
-        Some(Answered {
+        Ok(Answered {
             head_len: request.head_len,
             host,
             request_id,

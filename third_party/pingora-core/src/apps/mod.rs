@@ -356,7 +356,7 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            serve_http1(self, stream, None, shutdown).await;
+            serve_http1(self, stream, shutdown).await;
         }
         None
     }
@@ -367,16 +367,16 @@ where
 }
 
 
-/// precache: serves HTTP/1.x requests on `stream` with `app` until the connection ends, the
-/// first request starting with `prefix` (bytes already read from the stream by an application
-/// in front of `app`, such as the edge's own hit path, which hands over the connection when a
-/// request needs the proxy).
-pub async fn serve_http1<T>(
+/// precache: a new HTTP/1 session on `stream` for `app` with the server's limits, its first
+/// request starting with `prefix` (bytes already read from the stream by an application in front
+/// of `app`, such as the edge's own hit path).
+fn new_http1_session<T>(
     app: &Arc<T>,
     stream: Stream,
     prefix: Option<BytesMut>,
     shutdown: &ShutdownWatch,
-) where
+) -> ServerSession
+where
     T: HttpServerApp + Send + Sync + 'static,
 {
     let mut session = ServerSession::new_http1(stream);
@@ -402,7 +402,21 @@ pub async fn serve_http1<T>(
         app.server_options()
             .and_then(|opts| opts.keepalive_request_limit),
     );
+    session
+}
 
+/// precache: serves HTTP/1.x requests on `stream` with `app` until the connection ends.
+async fn serve_http1<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let idle_secs = app
+        .server_options()
+        .and_then(|opts| opts.keepalive_timeout_secs)
+        .filter(|secs| *secs > 0);
+    let header_timeout = app.server_options().and_then(|o| o.header_read_timeout);
+    let header_bytes = app.server_options().and_then(|o| o.max_request_header_bytes);
+    let session = new_http1_session(app, stream, None, shutdown);
     let mut result = app.process_new_http(session, shutdown).await;
     while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
         let mut session = ServerSession::new_http1(stream);
@@ -420,6 +434,27 @@ pub async fn serve_http1<T>(
 
         result = app.process_new_http(session, shutdown).await;
     }
+}
+
+/// precache: serves one HTTP/1.x request on `stream` with `app`, the request starting with
+/// `prefix` (bytes already read from the stream by an application in front of `app`); gives
+/// the connection back when it may carry another request, with any bytes read past this one.
+/// Pipelining is on (RFC 9112 §9.3.2: answered one after the other, in order), as the
+/// application in front answers pipelined requests too; pingora's default would close the
+/// connection and drop the requests behind this one.
+pub async fn serve_one_http1<T>(
+    app: &Arc<T>,
+    stream: Stream,
+    prefix: Option<BytesMut>,
+    shutdown: &ShutdownWatch,
+) -> Option<(Stream, Option<BytesMut>)>
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let mut session = new_http1_session(app, stream, prefix, shutdown);
+    session.set_pipelining_enabled(true);
+    let (stream, settings) = app.process_new_http(session, shutdown).await?.consume();
+    Some((stream, settings.and_then(|mut settings| settings.pipelined_prefix.take())))
 }
 
 #[cfg(test)]
