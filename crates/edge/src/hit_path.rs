@@ -17,14 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, BytesMut};
 use pingora::apps::{serve_one_http1, ServerApp};
-use pingora::cache::key::CacheHashKey;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::cache_key::{cache_key, keyed_path};
+use crate::cache_key::{cache_key, combined_hex, keyed_path};
 use crate::control_link::LinkState;
 use crate::disk_cache::DiskCache;
 use crate::domain_routes::{DomainRoutes, Route};
@@ -97,7 +96,8 @@ impl ServerApp for HitFront {
                     _ = stopping.wait_for(|stop| *stop) => return None,
                 }
             }
-            let arrived = Instant::now();
+            // Only the access log needs the time.
+            let arrived = self.hits.access_log.is_some().then(Instant::now);
             let hit = match self.hits.answer(&received, &mut answer).await {
                 Ok(hit) => hit,
                 Err(Pass(reason)) => {
@@ -148,15 +148,16 @@ impl HitPath {
         let host = normalize_host(request.host);
         let route = self.routes.route(&host).ok_or(Pass("unknown host"))?;
         let keyed = keyed_path(request.target, route.cache.cache_query_string);
-        let combined = cache_key(&host, keyed).combined();
+        let combined = combined_hex(&cache_key(&host, keyed));
+        let now = SystemTime::now();
         let hit = self
             .cache
-            .ready_hit(&combined, SystemTime::now(), MAX_BODY)
+            .ready_hit(&combined, now, MAX_BODY)
             .ok_or(Pass("no fresh object with a ready head"))?;
         let request_id = self.request_ids.next();
         answer.clear();
         answer.put_slice(&hit.head.head);
-        let age = hit.head.age_secs(SystemTime::now());
+        let age = hit.head.age_secs(now);
         // Writing into a `BytesMut` cannot fail.
         let _ = write!(answer, "Age: {age}\r\nx-cache: HIT\r\nx-request-id: ");
         answer.put_slice(request_id.as_bytes());
@@ -179,13 +180,13 @@ impl HitPath {
     }
 
     /// Counts an answered hit and writes its access-log line, as `EdgeProxy::logging` does.
-    fn account(&self, head: &[u8], stream: &Stream, hit: &Answered, arrived: Instant) {
+    fn account(&self, head: &[u8], stream: &Stream, hit: &Answered, arrived: Option<Instant>) {
         self.metrics.hit();
         self.metrics.ready_hits.increment(1);
         hit.route.traffic.hits.increment(1);
         self.metrics.bytes_served.increment(hit.body_bytes);
         hit.route.traffic.bytes_sent.increment(hit.body_bytes);
-        let Some(log) = self.access_log.as_ref() else {
+        let (Some(log), Some(arrived)) = (self.access_log.as_ref(), arrived) else {
             return;
         };
         let Some(request) = PlainRequest::parse(head) else {

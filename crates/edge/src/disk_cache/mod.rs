@@ -31,7 +31,6 @@ use fill::FillHandler;
 use hit::{CompleteHit, DiskHit, PartialHit};
 use meta_file::SerializedMeta;
 use pingora::cache::eviction::CacheEntryKey;
-use pingora::cache::key::CacheHashKey;
 use pingora::cache::storage::streaming_write::U64WriteId;
 use pingora::cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora::cache::trace::SpanHandle;
@@ -296,7 +295,7 @@ impl DiskCache {
 fn target_combined(target: PurgeTarget<'_>) -> Option<String> {
     match target {
         PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => None,
-        _ => Some(target.key().combined()),
+        _ => Some(crate::cache_key::combined_hex(target.key())),
     }
 }
 
@@ -372,7 +371,7 @@ impl Storage for DiskCache {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let combined = key.combined();
+        let combined = crate::cache_key::combined_hex(key);
         // A fill in progress wins over a stored object, which is likely stale (that is why it
         // is being refetched); otherwise the new response would stay invisible until complete.
         let (fill, stored) = {
@@ -419,7 +418,7 @@ impl Storage for DiskCache {
         let Ok(id) = U64WriteId::try_from(tag) else {
             return Ok(None);
         };
-        let combined = key.combined();
+        let combined = crate::cache_key::combined_hex(key);
         let fill = lock(&self.store.index)
             .fill(id.into())
             .filter(|fill| fill.combined == combined)
@@ -435,7 +434,7 @@ impl Storage for DiskCache {
     ) -> Result<MissHandler> {
         let (internal, header) = meta.serialize()?;
         let meta = SerializedMeta { internal, header };
-        let combined = key.combined();
+        let combined = crate::cache_key::combined_hex(key);
         let primary: Arc<str> = Arc::from(String::from_utf8_lossy(key.primary_key()));
         // Created right here rather than on the blocking pool: creating an empty file costs
         // microseconds, the hop there and back costs more (two context switches).
@@ -491,7 +490,7 @@ impl Storage for DiskCache {
     ) -> Result<bool> {
         let (internal, header) = meta.serialize()?;
         let meta = SerializedMeta { internal, header };
-        let combined = key.combined();
+        let combined = crate::cache_key::combined_hex(key);
         let store = self.store.clone();
         blocking_io("update cache meta", move || {
             store.rewrite_meta(&combined, meta)
