@@ -38,3 +38,15 @@ pub fn decide_freshness(
         RespCacheable::Uncacheable(_) => None,
     }
 }
+
+/// What the edge's own hit path reads of a player's request head (`hit_path::PlainRequest`):
+/// `Some((head length, HEAD?, Host value, target))` for a request it may answer itself.
+pub fn plain_request(received: &[u8]) -> Option<(usize, bool, String, String)> {
+    crate::hit_path::fuzzing_plain_request(received)
+}
+
+/// The head the hit path would write for a stored response (`disk_cache::ReadyHead`), with the
+/// body length it states, if the response is plain enough for it.
+pub fn ready_head(meta: &CacheMeta) -> Option<(Vec<u8>, u64)> {
+    crate::disk_cache::ReadyHead::of(meta).map(|ready| (ready.head.to_vec(), ready.content_length))
+}

@@ -292,6 +292,18 @@ impl<'a> PlainRequest<'a> {
     }
 }
 
+/// For `crate::fuzzing`.
+pub(crate) fn fuzzing_plain_request(received: &[u8]) -> Option<(usize, bool, String, String)> {
+    PlainRequest::parse(received).map(|request| {
+        (
+            request.head_len,
+            request.head_only,
+            request.host.to_string(),
+            request.target.to_string(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +324,12 @@ mod tests {
         );
         let head = b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Keep-Alive\r\n\r\n";
         assert!(PlainRequest::parse(head).is_some_and(|request| request.head_only));
+        // As pingora's parser (httparse) reads them: empty lines before the request line are
+        // skipped (RFC 9112 §2.2) and a bare LF ends a line (found by the `player_requests`
+        // fuzz target).
+        let head = b"\r\n\nGET /a HTTP/1.1\nHost: a\n\r\n";
+        let request = PlainRequest::parse(head).expect("lenient line endings");
+        assert_eq!((request.head_len, request.target), (head.len(), "/a"));
     }
 
     #[test]

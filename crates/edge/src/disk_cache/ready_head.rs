@@ -38,7 +38,7 @@ pub(crate) struct ReadyHead {
 
 impl ReadyHead {
     /// The ready head of `meta`, if its response is one the hit path may answer.
-    pub(super) fn of(meta: &CacheMeta) -> Option<ReadyHead> {
+    pub(crate) fn of(meta: &CacheMeta) -> Option<ReadyHead> {
         let header = meta.response_header();
         let headers = &header.headers;
         if header.status != http::StatusCode::OK
@@ -51,7 +51,13 @@ impl ReadyHead {
         }
         let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
         let content_length = match (lengths.next(), lengths.next()) {
-            (Some(value), None) => value.to_str().ok()?.trim().parse::<u64>().ok()?,
+            (Some(value), None) => {
+                let digits = value.as_bytes().trim_ascii();
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?
+            }
             _ => return None,
         };
         let mut stored = header.clone();
@@ -140,6 +146,8 @@ mod tests {
             (vec![length], 200),
             (vec![date, ("Transfer-Encoding", "chunked")], 200),
             (vec![date, length, ("Content-Length", "4")], 200),
+            (vec![date, ("Content-Length", "+3")], 200),
+            (vec![date, ("Content-Length", "")], 200),
         ] {
             assert!(
                 ReadyHead::of(&meta(&fields, status)).is_none(),

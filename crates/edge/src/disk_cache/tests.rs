@@ -4,6 +4,7 @@ use super::hit::READ_CHUNK;
 use super::*;
 use bytes::Bytes;
 use futures_util::FutureExt;
+use pingora::cache::key::CacheHashKey;
 use pingora::cache::storage::MissFinishType;
 use pingora::cache::trace::Span;
 use pingora::cache::CacheEntryId;
