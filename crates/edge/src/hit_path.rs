@@ -45,9 +45,12 @@ const PLAIN_FIELDS: [&str; 5] = [
 const MAX_HEAD: usize = 8 * 1024;
 /// Fields a request the hit path answers may have.
 const MAX_FIELDS: usize = 16;
+/// An answer buffer larger than this is dropped after its answer rather than kept with the
+/// connection.
+const KEPT_ANSWER_CAPACITY: usize = 16 * 1024;
 /// Bodies up to this size are answered here; larger ones stream through the proxy, whose
 /// per-request cost is small beside their transfer.
-pub(crate) const MAX_BODY: u64 = 256 * 1024;
+const MAX_BODY: u64 = 256 * 1024;
 
 /// What the hit path needs of the edge.
 pub(crate) struct HitPath {
@@ -59,6 +62,8 @@ pub(crate) struct HitPath {
     pub(crate) request_ids: RequestIds,
     /// How long a connection may wait for its next request.
     pub(crate) idle: Duration,
+    /// How long a request head may take once its first byte has come.
+    pub(crate) header_timeout: Duration,
 }
 
 /// Pingora's `ServerApp` for players' connections: the hit path, then the proxy.
@@ -78,7 +83,8 @@ impl ServerApp for HitFront {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let mut received = BytesMut::with_capacity(4096);
-        let mut answer = BytesMut::with_capacity(4096);
+        // Allocated at the first hit: an idle connection holds only its read buffer.
+        let mut answer = BytesMut::new();
         let mut stopping = shutdown.clone();
         loop {
             if received.is_empty() {
@@ -94,6 +100,20 @@ impl ServerApp for HitFront {
                     // A server shutting down drops connections between requests, as pingora's
                     // proxy does.
                     _ = stopping.wait_for(|stop| *stop) => return None,
+                }
+            }
+            // A head that came in pieces (or whose start the proxy read ahead) is read whole,
+            // within the header timeout, before anything is decided.
+            if PlainRequest::is_partial(&received) {
+                let deadline = tokio::time::Instant::now() + self.hits.header_timeout;
+                while PlainRequest::is_partial(&received) && received.len() < MAX_HEAD {
+                    received.reserve(1024);
+                    let read = stream.read_buf(&mut received);
+                    match tokio::time::timeout_at(deadline, read).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        // Closed, broken, or too slow (cut off, as the proxy does).
+                        _ => return None,
+                    }
                 }
             }
             // Only the access log needs the time.
@@ -112,6 +132,10 @@ impl ServerApp for HitFront {
             };
             if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
                 return None;
+            }
+            if answer.capacity() > KEPT_ANSWER_CAPACITY {
+                // A large body's buffer is not kept for the connection's idle time.
+                answer = BytesMut::new();
             }
             self.hits
                 .account(&received[..hit.head_len], &stream, &hit, arrived);
@@ -238,6 +262,15 @@ struct PlainRequest<'a> {
 }
 
 impl<'a> PlainRequest<'a> {
+    /// Whether `received` holds only the beginning of a request head.
+    fn is_partial(received: &[u8]) -> bool {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        matches!(
+            httparse::Request::new(&mut fields).parse(received),
+            Ok(httparse::Status::Partial)
+        )
+    }
+
     fn parse(received: &'a [u8]) -> Option<PlainRequest<'a>> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut fields);

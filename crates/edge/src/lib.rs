@@ -382,6 +382,7 @@ async fn run(
         access_log: access_log.clone(),
         request_ids: proxy.request_ids.clone(),
         idle: connection_limits.idle.max(Duration::from_secs(1)),
+        header_timeout: connection_limits.header,
     };
     let server_conf = Arc::new(ServerConf::default());
     let mut proxy = pingora::proxy::http_proxy(&server_conf, proxy);
