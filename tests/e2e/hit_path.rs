@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -302,16 +301,9 @@ async fn the_hit_path_answers_as_the_proxy_does_and_hands_over_the_rest() -> Tes
     expect_ready_hits(&api, before + 3.0).await?;
 
     // Purged, the object is no longer answered from the cache by either path.
-    let reply = api
-        .call(
-            Method::POST,
-            "/cdn_api/refresh",
-            Some(&token),
-            Some(json!({"urls": [url(HOST, "/patch/a.pak")]})),
-        )
+    let refresh_id = api
+        .refresh_ok(&token, json!({"urls": [url(HOST, "/patch/a.pak")]}))
         .await?;
-    reply.expect(200, 0)?;
-    let refresh_id = reply.get("reqId").as_str().unwrap_or("").to_string();
     api.wait_final_of("refresh", &token, &refresh_id, Duration::from_secs(30))
         .await?;
     let mut after = Connection::open(&server.edge).await?;

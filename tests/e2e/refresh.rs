@@ -579,12 +579,8 @@ async fn a_prefetch_submitted_right_after_a_refresh_of_the_same_urls_keeps_its_c
         } else {
             json!({"dirs": [url(HOST, "/release/")]})
         };
-        let refresh = api
-            .call(Method::POST, "/cdn_api/refresh", Some(&token), Some(body))
-            .await?;
-        refresh.expect(200, 0)?;
+        let refresh_id = api.refresh_ok(&token, body).await?;
         let prefetch_id = api.prefetch_ok(&token, &urls).await?;
-        let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
         let prefetched = api
             .wait_final(&token, &prefetch_id, Duration::from_secs(60))
             .await?;

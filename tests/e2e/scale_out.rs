@@ -325,16 +325,9 @@ async fn an_edge_joined_through_one_api_takes_tasks_through_the_other_at_once() 
         // The refresh goes through B or A (then another engine runs it), the prefetch right
         // after it through B: either way the prefetch's copy must outlive the purge.
         let refresher = if round % 2 == 0 { &b } else { &a };
-        let refresh = refresher
-            .call(
-                Method::POST,
-                "/cdn_api/refresh",
-                Some(&token),
-                Some(json!({"urls": [url(HOST, &path)]})),
-            )
+        let refresh_id = refresher
+            .refresh_ok(&token, json!({"urls": [url(HOST, &path)]}))
             .await?;
-        refresh.expect(200, 0)?;
-        let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
         let prefetch = b.prefetch(&token, &[url(HOST, &path)]).await?;
         prefetch.expect(200, 0)?;
         let req_id = prefetch.get("reqId").as_str().unwrap_or("").to_string();
@@ -572,16 +565,9 @@ async fn a_prefetch_waits_for_a_purge_that_waits_for_its_edge() -> TestResult {
         let version = format!("version {round}");
         origin.set("/a.pak", Behavior::Body(Bytes::from(version.clone())));
         edge.kill9();
-        let refresh = api
-            .call(
-                Method::POST,
-                "/cdn_api/refresh",
-                Some(&user),
-                Some(json!({"urls": [url(HOST, "/a.pak")]})),
-            )
+        let refresh_id = api
+            .refresh_ok(&user, json!({"urls": [url(HOST, "/a.pak")]}))
             .await?;
-        refresh.expect(200, 0)?;
-        let refresh_id = refresh.get("reqId").as_str().unwrap_or("").to_string();
         // Long enough for the purge's attempt to find the edge gone and wait aside.
         tokio::time::sleep(Duration::from_millis(300)).await;
         edge = edge_with_offline_after(edge_dir.path(), &api.base, &token)?;

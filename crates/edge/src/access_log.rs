@@ -34,6 +34,17 @@ pub enum AccessLogTarget {
     Stdout,
 }
 
+/// A request's `time` and `ms` fields from how long ago it arrived: RFC 3339 UTC with
+/// milliseconds, and milliseconds with three decimals.
+pub(crate) fn arrival(elapsed: Duration) -> (String, f64) {
+    let now = jiff::Timestamp::now();
+    let arrived = now
+        .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
+        .unwrap_or(now);
+    let ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    (format!("{arrived:.3}"), ms)
+}
+
 impl AccessLogTarget {
     /// `-` is standard output; anything else a file path.
     pub fn parse(text: &str) -> AccessLogTarget {

@@ -22,7 +22,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::{self, AccessLog, AccessRecord};
 use crate::cache_key::{cache_key, combined_hex, keyed_path};
 use crate::control_link::LinkState;
 use crate::disk_cache::DiskCache;
@@ -216,12 +216,9 @@ impl HitPath {
         let Some(request) = PlainRequest::parse(head) else {
             return;
         };
-        let elapsed = arrived.elapsed();
-        let arrived_at = jiff::Timestamp::now()
-            .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
-            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let (time, ms) = access_log::arrival(arrived.elapsed());
         log.record(&AccessRecord {
-            time: format!("{arrived_at:.3}"),
+            time,
             client: stream
                 .get_socket_digest()
                 .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet().copied()))
@@ -239,7 +236,7 @@ impl HitPath {
             status: 200,
             bytes: usize::try_from(hit.body_bytes).unwrap_or(usize::MAX),
             cache: "HIT",
-            ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            ms,
             request_id: &hit.request_id,
             upstream_status: None,
             upstream_ms: None,

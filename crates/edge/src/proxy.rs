@@ -788,12 +788,9 @@ fn log_request(
             .get(name)
             .and_then(|value| value.to_str().ok())
     };
-    let elapsed = ctx.started.elapsed();
-    let arrived = jiff::Timestamp::now()
-        .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
-        .unwrap_or_else(|_| jiff::Timestamp::now());
+    let (time, ms) = crate::access_log::arrival(ctx.started.elapsed());
     log.record(&AccessRecord {
-        time: format!("{arrived:.3}"),
+        time,
         client: session
             .client_addr()
             .and_then(|addr| addr.as_inet())
@@ -823,7 +820,7 @@ fn log_request(
             .map_or(0, |response| response.status.as_u16()),
         bytes,
         cache: cache_label(phase, ctx.route.is_some()),
-        ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        ms,
         request_id: &ctx.request_id,
         upstream_status: ctx.upstream_status,
         upstream_ms: ctx.upstream_ms.map(|ms| (ms * 1000.0).round() / 1000.0),

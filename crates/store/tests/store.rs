@@ -321,9 +321,8 @@ on_both_backends!(
     pairs_drive_the_task_to_its_final_state_once,
 );
 
-/// Two engines on one database: the live one takes the dead one's pairs, exactly once.
-async fn a_dead_engines_pairs_are_taken_over_once(db: Db) {
-    use std::time::Duration;
+/// Two engines on one database, with alice, an edge and alice's domain.
+async fn two_engines(db: &Db) -> (Store, Store, precache_store::Account, precache_store::Edge) {
     let (first, second) = (db.store().await, db.store().await);
     first.register_worker().await.expect("first engine");
     second.register_worker().await.expect("second engine");
@@ -336,6 +335,13 @@ async fn a_dead_engines_pairs_are_taken_over_once(db: Db) {
         .await
         .expect("edge");
     register_domain(&first, "alice").await;
+    (first, second, alice, edge)
+}
+
+/// Two engines on one database: the live one takes the dead one's pairs, exactly once.
+async fn a_dead_engines_pairs_are_taken_over_once(db: Db) {
+    use std::time::Duration;
+    let (first, second, alice, edge) = two_engines(&db).await;
     let task = new_task(
         &alice,
         std::slice::from_ref(&edge),
@@ -393,18 +399,7 @@ mod a_dead_engines_pairs_are_taken_over_once {
 /// is what a prefetch of that URL on that edge waits for; the engine's own purges, later ones,
 /// other URLs and finished purges are not.
 async fn another_engines_earlier_purge_of_a_url_is_seen(db: Db) {
-    let (first, second) = (db.store().await, db.store().await);
-    first.register_worker().await.expect("first engine");
-    second.register_worker().await.expect("second engine");
-    let alice = first
-        .create_account("alice", "h", Role::User)
-        .await
-        .expect("alice");
-    let edge = first
-        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
-        .await
-        .expect("edge");
-    register_domain(&first, "alice").await;
+    let (first, second, alice, edge) = two_engines(&db).await;
     let mut task = new_task(
         &alice,
         std::slice::from_ref(&edge),

@@ -248,6 +248,16 @@ impl Api {
         }
     }
 
+    /// Submits a refresh (`body` as `POST /cdn_api/refresh` takes it) that must be accepted;
+    /// returns the `reqId`.
+    pub async fn refresh_ok(&self, token: &str, body: Value) -> Result<String, Error> {
+        let reply = self
+            .call(Method::POST, "/cdn_api/refresh", Some(token), Some(body))
+            .await?;
+        reply.expect(200, 0)?;
+        Ok(reply.get("reqId").as_str().unwrap_or("").to_string())
+    }
+
     /// Polls the status of a task until it is `done` or `failed`; returns `zt_api`.
     pub async fn wait_final(
         &self,
