@@ -57,7 +57,7 @@ enum DomainCommand {
     Add {
         /// The domain (the `Host` players use).
         domain: String,
-        /// Where edges fetch it from, http://host[:port].
+        /// Where edges fetch it from, http://HOST or http://HOST:PORT.
         #[arg(long)]
         origin: String,
         /// The account it belongs to.
@@ -160,7 +160,7 @@ enum BackendCommand {
         /// `varnish`, `nginx` or `trafficserver`.
         #[arg(long)]
         kind: String,
-        /// Base URL of one cache server, http://host[:port] (repeat for a fleet).
+        /// Base URL of one cache server, http://HOST or http://HOST:PORT (repeat for a fleet).
         #[arg(long = "target", required = true)]
         targets: Vec<String>,
         /// A setting, KEY=VALUE (repeat); VALUE is read as JSON when it parses, else as text:

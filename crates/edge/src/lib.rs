@@ -162,7 +162,7 @@ impl RunningEdge {
         self.admin_addr
     }
 
-    /// Stops accepting, gives in-flight requests [`STOP_GRACE`], then ends the edge's runtime.
+    /// Stops accepting, gives in-flight requests `STOP_GRACE` (2 s), then ends the edge's runtime.
     /// Fills cut short leave only temp files, which the next start removes.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

@@ -4,7 +4,7 @@
 //! One [`Store`] runs the same portable SQL on SQLite (the default, a file in the data dir) and,
 //! through sqlx's `Any` driver, on PostgreSQL. What is durable and when:
 //!
-//! - Every write goes through the group-commit [`writer`]: it is committed (SQLite WAL with
+//! - Every write goes through the group-commit writer (`writer.rs`): it is committed (SQLite WAL with
 //!   `synchronous=FULL`, or a PostgreSQL commit) before the call returns. A task and all its URL
 //!   and pair rows are one commit, so an answered `reqId` survives a crash.
 //! - Pair progress (started, finished) is written the same way. Every unfinished pair belongs to

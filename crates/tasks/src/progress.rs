@@ -61,7 +61,7 @@ impl ProgressBoard {
             .collect()
     }
 
-    /// Writes new progress every [`FLUSH_EVERY`] until `shutdown`.
+    /// Writes new progress every `FLUSH_EVERY` until `shutdown`.
     pub async fn run(
         self: std::sync::Arc<Self>,
         store: Store,
