@@ -590,6 +590,57 @@ async fn a_prefetch_waits_for_a_purge_that_waits_for_its_edge() -> TestResult {
     Ok(())
 }
 
+/// The same across two control planes: a refresh taken by A whose purge waits for its edge, and
+/// a prefetch of the URL taken by B the moment the edge is back. B's prefetch waits for A's
+/// purge (read in the database), so the new copy stays.
+#[tokio::test]
+async fn a_prefetch_waits_for_another_processes_purge_that_waits_for_its_edge() -> TestResult {
+    let Some(cluster) = PgCluster::start() else {
+        return Ok(());
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let api_a = api_process(dirs[0].path(), &cluster.url())?;
+    let api_b = api_process(dirs[1].path(), &cluster.url())?;
+    let (a, b) = (Api::new(&api_a), Api::new(&api_b));
+    let admin = a.admin().await?;
+    let join_token = create_edge(&a, &admin, "solo", Value::Null).await?;
+    let mut edge = edge_process(dirs[2].path(), &a.base, "solo", &join_token)?;
+    wait_edges_up(&a, &admin, &["solo"]).await?;
+    let origin = Origin::start().await?;
+    let user = a.user_with_domain("studio", HOST, &origin.url()).await?;
+    for round in 0..6 {
+        let version = format!("version {round}");
+        origin.set("/a.pak", Behavior::Body(Bytes::from(version.clone())));
+        edge.kill9();
+        let refresh_id = a
+            .refresh_ok(&user, json!({"urls": [url(HOST, "/a.pak")]}))
+            .await?;
+        // Long enough for A's purge to find the edge gone and wait aside.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        edge = edge_process(dirs[2].path(), &a.base, "solo", &join_token)?;
+        wait_edges_up(&b, &admin, &["solo"]).await?;
+        let prefetch_id = b.prefetch_ok(&user, &[url(HOST, "/a.pak")]).await?;
+        let prefetch = b
+            .wait_final(&user, &prefetch_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(prefetch["status"], "done", "round {round}: {prefetch}");
+        let refresh = a
+            .wait_final_of("refresh", &user, &refresh_id, Duration::from_secs(30))
+            .await?;
+        assert_eq!(refresh["status"], "done", "round {round}: {refresh}");
+        // A's engine is done with its purge once it has run it (or learnt it was applied).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let fetched = origin.count("/a.pak");
+        let hit = via(&a, &edge).edge_get(HOST, "/a.pak").await?;
+        assert_eq!(hit.headers()["x-cache"], "HIT", "round {round}");
+        assert_eq!(hit.bytes().await?, version);
+        assert_eq!(origin.count("/a.pak"), fetched);
+    }
+    Ok(())
+}
+
 /// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
 fn tls_files(
     dir: &std::path::Path,

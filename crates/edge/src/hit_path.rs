@@ -102,11 +102,12 @@ impl ServerApp for HitFront {
                     _ = stopping.wait_for(|stop| *stop) => return None,
                 }
             }
-            // A head that came in pieces (or whose start the proxy read ahead) is read whole,
-            // within the header timeout, before anything is decided.
-            if PlainRequest::is_partial(&received) {
+            let mut parsed = PlainRequest::read(&received);
+            if matches!(parsed, Err(NotPlain::Partial)) {
+                // A head that came in pieces (or whose start the proxy read ahead) is read
+                // whole, within the header timeout, before anything is decided.
                 let deadline = tokio::time::Instant::now() + self.hits.header_timeout;
-                while PlainRequest::is_partial(&received) && received.len() < MAX_HEAD {
+                while matches!(parsed, Err(NotPlain::Partial)) && received.len() < MAX_HEAD {
                     received.reserve(1024);
                     let read = stream.read_buf(&mut received);
                     match tokio::time::timeout_at(deadline, read).await {
@@ -114,11 +115,16 @@ impl ServerApp for HitFront {
                         // Closed, broken, or too slow (cut off, as the proxy does).
                         _ => return None,
                     }
+                    parsed = PlainRequest::read(&received);
                 }
             }
             // Only the access log needs the time.
             let arrived = self.hits.access_log.is_some().then(Instant::now);
-            let hit = match self.hits.answer(&received, &mut answer).await {
+            let answered = match parsed {
+                Ok(request) => self.hits.answer(request, &mut answer).await,
+                Err(_) => Err(Pass("not a plain request")),
+            };
+            let hit = match answered {
                 Ok(hit) => hit,
                 Err(Pass(reason)) => {
                     tracing::debug!(reason, "hit path: a request for the proxy");
@@ -137,9 +143,9 @@ impl ServerApp for HitFront {
                 // A large body's buffer is not kept for the connection's idle time.
                 answer = BytesMut::new();
             }
-            self.hits
-                .account(&received[..hit.head_len], &stream, &hit, arrived);
-            received.advance(hit.head_len);
+            self.hits.account(&stream, &hit, arrived);
+            let head_len = hit.request.head_len;
+            received.advance(head_len);
         }
     }
 
@@ -151,10 +157,18 @@ impl ServerApp for HitFront {
 /// Why a request went to the proxy.
 struct Pass(&'static str);
 
+/// Why a request head is not one the hit path answers.
+enum NotPlain {
+    /// Only its beginning has come.
+    Partial,
+    /// Anything else.
+    Other,
+}
+
 /// A request the hit path answered.
-struct Answered {
-    /// Bytes of the request head.
-    head_len: usize,
+struct Answered<'a> {
+    request: PlainRequest<'a>,
+    /// Its `Host`, as the edge routes by it.
     host: String,
     request_id: String,
     body_bytes: u64,
@@ -162,10 +176,13 @@ struct Answered {
 }
 
 impl HitPath {
-    /// Writes into `answer` the whole answer to the request at the start of `received`, if it
-    /// is a plain request for a fresh, complete, small object with a ready head.
-    async fn answer(&self, received: &[u8], answer: &mut BytesMut) -> Result<Answered, Pass> {
-        let request = PlainRequest::parse(received).ok_or(Pass("not a plain request"))?;
+    /// Writes into `answer` the whole answer to `request`, if it is for a fresh, complete, small
+    /// object with a ready head.
+    async fn answer<'a>(
+        &self,
+        request: PlainRequest<'a>,
+        answer: &mut BytesMut,
+    ) -> Result<Answered<'a>, Pass> {
         if !self.link.cache_open() {
             return Err(Pass("the cache is closed"));
         }
@@ -195,7 +212,7 @@ impl HitPath {
             hit.body_len
         };
         Ok(Answered {
-            head_len: request.head_len,
+            request,
             host,
             request_id,
             body_bytes,
@@ -204,7 +221,7 @@ impl HitPath {
     }
 
     /// Counts an answered hit and writes its access-log line, as `EdgeProxy::logging` does.
-    fn account(&self, head: &[u8], stream: &Stream, hit: &Answered, arrived: Option<Instant>) {
+    fn account(&self, stream: &Stream, hit: &Answered<'_>, arrived: Option<Instant>) {
         self.metrics.hit();
         self.metrics.ready_hits.increment(1);
         hit.route.traffic.hits.increment(1);
@@ -213,9 +230,7 @@ impl HitPath {
         let (Some(log), Some(arrived)) = (self.access_log.as_ref(), arrived) else {
             return;
         };
-        let Some(request) = PlainRequest::parse(head) else {
-            return;
-        };
+        let request = &hit.request;
         let (time, ms) = access_log::arrival(arrived.elapsed());
         log.record(&AccessRecord {
             time,
@@ -259,33 +274,27 @@ struct PlainRequest<'a> {
 }
 
 impl<'a> PlainRequest<'a> {
-    /// Whether `received` holds only the beginning of a request head.
-    fn is_partial(received: &[u8]) -> bool {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        matches!(
-            httparse::Request::new(&mut fields).parse(received),
-            Ok(httparse::Status::Partial)
-        )
-    }
-
-    fn parse(received: &'a [u8]) -> Option<PlainRequest<'a>> {
+    /// The request at the start of `received`, parsed once.
+    fn read(received: &'a [u8]) -> Result<PlainRequest<'a>, NotPlain> {
+        use NotPlain::Other;
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut fields);
         let head_len = match request.parse(received) {
             Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
-            _ => return None,
+            Ok(httparse::Status::Partial) => return Err(NotPlain::Partial),
+            _ => return Err(Other),
         };
-        let head_only = match request.method? {
+        let head_only = match request.method.ok_or(Other)? {
             "GET" => false,
             "HEAD" => true,
-            _ => return None,
+            _ => return Err(Other),
         };
-        let target = request.path?;
+        let target = request.path.ok_or(Other)?;
         if request.version != Some(1)
             || !target.starts_with('/')
             || http::uri::PathAndQuery::try_from(target).is_err()
         {
-            return None;
+            return Err(Other);
         }
         let mut host = None;
         let mut user_agent = None;
@@ -296,12 +305,12 @@ impl<'a> PlainRequest<'a> {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
                 if host.is_some() {
-                    return None;
+                    return Err(Other);
                 }
-                host = Some(visible?);
+                host = Some(visible.ok_or(Other)?);
             } else if name.eq_ignore_ascii_case("connection") {
                 if !field.value.eq_ignore_ascii_case(b"keep-alive") {
-                    return None;
+                    return Err(Other);
                 }
             } else if name.eq_ignore_ascii_case("user-agent") {
                 user_agent = visible;
@@ -309,13 +318,13 @@ impl<'a> PlainRequest<'a> {
                 .iter()
                 .any(|plain| name.eq_ignore_ascii_case(plain))
             {
-                return None;
+                return Err(Other);
             }
         }
-        Some(PlainRequest {
+        Ok(PlainRequest {
             head_len,
             head_only,
-            host: host?,
+            host: host.ok_or(Other)?,
             target,
             user_agent,
         })
@@ -324,7 +333,7 @@ impl<'a> PlainRequest<'a> {
 
 /// For `crate::fuzzing`.
 pub(crate) fn fuzzing_plain_request(received: &[u8]) -> Option<(usize, bool, String, String)> {
-    PlainRequest::parse(received).map(|request| {
+    PlainRequest::read(received).ok().map(|request| {
         (
             request.head_len,
             request.head_only,
@@ -341,7 +350,7 @@ mod tests {
     #[test]
     fn plain_gets_and_heads_are_recognised() {
         let head = b"GET /patch/a.pak?v=2 HTTP/1.1\r\nHost: Game.Example.com:80\r\nUser-Agent: ua/1\r\nAccept: */*\r\n\r\nGET /next";
-        let request = PlainRequest::parse(head).expect("plain");
+        let request = PlainRequest::read(head).ok().expect("plain");
         assert_eq!(
             request,
             PlainRequest {
@@ -353,12 +362,16 @@ mod tests {
             }
         );
         let head = b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Keep-Alive\r\n\r\n";
-        assert!(PlainRequest::parse(head).is_some_and(|request| request.head_only));
+        assert!(PlainRequest::read(head).is_ok_and(|request| request.head_only));
         // As pingora's parser (httparse) reads them: empty lines before the request line are
         // skipped (RFC 9112 §2.2) and a bare LF ends a line (found by the `player_requests`
         // fuzz target).
+        assert!(matches!(
+            PlainRequest::read(b"GET /a HTTP/1.1\r\nHost: a\r\n"),
+            Err(NotPlain::Partial)
+        ));
         let head = b"\r\n\nGET /a HTTP/1.1\nHost: a\n\r\n";
-        let request = PlainRequest::parse(head).expect("lenient line endings");
+        let request = PlainRequest::read(head).ok().expect("lenient line endings");
         assert_eq!((request.head_len, request.target), (head.len(), "/a"));
     }
 
@@ -380,7 +393,7 @@ mod tests {
             b"GET /a HTTP/1.1\r\nHost: \xff\r\n\r\n",
         ] {
             assert!(
-                PlainRequest::parse(head).is_none(),
+                PlainRequest::read(head).is_err(),
                 "{}",
                 String::from_utf8_lossy(head)
             );

@@ -117,6 +117,25 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Whether the pair has ended (with any outcome): a purge an edge applied on its own when it
+    /// came back ([`Store::purges_confirmed`]) has, though the engine still holds it.
+    pub async fn pair_ended(&self, key: PairKey) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT status FROM task_pairs WHERE task_id = $1 AND url_idx = $2 AND edge_id = $3",
+        )
+        .bind(key.task_id.to_string())
+        .bind(key.url_idx)
+        .bind(key.edge_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                Ok(parse::<PairStatus, _>(&row.try_get::<String, _>("status")?)?.is_final())
+            }
+            None => Ok(true),
+        }
+    }
+
     /// Whether another engine still has to run a purge of `url` (the URL itself, or a directory
     /// holding it) on edge `edge`, of a refresh accepted at or before `accepted_at` (ms). A
     /// prefetch of the URL on that edge waits for it, so the purge cannot remove its copy.

@@ -67,6 +67,9 @@ pub struct PairJob {
     /// vendor calls: how many of the target's pairs may wait at once (outside the engine's
     /// slots).
     pub gathered: Option<usize>,
+    /// Set by the engine when the pair waited for its edge to come back: a purge may then have
+    /// been applied by the edge itself on its return (its catch-up), and is not run again.
+    pub waited_for_edge: bool,
 }
 
 impl From<PendingPair> for PairJob {
@@ -88,6 +91,7 @@ impl From<PendingPair> for PairJob {
             created_at: pending.created_at,
             origin_limits: OriginLimits::default(),
             gathered: None,
+            waited_for_edge: false,
         }
     }
 }
@@ -316,7 +320,7 @@ impl Engine {
                         if self.is_cancelled(&job) {
                             queues.forget(job.key);
                         } else if self.context.edges.is_up(job.key.edge_id) {
-                            queues.requeue(job);
+                            queues.requeue(PairJob { waited_for_edge: true, ..job });
                         } else if self.past_deadline(&job) {
                             queues.forget(job.key);
                             let result = self.unreachable_result(&job);

@@ -70,6 +70,19 @@ fn bandwidth_share(context: &EngineContext, job: &PairJob) -> Option<u64> {
         .map(|bandwidth| (bandwidth / slots as u64).max(1))
 }
 
+/// Whether a purge that waited for its edge was applied by the edge itself when it came back
+/// (the store then shows the pair ended). On a store error it is run again, as before.
+async fn applied_on_return(context: &EngineContext, job: &PairJob) -> bool {
+    context
+        .store
+        .pair_ended(job.key)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not look whether a purge was applied on the edge's return");
+            false
+        })
+}
+
 /// How often a prefetch pair looks again whether another engine's earlier purge of its URL is
 /// done.
 const PURGE_ELSEWHERE_RECHECK: Duration = Duration::from_millis(200);
@@ -107,6 +120,15 @@ async fn wait_for_purges_elsewhere(context: &EngineContext, job: &PairJob) {
 pub(crate) async fn run_pair(context: &EngineContext, job: &PairJob) -> Ran {
     if job.kind == TaskKind::Prefetch && context.store.backend() == StoreBackend::Postgres {
         wait_for_purges_elsewhere(context, job).await;
+    }
+    if job.kind == TaskKind::Refresh && job.waited_for_edge && applied_on_return(context, job).await
+    {
+        // Recording it again changes nothing; purging again would remove what was fetched
+        // since (another process's prefetch may already have waited for this very purge).
+        return Ran {
+            result: PairResult::failed(job.key, 0, "applied by the edge on its return".into()),
+            edge_unreachable: false,
+        };
     }
     let started = std::time::Instant::now();
     if let Err(error) = context.store.pairs_started(vec![job.key], now_millis()) {

@@ -18,7 +18,7 @@ use crate::PairJob;
 /// release refreshes many files and few directories.
 #[derive(Default)]
 pub(crate) struct PurgeTargets {
-    files: HashMap<(EdgeId, String), Vec<Accepted>>,
+    files: HashMap<EdgeId, HashMap<String, Vec<Accepted>>>,
     directories: HashMap<EdgeId, Vec<(String, Accepted)>>,
     /// Each pair's target, to forget it by its key: (URL or prefix, whether a prefix).
     targets: HashMap<PairKey, (String, bool)>,
@@ -49,7 +49,9 @@ impl PurgeTargets {
                 .push((job.url.clone(), accepted));
         } else {
             self.files
-                .entry((job.key.edge_id, job.url.clone()))
+                .entry(job.key.edge_id)
+                .or_default()
+                .entry(job.url.clone())
                 .or_default()
                 .push(accepted);
         }
@@ -68,11 +70,15 @@ impl PurgeTargets {
                 }
             }
         } else {
-            let slot = (key.edge_id, url);
-            if let Some(list) = self.files.get_mut(&slot) {
-                list.retain(|accepted| accepted.key != key);
-                if list.is_empty() {
-                    self.files.remove(&slot);
+            if let Some(urls) = self.files.get_mut(&key.edge_id) {
+                if let Some(list) = urls.get_mut(&url) {
+                    list.retain(|accepted| accepted.key != key);
+                    if list.is_empty() {
+                        urls.remove(&url);
+                    }
+                }
+                if urls.is_empty() {
+                    self.files.remove(&key.edge_id);
                 }
             }
         }
@@ -86,7 +92,8 @@ impl PurgeTargets {
         let earlier = |accepted: &&Accepted| accepted.created_at <= prefetch.created_at;
         let file = self
             .files
-            .get(&(edge, prefetch.url.clone()))
+            .get(&edge)
+            .and_then(|urls| urls.get(prefetch.url.as_str()))
             .and_then(|list| list.iter().find(earlier));
         let directory = || {
             self.directories.get(&edge).and_then(|list| {

@@ -275,6 +275,7 @@ mod tests {
             created_at: 0,
             origin_limits: Default::default(),
             gathered: None,
+            waited_for_edge: false,
         }
     }
 

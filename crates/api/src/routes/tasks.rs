@@ -306,6 +306,7 @@ pub(crate) async fn accept(
                 created_at: task.created_at,
                 origin_limits: Default::default(),
                 gathered: None,
+                waited_for_edge: false,
             })
             .collect();
         engine.enqueue(jobs);

@@ -26,14 +26,13 @@ pub(super) struct DecodedMeta {
 
 impl DecodedMeta {
     /// Decodes `serialized` in full, once.
-    pub(super) fn decode(serialized: &Arc<SerializedMeta>) -> Result<(CacheMeta, DecodedMeta)> {
+    pub(super) fn decode(serialized: &Arc<SerializedMeta>) -> Result<DecodedMeta> {
         let meta = CacheMeta::deserialize(&serialized.internal, &serialized.header)?;
-        let decoded = DecodedMeta {
+        Ok(DecodedMeta {
             serialized: serialized.clone(),
             header: meta.response_header_copy(),
             ready: ReadyHead::of(&meta).map(Arc::new),
-        };
-        Ok((meta, decoded))
+        })
     }
 
     /// Whether this is the decoding of `serialized`.
@@ -84,7 +83,8 @@ mod tests {
         let (internal, header) = meta.serialize().expect("serialize");
         let serialized = Arc::new(SerializedMeta { internal, header });
 
-        let (first, decoded) = DecodedMeta::decode(&serialized).expect("decode");
+        let first = CacheMeta::deserialize(&serialized.internal, &serialized.header).expect("full");
+        let decoded = DecodedMeta::decode(&serialized).expect("decode");
         let rebuilt = decoded.to_meta().expect("rebuild");
         assert!(decoded.is_of(&serialized));
         assert!(!decoded.is_of(&Arc::new(SerializedMeta::clone(&serialized))));

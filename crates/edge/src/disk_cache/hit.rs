@@ -167,13 +167,7 @@ async fn read_chunk(file: Arc<File>, offset: u64, len: u64) -> Result<Bytes> {
     // `len` is at most READ_CHUNK, so this never truncates.
     let len = len as usize;
     let mut buf = read_buffers::take(len);
-    let hot = rustix::io::preadv2(
-        &*file,
-        &mut [std::io::IoSliceMut::new(&mut buf)],
-        offset,
-        rustix::io::ReadWriteFlags::NOWAIT,
-    )
-    .unwrap_or(0);
+    let hot = read_hot(&file, &mut buf, offset);
     if hot == len {
         return Ok(read_buffers::freeze(buf));
     }
@@ -182,6 +176,18 @@ async fn read_chunk(file: Arc<File>, offset: u64, len: u64) -> Result<Bytes> {
         Ok(read_buffers::freeze(buf))
     })
     .await
+}
+
+/// How much of `buf` the page cache filled from `offset` right now: `RWF_NOWAIT` never waits
+/// for the disk, so the caller reads the rest (if any) off the worker thread.
+pub(super) fn read_hot(file: &File, buf: &mut [u8], offset: u64) -> usize {
+    rustix::io::preadv2(
+        file,
+        &mut [std::io::IoSliceMut::new(buf)],
+        offset,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    )
+    .unwrap_or(0)
 }
 
 #[async_trait]

@@ -316,13 +316,7 @@ impl ReadyHit {
         let len = usize::try_from(self.body_len).map_err(std::io::Error::other)?;
         let start = out.len();
         out.resize(start + len, 0);
-        let hot = rustix::io::preadv2(
-            &*self.file,
-            &mut [std::io::IoSliceMut::new(&mut out[start..])],
-            0,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        )
-        .unwrap_or(0);
+        let hot = hit::read_hot(&self.file, &mut out[start..], 0);
         if hot < len {
             let file = Arc::clone(&self.file);
             let rest = tokio::task::spawn_blocking(move || {

@@ -297,7 +297,7 @@ impl Store {
                     return Ok(Some((open, body_len)));
                 }
                 // Revalidated or expired since: decode the new meta once.
-                let (_, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
+                let decoded = DecodedMeta::decode(&serialized).map_err(invalid)?;
                 let open = OpenObject {
                     decoded: Arc::new(decoded),
                     ..open
@@ -312,7 +312,7 @@ impl Store {
                         self.drop_broken(combined, generation)?;
                         return Ok(None);
                     }
-                    let (_, decoded) = DecodedMeta::decode(&serialized).map_err(invalid)?;
+                    let decoded = DecodedMeta::decode(&serialized).map_err(invalid)?;
                     let open = OpenObject {
                         generation,
                         file: Arc::new(file),
