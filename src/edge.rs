@@ -104,6 +104,7 @@ async fn edge(config: ServeConfig) -> anyhow::Result<()> {
                     admin_url: admin_url.clone(),
                     data_url: data_url.clone(),
                 },
+                &data_dir,
             )
             .await
             .with_context(|| format!("join the control plane at {control} as {name}"))?;

@@ -416,17 +416,23 @@ async fn a_child_edge_goes_through_its_parent_which_fetches_over_tls() -> TestRe
 
     let child_api = api.at_edge(&child.edge);
     let deadline = Instant::now() + WAIT;
-    let (code, got) = loop {
+    let (code, got, upstream_error) = loop {
         // The domain table reaches the child with the registration; until then it is 404.
         let response = child_api.edge_get(HOST, "/s.bin").await?;
         let code = response.status().as_u16();
+        let upstream_error = response.headers().get("x-precache-upstream-error").cloned();
         let got = response.bytes().await?;
         if code != 404 || Instant::now() > deadline {
-            break (code, got);
+            break (code, got, upstream_error);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!((code, got), (200, body.clone()));
+    assert_eq!(
+        (code, got),
+        (200, body.clone()),
+        "{upstream_error:?}; the child's log:\n{}",
+        child.log()
+    );
     assert_eq!(origin.origin.count("/s.bin"), 1);
     assert_eq!(origin.server_names(), vec![Some(ORIGIN_NAME.to_string())]);
     // The parent holds it now: its own players are served without the origin.

@@ -94,6 +94,46 @@ async fn wait_edges_up(api: &Api, admin: &str, names: &[&str]) -> Result<Value, 
     }
 }
 
+/// A child edge hears of its parent in the join answer itself, so its first players already go
+/// through the shield: before, it learned of it from its first hello, and a player served before
+/// that answer went to the origin (an https origin the child does not trust failed with 502).
+#[tokio::test]
+async fn the_join_answer_names_the_parent_edge() -> TestResult {
+    let (control_dir, shield_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let control = Server::start_with(
+        control_dir.path(),
+        Options {
+            role: "api",
+            ..Options::default()
+        },
+    )?;
+    let api = Api::new(&control);
+    let admin = api.admin().await?;
+    let shield_token = create_edge(&api, &admin, "shield", Value::Null).await?;
+    let shield = edge_process(shield_dir.path(), &api.base, "shield", &shield_token)?;
+    let join = |name: &str, join_token: String| {
+        api.call(
+            Method::POST,
+            "/cdn_api/edge_protocol/join",
+            None,
+            Some(json!({"name": name, "join_token": join_token,
+                        "admin_url": "http://127.0.0.1:1", "data_url": "http://127.0.0.1:1"})),
+        )
+    };
+    let child_token = create_edge(&api, &admin, "child", json!("shield")).await?;
+    let joined = join("child", child_token).await?;
+    joined.expect(200, 0)?;
+    assert_eq!(
+        joined.get("parent_data_url"),
+        &json!(format!("http://{}", shield.edge))
+    );
+    let lone_token = create_edge(&api, &admin, "lone", Value::Null).await?;
+    let joined = join("lone", lone_token).await?;
+    joined.expect(200, 0)?;
+    assert_eq!(joined.get("parent_data_url"), &Value::Null);
+    Ok(())
+}
+
 #[tokio::test]
 async fn two_control_planes_a_shield_and_three_edges() -> TestResult {
     let Some(cluster) = PgCluster::start() else {

@@ -54,7 +54,7 @@ impl LinkState {
     }
 
     fn closed(data_dir: &Path) -> LinkState {
-        let parent_file = data_dir.join("parent.txt");
+        let parent_file = parent_file(data_dir);
         let parent = std::fs::read_to_string(&parent_file)
             .ok()
             .and_then(|text| text.trim().parse().ok());
@@ -87,8 +87,7 @@ impl LinkState {
             tracing::info!(?parent, "parent edge (origin shield) set");
             *current = parent;
             if let Some(file) = &self.parent_file {
-                let text = parent.map(|addr| addr.to_string()).unwrap_or_default();
-                if let Err(error) = std::fs::write(file, text) {
+                if let Err(error) = save_parent(file, parent) {
                     tracing::warn!(%error, "could not save the parent edge's address");
                 }
             }
@@ -98,6 +97,17 @@ impl LinkState {
     fn set_open(&self, open: bool) {
         self.cache_open.store(open, Ordering::Release);
     }
+}
+
+fn parent_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("parent.txt")
+}
+
+fn save_parent(file: &Path, parent: Option<SocketAddr>) -> std::io::Result<()> {
+    std::fs::write(
+        file,
+        parent.map(|addr| addr.to_string()).unwrap_or_default(),
+    )
 }
 
 /// How a standalone edge reaches its control plane.
@@ -126,6 +136,9 @@ pub enum ControlError {
     /// The cache could not apply a purge.
     #[error("{0}")]
     Cache(String),
+    /// A file in the edge's data dir could not be written.
+    #[error("{0}")]
+    DataDir(String),
     /// It answered with a `ret` code.
     #[error("control plane refused (ret {ret}): {msg}")]
     Refused {
@@ -189,14 +202,23 @@ async fn call<T: DeserializeOwned>(
 }
 
 /// Trades a one-time join token for the edge's credential (trusting `ca_pem` besides the
-/// public roots for an https control plane).
+/// public roots for an https control plane), and keeps its parent's address in `data_dir`: the
+/// edge's first players go through its shield, before any hello has been answered.
 pub async fn join(
     control_url: &str,
     ca_pem: Option<&[u8]>,
     request: &JoinRequest,
+    data_dir: &Path,
 ) -> Result<String, ControlError> {
     let http = http_client(ca_pem)?;
     let answer: JoinAnswer = call(&http, control_url, JOIN_PATH, None, request).await?;
+    let parent = resolve_parent(answer.parent_data_url.as_deref()).await;
+    save_parent(&parent_file(data_dir), parent).map_err(|error| {
+        ControlError::DataDir(format!("could not save the parent edge's address: {error}"))
+    })?;
+    if parent.is_some() {
+        tracing::info!(?parent, "parent edge (origin shield) set");
+    }
     Ok(answer.credential)
 }
 

@@ -289,6 +289,10 @@ pub struct JoinAnswer {
     /// The edge's credential: the bearer secret of its calls, and of the control plane's calls
     /// to its admin listener.
     pub credential: String,
+    /// The data plane of the edge's parent (its origin shield), as a hello answers it: known
+    /// before the edge serves its first player, so that none goes around the shield.
+    #[serde(default)]
+    pub parent_data_url: Option<String>,
 }
 
 /// An edge's heartbeat.

@@ -54,6 +54,18 @@ fn addresses(admin_url: &str, data_url: &str) -> Result<EdgeAddresses, ApiError>
 }
 
 /// The edge `name` if the request carries its credential.
+/// The data plane of `edge`'s parent, when it has one that is not revoked and said where it is.
+async fn parent_data_url(state: &AppState, edge: &Edge) -> Result<Option<String>, ApiError> {
+    let Some(parent_id) = edge.parent_id else {
+        return Ok(None);
+    };
+    let edges = state.inner.store.list_edges().await.map_err(from_store)?;
+    Ok(edges
+        .into_iter()
+        .find(|parent| parent.id == parent_id && parent.revoked_at.is_none())
+        .and_then(|parent| parent.data_url))
+}
+
 async fn authenticated(
     state: &AppState,
     headers: &HeaderMap,
@@ -140,7 +152,11 @@ pub(crate) async fn join(State(state): State<AppState>, body: Body) -> Result<An
     };
     tracing::info!(edge = %edge.name, admin = ?edge.admin_url, "edge joined");
     state.inner.edges.wake();
-    answer(JoinAnswer { credential })
+    let parent_data_url = parent_data_url(&state, &edge).await?;
+    answer(JoinAnswer {
+        credential,
+        parent_data_url,
+    })
 }
 
 /// `POST /cdn_api/edge_protocol/hello`: the edge's heartbeat; with `catch_up`, the answer
@@ -181,14 +197,10 @@ pub(crate) async fn hello(
         // Drive it at its new address without waiting for the next round.
         state.inner.edges.wake();
     }
-    let mut reply = HelloAnswer::default();
-    if let Some(parent_id) = edge.parent_id {
-        let edges = store.list_edges().await.map_err(from_store)?;
-        reply.parent_data_url = edges
-            .into_iter()
-            .find(|parent| parent.id == parent_id && parent.revoked_at.is_none())
-            .and_then(|parent| parent.data_url);
-    }
+    let mut reply = HelloAnswer {
+        parent_data_url: parent_data_url(&state, &edge).await?,
+        ..HelloAnswer::default()
+    };
     if !hello.catch_up {
         reply.behind = store
             .owes_purges_since(edge.id, now_millis() - PUSH_GRACE_MS)

@@ -27,6 +27,9 @@ pub(crate) struct JoinAnswer {
     /// The bearer secret of the edge's calls, and of the control plane's calls to its admin
     /// listener.
     credential: String,
+    /// The data plane of the edge's parent (its origin shield), as a hello answers it.
+    #[schema(required = true)]
+    parent_data_url: Option<String>,
 }
 
 /// An edge's heartbeat, every second.
@@ -174,6 +177,7 @@ mod tests {
             "JoinAnswer",
             JoinAnswer {
                 credential: "secret".into(),
+                parent_data_url: Some(address("")),
             },
         );
         fits(
