@@ -148,6 +148,9 @@ macro_rules! settings {
     };
 }
 
+/// The embedded database's file in the data dir.
+pub const DATABASE_FILE: &str = "precache.db";
+
 settings! {
     /// Settings of `precache serve`.
     pub struct ServeSettings {
@@ -227,6 +230,8 @@ settings! {
         edge_deadline: HumanDuration, env "PRECACHE_EDGE_DEADLINE";
         /// Control plane: an engine silent this long is dead and its pairs are taken over [env: PRECACHE_ENGINE_LEASE] [default: 30s]
         engine_lease: HumanDuration, env "PRECACHE_ENGINE_LEASE";
+        /// Control plane: tasks that ended longer ago than this are deleted with their URLs and pairs; their reqId then answers 3001 [env: PRECACHE_TASK_RETENTION] [default: 90d]
+        task_retention: HumanDuration, env "PRECACHE_TASK_RETENTION";
         /// `precache edge`: base URL of the control plane's API [env: PRECACHE_CONTROL]
         control: String, env "PRECACHE_CONTROL";
         /// `precache edge`: one-time join token from `POST /cdn_api/edges` (needed until the edge has joined) [env: PRECACHE_JOIN_TOKEN]
@@ -332,6 +337,8 @@ pub struct ServeConfig {
     pub edge_deadline: Duration,
     /// The engine lease.
     pub engine_lease: Duration,
+    /// How long ended tasks are kept.
+    pub task_retention: Duration,
     /// `precache edge`: the control plane's URL.
     pub control: Option<String>,
     /// `precache edge`: the join token.
@@ -440,7 +447,7 @@ impl ServeConfig {
             .unwrap_or_else(|| PathBuf::from("./precache-data"));
         let database_url = raw
             .database_url
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("precache.db").display()));
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(DATABASE_FILE).display()));
         let zone_name = raw
             .quota_time_zone
             .unwrap_or_else(|| "Asia/Shanghai".to_string());
@@ -519,6 +526,7 @@ impl ServeConfig {
             admin_password: env.get("PRECACHE_ADMIN_PASSWORD"),
             edge_deadline: seconds(raw.edge_deadline, 600),
             engine_lease: seconds(raw.engine_lease, 30).max(Duration::from_secs(1)),
+            task_retention: seconds(raw.task_retention, 90 * 86_400).max(Duration::from_secs(1)),
             control: raw.control,
             join_token: raw.join_token,
             edge_admin_url: raw.edge_admin_url,

@@ -29,6 +29,7 @@ pub struct ControlPlane {
     engine_runtime: tokio::runtime::Runtime,
     sync_task: JoinHandle<()>,
     progress_task: JoinHandle<()>,
+    retention_task: JoinHandle<()>,
     callbacks_task: JoinHandle<()>,
     lease_task: Option<JoinHandle<Result<(), LeaseLost>>>,
     store: Store,
@@ -127,6 +128,11 @@ pub async fn start(
     let engine_task = engine_runtime.spawn(engine.run(stopped.clone()));
     let sync_task = tokio::spawn(Arc::clone(&edges).run(EDGE_SYNC_PERIOD, stopped.clone()));
     let progress_task = tokio::spawn(progress.run(store.clone(), stopped.clone()));
+    let retention_task = tokio::spawn(precache_tasks::retention::run_retention(
+        store.clone(),
+        config.task_retention,
+        stopped.clone(),
+    ));
     let lease_task = Some(tokio::spawn(keep_lease(
         store.clone(),
         engine_handle.clone(),
@@ -148,6 +154,7 @@ pub async fn start(
             callbacks: config.callbacks.clone(),
             login_limits: config.login_limits,
             trusted_proxies: config.trusted_proxies.clone(),
+            task_retention: config.task_retention,
         },
         render_metrics,
     );
@@ -172,6 +179,7 @@ pub async fn start(
         engine_runtime,
         sync_task,
         progress_task,
+        retention_task,
         callbacks_task,
         lease_task,
         store,
@@ -219,6 +227,7 @@ impl ControlPlane {
         self.engine_runtime.shutdown_background();
         let _ = self.sync_task.await;
         let _ = self.progress_task.await;
+        let _ = self.retention_task.await;
         let _ = self.callbacks_task.await;
         if let Some(lease_task) = self.lease_task {
             let _ = lease_task.await;

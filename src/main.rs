@@ -2,6 +2,7 @@
 
 mod api;
 mod api_server;
+mod backup;
 mod cli;
 mod config;
 mod control_plane;
@@ -47,6 +48,8 @@ enum Command {
     Quota(cli::QuotaArgs),
     /// Accounts, domains and edges (admins).
     Admin(cli::AdminArgs),
+    /// A consistent copy of the embedded database while `serve` runs (--data-dir, --to FILE).
+    Backup(backup::BackupArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Tasks(args) => return cli::run(cli::tasks(args)),
         Command::Quota(args) => return cli::run(cli::quota(args)),
         Command::Admin(args) => return cli::run(cli::admin(args)),
+        Command::Backup(args) => backup::run(args, &env::ProcessEnv),
         Command::Serve(args) => {
             config::ServeConfig::load(args, &env::ProcessEnv).and_then(serve::run)
         }

@@ -14,6 +14,7 @@ mod callbacks;
 mod certificates;
 mod cli;
 mod connection_limits;
+mod day_two;
 mod durability;
 mod edge_cache;
 mod edge_connection_limits;

@@ -34,6 +34,9 @@ pub struct ApiConfig {
     pub login_limits: crate::login_throttle::LoginLimits,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::client_address::TrustedProxies,
+    /// How long ended tasks are kept (`--task-retention`): their answers are not served from
+    /// memory beyond it.
+    pub task_retention: Duration,
 }
 
 /// Shared state of the API handlers.
@@ -69,7 +72,7 @@ impl AppState {
                 engine,
                 edges,
                 tokens: TokenCache::default(),
-                final_tasks: FinalTasks::default(),
+                final_tasks: FinalTasks::new(config.task_retention),
                 hasher: PasswordHasher::new(),
                 rate_limits: RateLimits::default(),
                 metrics,

@@ -14,6 +14,7 @@
 
 mod accounts;
 mod backends;
+mod backup;
 mod callbacks;
 mod certificates;
 mod connect;
@@ -23,6 +24,7 @@ mod error;
 mod login_failures;
 mod quota;
 mod records;
+mod retention;
 pub mod sealed;
 mod task_pairs;
 mod tasks;
@@ -30,6 +32,7 @@ mod tokens;
 mod workers;
 mod writer;
 
+pub use backup::{backup_sqlite, BackupFacts};
 pub use callbacks::AttemptOutcome;
 pub use certificates::CertificateForEdges;
 pub use connect::Backend;

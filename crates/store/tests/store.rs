@@ -314,11 +314,107 @@ async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
         .is_none());
 }
 
+/// Retention deletes ended tasks, oldest first and in batches, with their URLs and pairs; a task
+/// still running, one that ended later, and a refresh whose purge its edge still owes stay (the
+/// last until the edge is revoked).
+async fn ended_tasks_go_after_the_retention_window_unless_a_purge_is_owed(store: Store) {
+    let alice = store
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = store
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    register_domain(&store, "alice").await;
+    let edges = std::slice::from_ref(&edge);
+    let finish = |task_id, url_idx, success, finished_at| PairResult {
+        key: PairKey {
+            task_id,
+            url_idx,
+            edge_id: edge.id,
+        },
+        success,
+        attempts: 1,
+        http_status: success.then_some(200),
+        bytes: None,
+        objects: None,
+        error: (!success).then(|| "edge away".to_string()),
+        finished_at,
+        unsupported: false,
+        confirmed: None,
+    };
+    let mut ended = Vec::new();
+    for finished_at in [20, 10, 5000] {
+        let task = new_task(&alice, edges, &["http://game.example.com/a"], 100);
+        let id = task.id;
+        store.submit_task(task).await.expect("submit");
+        store
+            .pair_finished(finish(id, 0, true, finished_at))
+            .await
+            .expect("finish");
+        ended.push(id);
+    }
+    let running = new_task(&alice, edges, &["http://game.example.com/b"], 100);
+    let running_id = running.id;
+    store.submit_task(running).await.expect("submit");
+    let mut refresh = new_task(&alice, edges, &["http://game.example.com/a"], 100);
+    refresh.kind = TaskKind::Refresh;
+    refresh.mode = Some("delete".to_string());
+    refresh.charges[0].kind = QuotaKind::RefreshUrls;
+    let refresh_id = refresh.id;
+    store.submit_task(refresh).await.expect("submit");
+    store
+        .pair_finished(finish(refresh_id, 0, false, 30))
+        .await
+        .expect("finish");
+
+    let exists = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .task_detail(alice.id, id)
+                .await
+                .expect("detail")
+                .is_some()
+        }
+    };
+    // One per batch here: the older one first.
+    assert_eq!(store.delete_ended_tasks(1000, 1).await.expect("delete"), 1);
+    assert!(!exists(ended[1]).await, "ended at 10");
+    assert!(exists(ended[0]).await, "ended at 20");
+    assert_eq!(
+        store.delete_ended_tasks(1000, 100).await.expect("delete"),
+        1
+    );
+    assert!(!exists(ended[0]).await);
+    assert!(exists(ended[2]).await, "ended after the cutoff");
+    assert!(exists(running_id).await, "not ended");
+    assert!(exists(refresh_id).await, "its purge is owed to the edge");
+    assert_eq!(
+        store.delete_ended_tasks(1000, 100).await.expect("delete"),
+        0
+    );
+
+    store.revoke_edge("local", 40).await.expect("revoke");
+    assert_eq!(
+        store.delete_ended_tasks(1000, 100).await.expect("delete"),
+        1
+    );
+    assert!(!exists(refresh_id).await, "a revoked edge owes nothing");
+    assert!(store
+        .owed_purges(edge.id, 10)
+        .await
+        .expect("owed")
+        .is_empty());
+}
+
 on_both_backends!(
     submissions_for_a_domain_of_another_account_are_refused,
     bootstrap_admin_only_on_an_empty_database,
     concurrent_submissions_commit_and_quota_rejects_only_the_excess,
     pairs_drive_the_task_to_its_final_state_once,
+    ended_tasks_go_after_the_retention_window_unless_a_purge_is_owed,
 );
 
 /// Two engines on one database, with alice, an edge and alice's domain.

@@ -20,6 +20,7 @@ mod pair_runner;
 pub mod progress;
 mod purge_order;
 mod queues;
+pub mod retention;
 
 pub use edge_client::{EdgeCallError, EdgeClient, EdgeTarget};
 pub use edge_directory::{EdgeDirectory, EdgeHealth};

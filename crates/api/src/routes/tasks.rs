@@ -362,11 +362,15 @@ pub(crate) async fn task_status(
             }
             let body = Answer::ok(view).body();
             // A final task's answer no longer changes, once its callback is settled too.
-            if detail.summary.status.is_final() && settled {
+            if let (true, true, Some(finished_at)) = (
+                detail.summary.status.is_final(),
+                settled,
+                detail.summary.finished_at,
+            ) {
                 state
                     .inner
                     .final_tasks
-                    .put(caller.account_id, id, body.clone());
+                    .put(caller.account_id, id, finished_at, body.clone());
             }
             Ok(json_response(StatusCode::OK, body))
         }
