@@ -232,6 +232,8 @@ settings! {
         engine_lease: HumanDuration, env "PRECACHE_ENGINE_LEASE";
         /// Control plane: tasks that ended longer ago than this are deleted with their URLs and pairs; their reqId then answers 3001 [env: PRECACHE_TASK_RETENTION] [default: 90d]
         task_retention: HumanDuration, env "PRECACHE_TASK_RETENTION";
+        /// Control plane: audit log entries older than this are deleted [env: PRECACHE_AUDIT_RETENTION] [default: 365d]
+        audit_retention: HumanDuration, env "PRECACHE_AUDIT_RETENTION";
         /// `precache edge`: base URL of the control plane's API [env: PRECACHE_CONTROL]
         control: String, env "PRECACHE_CONTROL";
         /// `precache edge`: one-time join token from `POST /cdn_api/edges` (needed until the edge has joined) [env: PRECACHE_JOIN_TOKEN]
@@ -339,6 +341,8 @@ pub struct ServeConfig {
     pub engine_lease: Duration,
     /// How long ended tasks are kept.
     pub task_retention: Duration,
+    /// How long audit log entries are kept.
+    pub audit_retention: Duration,
     /// `precache edge`: the control plane's URL.
     pub control: Option<String>,
     /// `precache edge`: the join token.
@@ -527,6 +531,7 @@ impl ServeConfig {
             edge_deadline: seconds(raw.edge_deadline, 600),
             engine_lease: seconds(raw.engine_lease, 30).max(Duration::from_secs(1)),
             task_retention: seconds(raw.task_retention, 90 * 86_400).max(Duration::from_secs(1)),
+            audit_retention: seconds(raw.audit_retention, 365 * 86_400).max(Duration::from_secs(1)),
             control: raw.control,
             join_token: raw.join_token,
             edge_admin_url: raw.edge_admin_url,

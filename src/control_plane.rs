@@ -130,7 +130,10 @@ pub async fn start(
     let progress_task = tokio::spawn(progress.run(store.clone(), stopped.clone()));
     let retention_task = tokio::spawn(precache_tasks::retention::run_retention(
         store.clone(),
-        config.task_retention,
+        precache_tasks::retention::Retention {
+            tasks: config.task_retention,
+            audit: config.audit_retention,
+        },
         stopped.clone(),
     ));
     let lease_task = Some(tokio::spawn(keep_lease(

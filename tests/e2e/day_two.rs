@@ -74,7 +74,10 @@ async fn ended_tasks_are_deleted_after_the_retention_window() -> TestResult {
         Behavior::Slow(Duration::from_secs(4), Bytes::from_static(b"slow")),
     );
     let dir = tempfile::tempdir()?;
-    let server = Server::start_with(dir.path(), Options::with_args(&["--task-retention", "2s"]))?;
+    let server = Server::start_with(
+        dir.path(),
+        Options::with_args(&["--task-retention", "2s", "--audit-retention", "2s"]),
+    )?;
     let api = Api::new(&server);
     let token = api.user_with_domain("alice", HOST, &origin.url()).await?;
 
@@ -101,6 +104,19 @@ async fn ended_tasks_are_deleted_after_the_retention_window() -> TestResult {
         "{}",
         server.log()
     );
+    // The audit log's entries of the submissions go after --audit-retention too.
+    let admin = api.admin().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = audit(&api, &admin, "?action=task.prefetch").await?;
+        if actions(&left).is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("audit entries still there: {left}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
@@ -247,5 +263,204 @@ async fn a_backup_taken_under_load_restores_the_moment_it_was_taken() -> TestRes
         )
         .await?;
     assert_eq!(check.get("ok"), &json!(true), "{}", check.text());
+    Ok(())
+}
+
+/// One page of the audit log as the admin sees it, with `query`.
+async fn audit(api: &Api, admin: &str, query: &str) -> Result<serde_json::Value, Error> {
+    let reply = api
+        .call(
+            Method::GET,
+            &format!("/cdn_api/audit{query}"),
+            Some(admin),
+            None,
+        )
+        .await?;
+    reply.expect(200, 0)?;
+    Ok(reply.body["zt_api"].clone())
+}
+
+/// The actions of a page's entries, newest first.
+fn actions(page: &serde_json::Value) -> Vec<String> {
+    page["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry["action"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The audit log says who (account, address, request id) did what and when, for log-ins that
+/// failed or succeeded, changes to accounts, domains, edges, backends and quotas, and tasks; its
+/// filters and pages work; only admins read it; and no password, token or credential is in it.
+#[tokio::test]
+async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
+    let origin = Origin::start().await?;
+    origin.set("/a.pak", Behavior::Body(Bytes::from_static(b"release 1")));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let api = Api::new(&server);
+    let admin = api.admin().await?;
+    // A wrong password for a name that does not exist yet.
+    api.call(
+        Method::POST,
+        "/cdn_api/auth/tokens",
+        None,
+        Some(json!({"username": "alice", "password": "guess-1"})),
+    )
+    .await?
+    .expect(401, 1003)?;
+    let token = api.create_user(&admin, "alice").await?;
+    api.register_domain(&admin, HOST, &origin.url(), "alice")
+        .await?;
+    api.call(
+        Method::PUT,
+        "/cdn_api/quota/alice",
+        Some(&admin),
+        Some(json!({"prefetch_urls_per_day": 500})),
+    )
+    .await?
+    .expect(200, 0)?;
+    api.call(
+        Method::POST,
+        "/cdn_api/edges",
+        Some(&admin),
+        Some(json!({"name": "edge-2"})),
+    )
+    .await?
+    .expect(201, 0)?;
+    api.call(
+        Method::POST,
+        "/cdn_api/edges/edge-2/revoke",
+        Some(&admin),
+        None,
+    )
+    .await?
+    .expect(200, 0)?;
+    api.call(
+        Method::POST,
+        "/cdn_api/backends",
+        Some(&admin),
+        Some(json!({"name": "cf", "kind": "cloudflare",
+                    "settings": {"zone_id": ZONE, "endpoint": "http://127.0.0.1:9"},
+                    "credentials": {"api_token": CF_TOKEN}})),
+    )
+    .await?
+    .expect(201, 0)?;
+    let submitted = api
+        .call(
+            Method::POST,
+            "/cdn_api/prefetch",
+            Some(&token),
+            Some(json!({"urls": [url(HOST, "/a.pak")]})),
+        )
+        .await?;
+    submitted.expect(200, 0)?;
+    let req_id = submitted.get("reqId").as_str().unwrap_or("").to_string();
+    let request_id = submitted
+        .headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+
+    let page = audit(&api, &admin, "").await?;
+    assert_eq!(
+        actions(&page),
+        [
+            "task.prefetch",
+            "backend.create",
+            "edge.revoke",
+            "edge.create",
+            "quota.set",
+            "domain.create",
+            "login",
+            "account.create",
+            "login_failed",
+            "login",
+        ],
+        "{page}"
+    );
+    let newest = &page["entries"][0];
+    assert_eq!(
+        (
+            &newest["actor"],
+            &newest["target"],
+            &newest["client"],
+            &newest["request_id"],
+            &newest["detail"]
+        ),
+        (
+            &json!("alice"),
+            &json!(req_id),
+            &json!("127.0.0.1"),
+            &json!(request_id),
+            &json!({"urls": 1})
+        ),
+        "{page}"
+    );
+    let targets: Vec<&serde_json::Value> = page["entries"]
+        .as_array()
+        .map(|entries| entries.iter().map(|entry| &entry["target"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        targets[1..6],
+        [
+            &json!("cf"),
+            &json!("edge-2"),
+            &json!("edge-2"),
+            &json!("alice"),
+            &json!(HOST)
+        ],
+        "{page}"
+    );
+    // Filters: an action, an action's family, an actor, a time window, pages.
+    let failed = audit(&api, &admin, "?action=login_failed").await?;
+    assert_eq!(failed["entries"][0]["actor"], "alice", "{failed}");
+    assert_eq!(
+        failed["entries"][0]["detail"],
+        json!({"ret": 1003}),
+        "{failed}"
+    );
+    assert_eq!(
+        actions(&audit(&api, &admin, "?action=edge.").await?),
+        ["edge.revoke", "edge.create"]
+    );
+    assert_eq!(
+        actions(&audit(&api, &admin, "?actor=alice").await?),
+        ["task.prefetch", "login", "login_failed"]
+    );
+    assert!(actions(&audit(&api, &admin, "?since=2999-01-01T00:00:00Z").await?).is_empty());
+    let first = audit(&api, &admin, "?limit=4").await?;
+    assert_eq!(actions(&first).len(), 4);
+    let before = first["next_before"].as_i64().unwrap_or(0);
+    let second = audit(&api, &admin, &format!("?limit=4&before={before}")).await?;
+    assert_eq!(
+        actions(&second),
+        ["quota.set", "domain.create", "login", "account.create"]
+    );
+    api.call(Method::GET, "/cdn_api/audit?limit=0", Some(&admin), None)
+        .await?
+        .expect(400, 2002)?;
+    // Only admins read it.
+    api.call(Method::GET, "/cdn_api/audit", Some(&token), None)
+        .await?
+        .expect(403, 1004)?;
+    // Reads are not recorded, and no secret is anywhere in it.
+    let everything = audit(&api, &admin, "?limit=1000").await?.to_string();
+    for secret in [
+        "guess-1",
+        "alice-password",
+        crate::support::server::ADMIN_PASSWORD,
+        &token,
+        &admin,
+        CF_TOKEN,
+        "pcj_",
+    ] {
+        assert!(!everything.contains(secret), "{secret} in {everything}");
+    }
     Ok(())
 }

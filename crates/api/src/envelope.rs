@@ -131,6 +131,7 @@ pub struct Answer {
     status: StatusCode,
     fields: Map<String, Value>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
+    audited: Option<crate::audit::Audited>,
 }
 
 impl Answer {
@@ -144,12 +145,22 @@ impl Answer {
             status: StatusCode::OK,
             fields,
             headers: Vec::new(),
+            audited: None,
         }
     }
 
     /// Answer with another success status (`201 Created`).
     pub fn with_status(mut self, status: StatusCode) -> Answer {
         self.status = status;
+        self
+    }
+
+    /// Names what the change was made to, and a few facts, for the audit log.
+    pub(crate) fn with_audit(mut self, target: String, detail: Option<Value>) -> Answer {
+        self.audited = Some(crate::audit::Audited {
+            target: Some(target),
+            detail,
+        });
         self
     }
 
@@ -178,6 +189,9 @@ impl IntoResponse for Answer {
         let mut response = envelope_response(self.status, fields);
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(audited) = self.audited {
+            response.extensions_mut().insert(audited);
         }
         response
     }

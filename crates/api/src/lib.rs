@@ -5,6 +5,7 @@
 //! (task, URLs, pairs and quota, in one transaction) happens last, and the engine is handed the
 //! pairs only once that write is durable.
 
+mod audit;
 mod callbacks;
 mod certificate_check;
 mod client_address;

@@ -154,6 +154,7 @@ impl FromRequestParts<AppState> for Caller {
             .map_err(|_| ApiError::new(Ret::BadToken, "token unknown, expired or revoked"))?;
         let hash = token_hash(token.trim());
         if let Some(caller) = state.inner.tokens.get(&hash) {
+            audit_as(parts, &caller);
             return within_rate_limit(state, caller);
         }
         let grant = state
@@ -180,7 +181,15 @@ impl FromRequestParts<AppState> for Caller {
                 .map(|limit| u32::try_from(limit.max(0)).unwrap_or(u32::MAX)),
         };
         state.inner.tokens.put(caller.clone());
+        audit_as(parts, &caller);
         within_rate_limit(state, caller)
+    }
+}
+
+/// Names the caller in the request's audit entry, if the request is one that is recorded.
+fn audit_as(parts: &Parts, caller: &Caller) {
+    if let Some(actor) = parts.extensions.get::<crate::audit::AuditActor>() {
+        actor.set(Some(caller.account_id), &caller.name);
     }
 }
 

@@ -13,6 +13,7 @@
 //! - Reads go to a pool of connections and see only committed state.
 
 mod accounts;
+mod audit;
 mod backends;
 mod backup;
 mod callbacks;
@@ -32,6 +33,7 @@ mod tokens;
 mod workers;
 mod writer;
 
+pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use backup::{backup_sqlite, BackupFacts};
 pub use callbacks::AttemptOutcome;
 pub use certificates::CertificateForEdges;

@@ -1,7 +1,7 @@
-//! Task retention: ended tasks older than `--task-retention` are deleted in the background, so
-//! that under a steady load the database stops growing once the window is full. Every
-//! control-plane process sweeps; on a shared PostgreSQL two sweeps of one batch simply find
-//! fewer rows.
+//! Retention: ended tasks older than `--task-retention` and audit entries older than
+//! `--audit-retention` are deleted in the background, so that under a steady load the database
+//! stops growing once the windows are full. Every control-plane process sweeps; on a shared
+//! PostgreSQL two sweeps of one batch simply find fewer rows.
 
 use std::time::Duration;
 
@@ -18,12 +18,36 @@ pub fn sweep_period(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }
 
-/// Deletes ended tasks older than `retention` until `stopped`: one sweep at start, then one
-/// every [`sweep_period`].
-pub async fn run_retention(store: Store, retention: Duration, mut stopped: watch::Receiver<bool>) {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+/// How long what is kept for a while is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Ended tasks, from their end.
+    pub tasks: Duration,
+    /// Audit log entries.
+    pub audit: Duration,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Deletes ended tasks and audit entries past their windows until `stopped`: one sweep at
+/// start, then one every [`sweep_period`] of the shorter window.
+pub async fn run_retention(store: Store, retention: Retention, mut stopped: watch::Receiver<bool>) {
     loop {
-        let ended_before = now_millis().saturating_sub(retention_ms);
+        match store
+            .delete_audit_before(now_millis().saturating_sub(millis(retention.audit)))
+            .await
+        {
+            Ok(0) => {}
+            Ok(entries) => {
+                tracing::info!(entries, "deleted audit log entries past their retention")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not delete audit log entries past their retention; trying again later")
+            }
+        }
+        let ended_before = now_millis().saturating_sub(millis(retention.tasks));
         let mut deleted = 0;
         loop {
             match store.delete_ended_tasks(ended_before, BATCH).await {
@@ -45,13 +69,13 @@ pub async fn run_retention(store: Store, retention: Duration, mut stopped: watch
         if deleted > 0 {
             tracing::info!(
                 tasks = deleted,
-                retention = %humantime::format_duration(retention),
+                retention = %humantime::format_duration(retention.tasks),
                 "deleted tasks past their retention"
             );
         }
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
-            _ = tokio::time::sleep(sweep_period(retention)) => {}
+            _ = tokio::time::sleep(sweep_period(retention.tasks.min(retention.audit))) => {}
         }
     }
 }

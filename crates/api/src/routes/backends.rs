@@ -198,7 +198,9 @@ pub(crate) async fn create(
         .await
         .map_err(from_store)?;
     tracing::info!(backend = %backend.name, kind = %backend.kind, targets = backend.targets.len(), "backend registered");
-    Ok(Answer::ok(json!({"backend": backend_json(&backend)})).with_status(StatusCode::CREATED))
+    Ok(Answer::ok(json!({"backend": backend_json(&backend)}))
+        .with_status(StatusCode::CREATED)
+        .with_audit(backend.name.clone(), None))
 }
 
 /// `GET /cdn_api/backends`.

@@ -197,7 +197,9 @@ pub(crate) async fn create(
         .await
         .map_err(from_store)?;
     sync_edges(&state).await;
-    Ok(Answer::ok(json!({"domain": domain_json(&domain)})).with_status(StatusCode::CREATED))
+    Ok(Answer::ok(json!({"domain": domain_json(&domain)}))
+        .with_status(StatusCode::CREATED)
+        .with_audit(domain.name.as_str().to_string(), None))
 }
 
 /// `GET /cdn_api/domains`: admins see every domain, users their own.

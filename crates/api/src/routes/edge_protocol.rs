@@ -125,8 +125,13 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     )),
     extensions(("x-ret-codes" = json!(ret_codes(&[BODY, STORE, &[Ret::BadCredentials]])))),
 )]
-pub(crate) async fn join(State(state): State<AppState>, body: Body) -> Result<Answer, ApiError> {
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    actor: crate::audit::AuditActor,
+    body: Body,
+) -> Result<Answer, ApiError> {
     let request: JoinRequest = json_body(&state, body).await?;
+    actor.set(None, &request.name);
     let addresses = addresses(&request.admin_url, &request.data_url)?;
     let (credential, _) = new_secret("pce_");
     let joined = state

@@ -104,7 +104,9 @@ pub(crate) async fn create(
         .await
         .map_err(from_store)?;
     tracing::info!(edge = %edge.name, parent, "edge created; waiting for it to join");
-    Ok(with_token(&edge, parent, &token, expires_at).with_status(StatusCode::CREATED))
+    Ok(with_token(&edge, parent, &token, expires_at)
+        .with_status(StatusCode::CREATED)
+        .with_audit(edge.name.clone(), None))
 }
 
 /// `POST /cdn_api/edges/{name}/join_token`: a new one-time token (after a revocation, or to

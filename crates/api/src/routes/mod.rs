@@ -1,6 +1,7 @@
 //! The route table of the control plane.
 
 // Visible to the crate so that `openapi.rs` can list the handlers' descriptions.
+pub(crate) mod audit;
 pub(crate) mod backends;
 pub(crate) mod certificates;
 pub(crate) mod domains;
@@ -99,6 +100,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/cdn_api/refresh/{req_id}/events", get(events::refresh))
         .route("/metrics", get(crate::observe::metrics))
         .route("/cdn_api/openapi.json", get(crate::openapi::serve))
+        .route("/cdn_api/audit", get(audit::list))
+        // After routing, so the layer knows the route; before the handlers, so it sees who
+        // authenticated and what they answered.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record,
+        ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(crate::observe::observe))

@@ -95,9 +95,10 @@ pub(crate) async fn submit(
     .await?;
     // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
     // seed's `success_rate` at submission is 100.
-    Ok(Answer::ok(
-        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
-    ))
+    Ok(
+        Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0}))
+            .with_audit(task_id.to_string(), Some(json!({"urls": count}))),
+    )
 }
 
 /// `GET /cdn_api/prefetch/{reqId}`.

@@ -148,9 +148,12 @@ pub(crate) async fn submit(
         },
     )
     .await?;
-    Ok(Answer::ok(
-        json!({"reqId": task_id.to_string(), "success_rate": 100.0}),
-    ))
+    Ok(
+        Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0})).with_audit(
+            task_id.to_string(),
+            Some(json!({"urls": url_count, "dirs": dir_count})),
+        ),
+    )
 }
 
 /// `GET /cdn_api/refresh/{reqId}`.

@@ -452,7 +452,7 @@ pub(crate) struct ListParams {
 }
 
 /// An RFC 3339 time of a list filter, in ms.
-fn filter_time(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn filter_time(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
     match value.filter(|text| !text.is_empty()) {
         Some(text) => text
             .parse::<jiff::Timestamp>()

@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use precache_model::time::{now_millis, rfc3339_millis};
 use serde_json::{json, Map, Value};
 
+use crate::audit::AuditActor;
 use crate::client_address::ClientAddress;
 use crate::envelope::schemas::{Empty, Envelope};
 use crate::envelope::{Answer, ApiError, Ret};
@@ -85,10 +86,12 @@ fn credentials(body: &Map<String, Value>) -> Result<(String, String), ApiError> 
 pub(crate) async fn create(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
+    actor: AuditActor,
     body: Body,
 ) -> Result<Answer, ApiError> {
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let (username, password) = credentials(&body)?;
+    actor.set(None, &username);
     let throttle = LoginThrottle {
         store: &state.inner.store,
         limits: state.inner.config.login_limits,
@@ -119,6 +122,9 @@ pub(crate) async fn create(
                 .map(|account| account.password_hash.as_str()),
         )
         .await;
+    if let Some(account) = &account {
+        actor.set(Some(account.id), &account.name);
+    }
     let Some(account) = account.filter(|_| verified) else {
         // Recorded before the turn is given back, so the next attempt's check sees it.
         throttle.failed(&subjects, now_millis()).await?;

@@ -95,7 +95,9 @@ pub(crate) async fn create(
         .create_account(name, &hash, role)
         .await
         .map_err(from_store)?;
-    Ok(Answer::ok(json!({"user": user_json(&account)})).with_status(StatusCode::CREATED))
+    Ok(Answer::ok(json!({"user": user_json(&account)}))
+        .with_status(StatusCode::CREATED)
+        .with_audit(account.name.clone(), None))
 }
 
 /// `GET /cdn_api/users`.
