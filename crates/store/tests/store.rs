@@ -19,6 +19,20 @@ async fn register_domain(store: &Store, owner: &str) {
         .expect("domain");
 }
 
+/// The account alice, the edge `local` and alice's domain.
+async fn alice_and_an_edge(store: &Store) -> (precache_store::Account, precache_store::Edge) {
+    let alice = store
+        .create_account("alice", "h", Role::User)
+        .await
+        .expect("alice");
+    let edge = store
+        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
+        .await
+        .expect("edge");
+    register_domain(store, "alice").await;
+    (alice, edge)
+}
+
 async fn submissions_for_a_domain_of_another_account_are_refused(store: Store) {
     let alice = store
         .create_account("alice", "h", Role::User)
@@ -158,15 +172,7 @@ async fn bootstrap_admin_only_on_an_empty_database(store: Store) {
 }
 
 async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess(store: Store) {
-    let alice = store
-        .create_account("alice", "h", Role::User)
-        .await
-        .expect("alice");
-    let edge = store
-        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
-        .await
-        .expect("edge");
-    register_domain(&store, "alice").await;
+    let (alice, edge) = alice_and_an_edge(&store).await;
 
     // 40 tasks of 2 URLs against a limit of 50 URLs: exactly 25 fit, whatever the batching.
     let mut handles = Vec::new();
@@ -217,15 +223,7 @@ async fn concurrent_submissions_commit_and_quota_rejects_only_the_excess(store: 
 }
 
 async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
-    let alice = store
-        .create_account("alice", "h", Role::User)
-        .await
-        .expect("alice");
-    let edge = store
-        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
-        .await
-        .expect("edge");
-    register_domain(&store, "alice").await;
+    let (alice, edge) = alice_and_an_edge(&store).await;
     let task = store
         .submit_task(new_task(
             &alice,
@@ -318,15 +316,7 @@ async fn pairs_drive_the_task_to_its_final_state_once(store: Store) {
 /// still running, one that ended later, and a refresh whose purge its edge still owes stay (the
 /// last until the edge is revoked).
 async fn ended_tasks_go_after_the_retention_window_unless_a_purge_is_owed(store: Store) {
-    let alice = store
-        .create_account("alice", "h", Role::User)
-        .await
-        .expect("alice");
-    let edge = store
-        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
-        .await
-        .expect("edge");
-    register_domain(&store, "alice").await;
+    let (alice, edge) = alice_and_an_edge(&store).await;
     let edges = std::slice::from_ref(&edge);
     let finish = |task_id, url_idx, success, finished_at| PairResult {
         key: PairKey {
@@ -422,15 +412,7 @@ async fn two_engines(db: &Db) -> (Store, Store, precache_store::Account, precach
     let (first, second) = (db.store().await, db.store().await);
     first.register_worker().await.expect("first engine");
     second.register_worker().await.expect("second engine");
-    let alice = first
-        .create_account("alice", "h", Role::User)
-        .await
-        .expect("alice");
-    let edge = first
-        .upsert_edge("local", "http://127.0.0.1:1", "s", 1)
-        .await
-        .expect("edge");
-    register_domain(&first, "alice").await;
+    let (alice, edge) = alice_and_an_edge(&first).await;
     (first, second, alice, edge)
 }
 
