@@ -4,7 +4,7 @@
 //! What was done is the route's (its action in [`action_of`]); who did it is filled in by whatever
 //! authenticated the request ([`AuditActor`], set by the `Caller` extractor, a log-in with the
 //! name it tried, an edge's join); what it was done to is the route's path parameter, or what a
-//! handler names in [`Audited`] (a submitted task's `reqId`). Nothing else of the request is read,
+//! handler names in [`Audited`] (on its `Answer`) (a submitted task's `reqId`). Nothing else of the request is read,
 //! so no password, token, key or credential can reach an entry.
 
 use std::sync::{Arc, Mutex};
@@ -17,9 +17,9 @@ use axum::response::Response;
 use precache_model::time::now_millis;
 use precache_model::AccountId;
 use precache_store::NewAuditEntry;
-use serde_json::Value;
 
 use crate::client_address::ClientAddress;
+use crate::envelope::Audited;
 use crate::state::AppState;
 
 /// The action of a change made through `method` on `route` (the route's template), or `None`
@@ -95,16 +95,6 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditActor {
             .cloned()
             .unwrap_or_default())
     }
-}
-
-/// What a handler adds to its answer for the audit log: the target when the path does not name
-/// it, and a few facts (never a secret).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Audited {
-    /// What the change was made to.
-    pub(crate) target: Option<String>,
-    /// A small JSON object.
-    pub(crate) detail: Option<Value>,
 }
 
 /// The layer: records the change once the handler has answered, before the answer leaves. A

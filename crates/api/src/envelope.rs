@@ -126,12 +126,22 @@ impl Ret {
     }
 }
 
+/// What a handler adds to its answer for the audit log: the target when the path does not name
+/// it, and a few facts (never a secret).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Audited {
+    /// What the change was made to.
+    pub(crate) target: Option<String>,
+    /// A small JSON object.
+    pub(crate) detail: Option<Value>,
+}
+
 /// A successful answer: `ret` 0, `msg` "OK", plus `fields`.
 pub struct Answer {
     status: StatusCode,
     fields: Map<String, Value>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
-    audited: Option<crate::audit::Audited>,
+    audited: Option<Audited>,
 }
 
 impl Answer {
@@ -157,7 +167,7 @@ impl Answer {
 
     /// Names what the change was made to, and a few facts, for the audit log.
     pub(crate) fn with_audit(mut self, target: String, detail: Option<Value>) -> Answer {
-        self.audited = Some(crate::audit::Audited {
+        self.audited = Some(Audited {
             target: Some(target),
             detail,
         });
