@@ -366,11 +366,15 @@ async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let refreshed = api
+        .refresh_ok(&token, json!({"dirs": [url(HOST, "/patch/")]}))
+        .await?;
 
     let page = audit(&api, &admin, "").await?;
     assert_eq!(
         actions(&page),
         [
+            "task.refresh",
             "task.prefetch",
             "backend.create",
             "edge.revoke",
@@ -384,7 +388,12 @@ async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
         ],
         "{page}"
     );
-    let newest = &page["entries"][0];
+    assert_eq!(
+        (&page["entries"][0]["target"], &page["entries"][0]["detail"]),
+        (&json!(refreshed), &json!({"urls": 0, "dirs": 1})),
+        "{page}"
+    );
+    let newest = &page["entries"][1];
     assert_eq!(
         (
             &newest["actor"],
@@ -407,7 +416,7 @@ async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
         .map(|entries| entries.iter().map(|entry| &entry["target"]).collect())
         .unwrap_or_default();
     assert_eq!(
-        targets[1..6],
+        targets[2..7],
         [
             &json!("cf"),
             &json!("edge-2"),
@@ -431,7 +440,7 @@ async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
     );
     assert_eq!(
         actions(&audit(&api, &admin, "?actor=alice").await?),
-        ["task.prefetch", "login", "login_failed"]
+        ["task.refresh", "task.prefetch", "login", "login_failed"]
     );
     assert!(actions(&audit(&api, &admin, "?since=2999-01-01T00:00:00Z").await?).is_empty());
     let first = audit(&api, &admin, "?limit=4").await?;
@@ -440,7 +449,7 @@ async fn the_audit_log_says_who_did_what_and_never_a_secret() -> TestResult {
     let second = audit(&api, &admin, &format!("?limit=4&before={before}")).await?;
     assert_eq!(
         actions(&second),
-        ["quota.set", "domain.create", "login", "account.create"]
+        ["edge.create", "quota.set", "domain.create", "login"]
     );
     api.call(Method::GET, "/cdn_api/audit?limit=0", Some(&admin), None)
         .await?

@@ -17,6 +17,7 @@ use axum::response::Response;
 use precache_model::time::now_millis;
 use precache_model::AccountId;
 use precache_store::NewAuditEntry;
+use serde_json::Value;
 
 use crate::client_address::ClientAddress;
 use crate::envelope::Audited;
@@ -56,9 +57,13 @@ pub(crate) fn action_of(method: &Method, route: &str) -> Option<&'static str> {
 }
 
 /// Who the request acts as, once something authenticated it: shared between the layer (which
-/// puts it in the request) and the extractors that fill it in.
+/// puts it in the request) and the extractors that fill it in; with the client's address, so
+/// that a handler writing its entry in its own transaction has everything the layer would.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AuditActor(Arc<Mutex<Option<Actor>>>);
+pub(crate) struct AuditActor {
+    actor: Arc<Mutex<Option<Actor>>>,
+    client: Option<String>,
+}
 
 /// An account's id (when the actor is one) and the actor's name.
 type Actor = (Option<AccountId>, String);
@@ -67,17 +72,37 @@ impl AuditActor {
     /// The account (or, without one, the name) the request acts as.
     pub(crate) fn set(&self, account: Option<AccountId>, name: &str) {
         let mut actor = self
-            .0
+            .actor
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *actor = Some((account, name.to_string()));
     }
 
     fn get(&self) -> Option<Actor> {
-        self.0
+        self.actor
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The entry of `action` on `target` by this request's actor, now.
+    pub(crate) fn entry(
+        &self,
+        action: &str,
+        target: Option<String>,
+        detail: Option<&Value>,
+    ) -> NewAuditEntry {
+        let (actor_id, actor) = self.get().unwrap_or((None, String::new()));
+        NewAuditEntry {
+            at: now_millis(),
+            actor_id: actor_id.map(|id| id.0),
+            actor,
+            client: self.client.clone(),
+            request_id: crate::observe::current_request_id(),
+            action: action.to_string(),
+            target,
+            detail: detail.map(Value::to_string),
+        }
     }
 }
 
@@ -121,7 +146,10 @@ pub(crate) async fn record(
         .await
         .ok()
         .map(|ClientAddress(address)| address.to_string());
-    let actor = AuditActor::default();
+    let actor = AuditActor {
+        actor: Arc::default(),
+        client,
+    };
     parts.extensions.insert(actor.clone());
     let response = next.run(Request::from_parts(parts, body)).await;
 
@@ -136,6 +164,9 @@ pub(crate) async fn record(
         .get::<Audited>()
         .cloned()
         .unwrap_or_default();
+    if audited.recorded {
+        return response;
+    }
     let mut detail = audited.detail;
     if !succeeded {
         let ret = response
@@ -144,18 +175,16 @@ pub(crate) async fn record(
             .map(|ret| ret.0);
         detail = Some(serde_json::json!({ "ret": ret }));
     }
-    let (actor_id, actor) = actor.get().unwrap_or((None, String::new()));
-    let entry = NewAuditEntry {
-        at: now_millis(),
-        actor_id: actor_id.map(|id| id.0),
-        actor,
-        client,
-        request_id: crate::observe::current_request_id(),
-        action: action.to_string(),
-        target: audited.target.or(path_target),
-        detail: detail.map(|detail| detail.to_string()),
+    let entry = actor.entry(action, audited.target.or(path_target), detail.as_ref());
+    // A task of its own: a client hanging up drops this future, and the change it made stands.
+    let store = state.inner.store.clone();
+    let written = tokio::spawn(async move { store.record_audit(entry).await }).await;
+    let failure = match written {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(error) => Some(error.to_string()),
     };
-    if let Err(error) = state.inner.store.record_audit(entry).await {
+    if let Some(error) = failure {
         metrics::counter!("precache_audit_write_failures_total").increment(1);
         tracing::error!(%error, action, "could not write the audit log entry of a change");
     }

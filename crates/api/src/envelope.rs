@@ -134,6 +134,8 @@ pub(crate) struct Audited {
     pub(crate) target: Option<String>,
     /// A small JSON object.
     pub(crate) detail: Option<Value>,
+    /// The handler wrote the entry itself, in the change's own transaction.
+    pub(crate) recorded: bool,
 }
 
 /// A successful answer: `ret` 0, `msg` "OK", plus `fields`.
@@ -170,6 +172,16 @@ impl Answer {
         self.audited = Some(Audited {
             target: Some(target),
             detail,
+            recorded: false,
+        });
+        self
+    }
+
+    /// Says the audit log's entry of this change was written with it.
+    pub(crate) fn audit_recorded(mut self) -> Answer {
+        self.audited = Some(Audited {
+            recorded: true,
+            ..Audited::default()
         });
         self
     }

@@ -2,7 +2,7 @@
 //! store keeps the entries, answers filtered pages newest first and forgets the old ones.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::{Result, Store};
 
@@ -71,30 +71,30 @@ fn decode(row: &AnyRow) -> Result<AuditEntry> {
     })
 }
 
+/// Writes `entry` in the caller's transaction.
+pub(crate) async fn insert(connection: &mut AnyConnection, entry: &NewAuditEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor_id, actor, client, request_id, action, target, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.at)
+    .bind(entry.actor_id)
+    .bind(&entry.actor)
+    .bind(&entry.client)
+    .bind(&entry.request_id)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(&entry.detail)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Records `entry`; committed when this returns.
     pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<()> {
         self.writer
-            .run(move |connection| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO audit_log \
-                           (at, actor_id, actor, client, request_id, action, target, detail) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(entry.at)
-                    .bind(entry.actor_id)
-                    .bind(&entry.actor)
-                    .bind(&entry.client)
-                    .bind(&entry.request_id)
-                    .bind(&entry.action)
-                    .bind(&entry.target)
-                    .bind(&entry.detail)
-                    .execute(&mut *connection)
-                    .await?;
-                    Ok(())
-                })
-            })
+            .run(move |connection| Box::pin(async move { insert(connection, &entry).await }))
             .await
     }
 

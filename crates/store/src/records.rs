@@ -150,6 +150,9 @@ pub struct NewTask {
     pub idempotency: Option<IdempotencyKey>,
     /// Where to POST the final status once the task ends.
     pub callback_url: Option<String>,
+    /// The audit log's entry of the submission, written in the task's own transaction (not for
+    /// an idempotent replay, which submits nothing).
+    pub audit: Option<crate::NewAuditEntry>,
 }
 
 /// An `Idempotency-Key` of a submission.

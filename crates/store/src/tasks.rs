@@ -228,6 +228,9 @@ pub(crate) async fn submit_many(
             .execute(&mut *connection)
             .await?;
         }
+        if let Some(entry) = &task.audit {
+            crate::audit::insert(connection, entry).await?;
+        }
     }
     Ok(tasks
         .iter()

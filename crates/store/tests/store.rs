@@ -144,6 +144,7 @@ fn new_task(
         }],
         idempotency: None,
         callback_url: None,
+        audit: None,
     }
 }
 
@@ -399,12 +400,86 @@ async fn ended_tasks_go_after_the_retention_window_unless_a_purge_is_owed(store:
         .is_empty());
 }
 
+/// A submission's audit entry is written with its task, and only with it: a submission the
+/// quota refuses leaves none. The log's filters and pages answer newest first.
+async fn a_submissions_audit_entry_commits_with_its_task(store: Store) {
+    let (alice, edge) = alice_and_an_edge(&store).await;
+    let entry = |action: &str, at: i64| precache_store::NewAuditEntry {
+        at,
+        actor_id: Some(alice.id.0),
+        actor: "alice".into(),
+        client: Some("127.0.0.1".into()),
+        request_id: Some("r1".into()),
+        action: action.into(),
+        target: None,
+        detail: None,
+    };
+    let mut accepted = new_task(
+        &alice,
+        std::slice::from_ref(&edge),
+        &["http://game.example.com/a"],
+        1,
+    );
+    accepted.audit = Some(entry("task.prefetch", 10));
+    store.submit_task(accepted).await.expect("accepted");
+    let mut refused = new_task(
+        &alice,
+        std::slice::from_ref(&edge),
+        &["http://game.example.com/b"],
+        1,
+    );
+    refused.audit = Some(entry("task.prefetch", 11));
+    assert!(matches!(
+        store.submit_task(refused).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    store
+        .record_audit(entry("domain.create", 5))
+        .await
+        .expect("record");
+    store
+        .record_audit(entry("domain.delete", 20))
+        .await
+        .expect("record");
+    let page = |query: precache_store::AuditQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .audit_entries(&precache_store::AuditQuery { limit: 10, ..query })
+                .await
+                .expect("page")
+                .into_iter()
+                .map(|found| (found.entry.action, found.entry.at))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = page(Default::default()).await;
+    assert_eq!(
+        all,
+        [
+            ("domain.delete".to_string(), 20),
+            ("domain.create".to_string(), 5),
+            ("task.prefetch".to_string(), 10)
+        ]
+    );
+    let family = page(precache_store::AuditQuery {
+        action: Some("domain.".into()),
+        since: Some(6),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(family, [("domain.delete".to_string(), 20)]);
+    assert_eq!(store.delete_audit_before(10).await.expect("delete"), 1);
+    assert_eq!(page(Default::default()).await.len(), 2);
+}
+
 on_both_backends!(
     submissions_for_a_domain_of_another_account_are_refused,
     bootstrap_admin_only_on_an_empty_database,
     concurrent_submissions_commit_and_quota_rejects_only_the_excess,
     pairs_drive_the_task_to_its_final_state_once,
     ended_tasks_go_after_the_retention_window_unless_a_purge_is_owed,
+    a_submissions_audit_entry_commits_with_its_task,
 );
 
 /// Two engines on one database, with alice, an edge and alice's domain.

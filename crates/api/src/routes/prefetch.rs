@@ -68,6 +68,7 @@ pub(crate) fn parse_urls(
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::audit::AuditActor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
@@ -90,15 +91,13 @@ pub(crate) async fn submit(
             charges: vec![(QuotaKind::PrefetchUrls, count)],
             idempotency,
             callback_url,
+            audit,
         },
     )
     .await?;
     // Every URL of an accepted request is accepted (a bad one rejects the whole request), so the
     // seed's `success_rate` at submission is 100.
-    Ok(
-        Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0}))
-            .with_audit(task_id.to_string(), Some(json!({"urls": count}))),
-    )
+    Ok(Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0})).audit_recorded())
 }
 
 /// `GET /cdn_api/prefetch/{reqId}`.

@@ -51,6 +51,7 @@ use crate::token_auth::Caller;
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::audit::AuditActor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
@@ -145,15 +146,11 @@ pub(crate) async fn submit(
             },
             idempotency,
             callback_url,
+            audit,
         },
     )
     .await?;
-    Ok(
-        Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0})).with_audit(
-            task_id.to_string(),
-            Some(json!({"urls": url_count, "dirs": dir_count})),
-        ),
-    )
+    Ok(Answer::ok(json!({"reqId": task_id.to_string(), "success_rate": 100.0})).audit_recorded())
 }
 
 /// `GET /cdn_api/refresh/{reqId}`.

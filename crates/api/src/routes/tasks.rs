@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::audit::AuditActor;
 use crate::envelope::schemas::Envelope;
 use crate::envelope::{json_response, Answer, ApiError, Ret};
 use crate::openapi::{ret_codes, TOKEN};
@@ -116,6 +117,8 @@ pub(crate) struct Submission {
     pub(crate) idempotency: Option<IdempotencyKey>,
     /// Where to POST the final status.
     pub(crate) callback_url: Option<String>,
+    /// Who submits it, for the audit log's entry (written with the task).
+    pub(crate) audit: AuditActor,
 }
 
 /// The optional `callback_url` of a submission (`2002` when it is not an acceptable URL).
@@ -237,8 +240,18 @@ pub(crate) async fn accept(
     let mode = submission.mode.unwrap_or_default();
     let dry_run = submission.dry_run;
     let releases = submission.warm;
+    let id = TaskId::new_random();
+    let counts = match kind {
+        TaskKind::Prefetch => json!({"urls": submission.urls.len()}),
+        TaskKind::Refresh => json!({"urls": submission.urls.len(), "dirs": submission.dirs.len()}),
+    };
+    let audit = submission.audit.entry(
+        &format!("task.{}", kind.as_str()),
+        Some(id.to_string()),
+        Some(&counts),
+    );
     let task = NewTask {
-        id: TaskId::new_random(),
+        id,
         account_id: caller.account_id,
         kind,
         domain,
@@ -262,6 +275,7 @@ pub(crate) async fn accept(
         charges,
         idempotency: submission.idempotency,
         callback_url: submission.callback_url,
+        audit: Some(audit),
     };
     // Committing and handing the pairs to the engine run in a task of their own: if the client
     // hangs up mid-request, the handler's future is dropped, but a task that may already be
