@@ -14,6 +14,8 @@ mod callbacks;
 mod certificates;
 mod cli;
 mod connection_limits;
+mod console;
+mod console_browser;
 mod day_two;
 mod durability;
 mod edge_cache;

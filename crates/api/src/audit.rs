@@ -29,6 +29,8 @@ pub(crate) fn action_of(method: &Method, route: &str) -> Option<&'static str> {
     let action = match (method.as_str(), route) {
         ("POST", "/cdn_api/auth/tokens") => "login",
         ("DELETE", "/cdn_api/auth/tokens") => "logout",
+        ("POST", "/console/login") => "login",
+        ("POST", "/console/logout") => "logout",
         ("POST", "/cdn_api/users") => "account.create",
         ("PUT", "/cdn_api/users/{name}") => "account.update",
         ("DELETE", "/cdn_api/users/{name}") => "account.delete",
@@ -130,13 +132,16 @@ pub(crate) async fn record(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
+    // Reads change nothing; every request that may change something gets an actor slot, also
+    // on routes whose handlers write their entries themselves (submissions, from the API or
+    // the console).
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let action = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|path| path.as_str().to_string());
-    let Some(action) = route.and_then(|route| action_of(request.method(), &route)) else {
-        return next.run(request).await;
-    };
+        .and_then(|route| action_of(request.method(), route.as_str()));
     let (mut parts, body) = request.into_parts();
     let path_target = match RawPathParams::from_request_parts(&mut parts, &state).await {
         Ok(params) => params.iter().next().map(|(_, value)| value.to_string()),
@@ -152,8 +157,12 @@ pub(crate) async fn record(
     };
     parts.extensions.insert(actor.clone());
     let response = next.run(Request::from_parts(parts, body)).await;
+    let Some(action) = action else {
+        return response;
+    };
 
-    let succeeded = response.status().is_success();
+    // The console answers a change with a redirect to the page that shows it.
+    let succeeded = response.status().is_success() || response.status().is_redirection();
     let action = match (action, succeeded) {
         (_, true) => action,
         ("login", false) => "login_failed",

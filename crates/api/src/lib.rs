@@ -9,6 +9,7 @@ mod audit;
 mod callbacks;
 mod certificate_check;
 mod client_address;
+mod console;
 mod envelope;
 mod final_tasks;
 #[doc(hidden)]
@@ -38,5 +39,5 @@ pub use token_auth::Caller;
 
 /// The API's router over `state`.
 pub fn router(state: AppState) -> axum::Router {
-    routes::router(state)
+    routes::router(state.clone()).merge(console::routes(state))
 }

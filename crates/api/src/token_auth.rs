@@ -152,42 +152,47 @@ impl FromRequestParts<AppState> for Caller {
         let token = token
             .to_str()
             .map_err(|_| ApiError::new(Ret::BadToken, "token unknown, expired or revoked"))?;
-        let hash = token_hash(token.trim());
-        if let Some(caller) = state.inner.tokens.get(&hash) {
-            audit_as(parts, &caller);
-            return within_rate_limit(state, caller);
-        }
-        let grant = state
-            .inner
-            .store
-            .token_grant(&hash)
-            .await
-            .map_err(from_store)?;
-        let now = now_millis();
-        let Some(grant) = grant.filter(|grant| !grant.revoked && grant.expires_at > now) else {
-            return Err(ApiError::new(
-                Ret::BadToken,
-                "token unknown, expired or revoked",
-            ));
-        };
-        let caller = Caller {
-            account_id: grant.account.id,
-            name: grant.account.name,
-            role: grant.account.role,
-            token_hash: hash,
-            expires_at: grant.expires_at,
-            rate_limit: grant
-                .rate_limit
-                .map(|limit| u32::try_from(limit.max(0)).unwrap_or(u32::MAX)),
-        };
-        state.inner.tokens.put(caller.clone());
+        let caller = caller_of(state, token).await?;
         audit_as(parts, &caller);
         within_rate_limit(state, caller)
     }
 }
 
+/// The account behind `token` (from the token cache, or the store), without the rate limit.
+pub(crate) async fn caller_of(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let hash = token_hash(token.trim());
+    if let Some(caller) = state.inner.tokens.get(&hash) {
+        return Ok(caller);
+    }
+    let grant = state
+        .inner
+        .store
+        .token_grant(&hash)
+        .await
+        .map_err(from_store)?;
+    let now = now_millis();
+    let Some(grant) = grant.filter(|grant| !grant.revoked && grant.expires_at > now) else {
+        return Err(ApiError::new(
+            Ret::BadToken,
+            "token unknown, expired or revoked",
+        ));
+    };
+    let caller = Caller {
+        account_id: grant.account.id,
+        name: grant.account.name,
+        role: grant.account.role,
+        token_hash: hash,
+        expires_at: grant.expires_at,
+        rate_limit: grant
+            .rate_limit
+            .map(|limit| u32::try_from(limit.max(0)).unwrap_or(u32::MAX)),
+    };
+    state.inner.tokens.put(caller.clone());
+    Ok(caller)
+}
+
 /// Names the caller in the request's audit entry, if the request is one that is recorded.
-fn audit_as(parts: &Parts, caller: &Caller) {
+pub(crate) fn audit_as(parts: &Parts, caller: &Caller) {
     if let Some(actor) = parts.extensions.get::<crate::audit::AuditActor>() {
         actor.set(Some(caller.account_id), &caller.name);
     }
@@ -195,7 +200,7 @@ fn audit_as(parts: &Parts, caller: &Caller) {
 
 /// Refuses the request (`4001`, `Retry-After`) when the account is over its rate; admins are not
 /// limited, so a tenant's limit can never lock out the people who manage it.
-fn within_rate_limit(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
+pub(crate) fn within_rate_limit(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
     if caller.role == Role::Admin {
         return Ok(caller);
     }

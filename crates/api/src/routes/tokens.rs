@@ -91,18 +91,49 @@ pub(crate) async fn create(
 ) -> Result<Answer, ApiError> {
     let body = json_object(body, state.inner.config.max_body_bytes).await?;
     let (username, password) = credentials(&body)?;
-    actor.set(None, &username);
+    let issued = log_in(&state, &username, &password, client, &actor).await?;
+    let header_value = HeaderValue::from_str(&issued.token).map_err(ApiError::internal)?;
+    Ok(Answer::ok(json!({"token": {
+        "id": issued.token,
+        "expires_at": rfc3339_millis(issued.expires_at),
+        "user": issued.account.name,
+        "role": issued.account.role.as_str(),
+    }}))
+    .with_status(StatusCode::CREATED)
+    .with_header(HeaderName::from_static(SUBJECT_TOKEN), header_value))
+}
+
+/// A token issued by a log-in.
+pub(crate) struct Issued {
+    /// The token (shown once; stored hashed).
+    pub(crate) token: String,
+    /// Its end, ms since the epoch.
+    pub(crate) expires_at: i64,
+    /// Whose it is.
+    pub(crate) account: precache_store::Account,
+}
+
+/// Checks a name and password from `client` (throttled as the API's log-in is, whatever asks:
+/// the API or the console) and issues a token; names the actor in the request's audit entry.
+pub(crate) async fn log_in(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    client: std::net::IpAddr,
+    actor: &AuditActor,
+) -> Result<Issued, ApiError> {
+    actor.set(None, username);
     let throttle = LoginThrottle {
         store: &state.inner.store,
         limits: state.inner.config.login_limits,
     };
-    let subjects = Subjects::new(&username, client);
+    let subjects = Subjects::new(username, client);
     // A locked name or address is refused before it waits for a turn to verify.
     throttle.check(&subjects, now_millis()).await?;
     let account = state
         .inner
         .store
-        .account_by_name(&username)
+        .account_by_name(username)
         .await
         .map_err(from_store)?;
     let Some(turn) = state.inner.hasher.permit().await else {
@@ -116,7 +147,7 @@ pub(crate) async fn create(
         .hasher
         .verify_holding(
             &turn,
-            &password,
+            password,
             account
                 .as_ref()
                 .map(|account| account.password_hash.as_str()),
@@ -145,15 +176,11 @@ pub(crate) async fn create(
         .insert_token(&hash, account.id, now, expires_at)
         .await
         .map_err(from_store)?;
-    let header_value = HeaderValue::from_str(&token).map_err(ApiError::internal)?;
-    Ok(Answer::ok(json!({"token": {
-        "id": token,
-        "expires_at": rfc3339_millis(expires_at),
-        "user": account.name,
-        "role": account.role.as_str(),
-    }}))
-    .with_status(StatusCode::CREATED)
-    .with_header(HeaderName::from_static(SUBJECT_TOKEN), header_value))
+    Ok(Issued {
+        token,
+        expires_at,
+        account,
+    })
 }
 
 /// `GET`: who the token belongs to and until when.
