@@ -85,6 +85,17 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert!(forged.headers().get(SET_COOKIE).is_none());
 
+    // Behind a TLS proxy the browser's Origin is https, and the cookie is Secure.
+    let behind_tls = http
+        .post(page("/console/login"))
+        .header(ORIGIN, api.base.replace("http://", "https://"))
+        .form(&[("username", "alice"), ("password", "alice-password")])
+        .send()
+        .await?;
+    assert_eq!(behind_tls.status(), StatusCode::SEE_OTHER);
+    let secure_cookie = behind_tls.headers()[SET_COOKIE].to_str()?.to_string();
+    assert!(secure_cookie.ends_with("; Secure"), "{secure_cookie}");
+
     let signed_in = log_in("alice-password", None).await?;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
     let set_cookie = signed_in.headers()[SET_COOKIE].to_str()?.to_string();
@@ -203,6 +214,7 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
             "task.prefetch",
             "task.prefetch",
             "task.prefetch",
+            "login",
             "login",
             "login_failed",
             "login"

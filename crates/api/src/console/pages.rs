@@ -91,7 +91,7 @@ pub(crate) async fn login(
             let mut response = Redirect::to("/console/").into_response();
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                set_cookie(&issued.token, max_age, false),
+                set_cookie(&issued.token, max_age, served_over_tls(&headers)),
             );
             response
         }
@@ -110,6 +110,15 @@ fn login_refused(error: ApiError) -> Response {
     );
     response.extensions_mut().insert(RetCode(error.ret as i64));
     response
+}
+
+/// Whether the browser reached the console over https (a TLS proxy in front of the API): its
+/// `Origin` says so, and then the cookie is `Secure`.
+fn served_over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .is_some_and(|origin| origin.starts_with("https://"))
 }
 
 #[derive(Deserialize)]
@@ -141,9 +150,10 @@ pub(crate) async fn logout(
     }
     state.inner.tokens.forget(&session.caller.token_hash);
     let mut response = to_login();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie("", 0, false));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie("", 0, served_over_tls(&headers)),
+    );
     response
 }
 
