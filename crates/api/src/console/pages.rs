@@ -157,6 +157,22 @@ pub(crate) async fn logout(
     response
 }
 
+/// What every signed-in page shows in its navigation: who is signed in, and the form proof of
+/// the log-out button.
+struct Frame {
+    user: String,
+    csrf: String,
+}
+
+impl Frame {
+    fn of(session: &Session) -> Frame {
+        Frame {
+            user: session.caller.name.clone(),
+            csrf: session.csrf.clone(),
+        }
+    }
+}
+
 struct TaskRow {
     id: String,
     kind: &'static str,
@@ -171,8 +187,7 @@ struct TaskRow {
 #[template(path = "console/tasks.html")]
 struct TasksPage {
     version: &'static str,
-    user: String,
-    csrf: String,
+    frame: Frame,
     tasks: Vec<TaskRow>,
 }
 
@@ -216,8 +231,7 @@ pub(crate) async fn home(
     render(
         &TasksPage {
             version: VERSION,
-            user: session.caller.name.clone(),
-            csrf: session.csrf.clone(),
+            frame: Frame::of(&session),
             tasks,
         },
         StatusCode::OK,
@@ -228,8 +242,7 @@ pub(crate) async fn home(
 #[template(path = "console/submit.html")]
 struct SubmitPage {
     version: &'static str,
-    user: String,
-    csrf: String,
+    frame: Frame,
     max_urls: usize,
     urls: String,
     error: Option<String>,
@@ -245,8 +258,7 @@ pub(crate) async fn submit_form(
     render(
         &SubmitPage {
             version: VERSION,
-            user: session.caller.name.clone(),
-            csrf: session.csrf.clone(),
+            frame: Frame::of(&session),
             max_urls: state.inner.config.max_urls_per_request,
             urls: String::new(),
             error: None,
@@ -303,8 +315,7 @@ pub(crate) async fn submit(
         render(
             &SubmitPage {
                 version: VERSION,
-                user: session.caller.name.clone(),
-                csrf: session.csrf.clone(),
+                frame: Frame::of(&session),
                 max_urls: state.inner.config.max_urls_per_request,
                 urls: form.urls.clone(),
                 error: Some(error),
@@ -390,8 +401,7 @@ struct Row {
 #[template(path = "console/task.html")]
 struct TaskPage {
     version: &'static str,
-    user: String,
-    csrf: String,
+    frame: Frame,
     id: String,
     kind: String,
     status: String,
@@ -486,8 +496,7 @@ pub(crate) async fn task(
     render(
         &TaskPage {
             version: VERSION,
-            user: session.caller.name.clone(),
-            csrf: session.csrf.clone(),
+            frame: Frame::of(&session),
             id: id.to_string(),
             kind: detail.summary.kind.as_str().to_string(),
             status: detail.summary.status.as_str().to_string(),
