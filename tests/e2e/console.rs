@@ -176,6 +176,25 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
         .await?;
     assert_eq!(listed.get("tasks").as_array().map(Vec::len), Some(3));
 
+    // The list page: today's quota (14 prefetch URLs used), and filters.
+    let list = get("/console/").await?.text().await?;
+    let prefetch_row = list
+        .split("id=\"quota-prefetch_urls_per_day\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or("")
+        .to_string();
+    assert!(prefetch_row.contains("<td>14</td>"), "{prefetch_row}");
+    let done = get("/console/?kind=prefetch&status=done")
+        .await?
+        .text()
+        .await?;
+    assert!(done.contains(&req_id), "{done}");
+    let elsewhere = get("/console/?domain=other.example").await?.text().await?;
+    assert!(elsewhere.contains("No tasks yet") && !elsewhere.contains(&req_id));
+    // The edges page is the admins'.
+    assert_eq!(get("/console/edges").await?.status(), StatusCode::FORBIDDEN);
+
     // Logging out revokes the session's token and drops the cookie.
     let out = http
         .post(page("/console/logout"))
@@ -187,6 +206,36 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
     assert!(out.headers()[SET_COOKIE].to_str()?.contains("Max-Age=0"));
     let after = get("/console/").await?;
     assert_eq!(location(after.headers()), "/console/login");
+    // An admin sees the edges: the embedded one is up.
+    let admin_in = http
+        .post(page("/console/login"))
+        .form(&[
+            ("username", "admin"),
+            ("password", crate::support::server::ADMIN_PASSWORD),
+        ])
+        .send()
+        .await?;
+    let admin_cookie = admin_in.headers()[SET_COOKIE]
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let edges = http
+        .get(page("/console/edges"))
+        .header(COOKIE, admin_cookie)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let local = edges
+        .split("id=\"edge-local\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or("")
+        .to_string();
+    assert!(local.contains("class=\"state up\""), "{edges}");
+
     // Both log-ins and the log-out are in the audit log, with the failed one.
     let admin = api.admin().await?;
     let audit = api

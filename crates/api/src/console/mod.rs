@@ -35,6 +35,7 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/console/submit",
             get(pages::submit_form).post(pages::submit),
         )
+        .route("/console/edges", get(pages::edges))
         .route("/console/tasks/{req_id}", get(pages::task))
         .route("/console/tasks/{req_id}/events", get(pages::task_events))
         .route("/console/static/console.js", get(script))

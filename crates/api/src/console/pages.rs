@@ -1,12 +1,12 @@
 //! The console's pages and the forms they post.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use precache_model::time::{now_millis, rfc3339_millis};
-use precache_model::{ObjectUrl, QuotaKind, TaskKind};
+use precache_model::{ObjectUrl, QuotaKind, TaskKind, TaskStatus};
 use precache_store::TaskQuery;
 use serde::Deserialize;
 use serde_json::Value;
@@ -162,6 +162,7 @@ pub(crate) async fn logout(
 struct Frame {
     user: String,
     csrf: String,
+    admin: bool,
 }
 
 impl Frame {
@@ -169,8 +170,33 @@ impl Frame {
         Frame {
             user: session.caller.name.clone(),
             csrf: session.csrf.clone(),
+            admin: session.caller.role == precache_model::Role::Admin,
         }
     }
+}
+
+/// An option of a filter's list, and whether the current filter chose it.
+struct Choice {
+    value: &'static str,
+    selected: bool,
+}
+
+fn choices(values: &[&'static str], current: Option<&str>) -> Vec<Choice> {
+    values
+        .iter()
+        .map(|value| Choice {
+            value,
+            selected: current == Some(*value),
+        })
+        .collect()
+}
+
+/// A row of today's quota.
+struct QuotaRow {
+    kind: &'static str,
+    used: String,
+    limit: String,
+    remaining: String,
 }
 
 struct TaskRow {
@@ -188,26 +214,82 @@ struct TaskRow {
 struct TasksPage {
     version: &'static str,
     frame: Frame,
+    quota_day: String,
+    resets_at: String,
+    quota: Vec<QuotaRow>,
+    kinds: Vec<Choice>,
+    statuses: Vec<Choice>,
+    domain: String,
     tasks: Vec<TaskRow>,
 }
 
-/// The task list, newest first.
+/// The task list's filters (an empty or unknown value filters nothing).
+#[derive(Deserialize, Default)]
+pub(crate) struct Filters {
+    kind: Option<String>,
+    status: Option<String>,
+    domain: Option<String>,
+}
+
+/// Today's quota of the signed-in account, as `GET /cdn_api/quota` answers it.
+async fn quota_rows(
+    state: &AppState,
+    session: &Session,
+) -> Result<(String, String, Vec<QuotaRow>), ApiError> {
+    let fields =
+        crate::routes::quota::quota_fields(state, session.caller.account_id, &session.caller.name)
+            .await?;
+    let rows = QuotaKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let numbers = &fields[kind.api_name()];
+            QuotaRow {
+                kind: kind.api_name(),
+                used: text(&numbers["used"]),
+                limit: text(&numbers["limit"]),
+                remaining: text(&numbers["remaining"]),
+            }
+        })
+        .collect();
+    Ok((text(&fields["day"]), text(&fields["resets_at"]), rows))
+}
+
+/// Today's quota, and the task list, newest first, filtered by kind, status and domain.
 pub(crate) async fn home(
     State(state): State<AppState>,
     session: Result<Session, NoSession>,
+    Query(filters): Query<Filters>,
 ) -> Response {
     let Ok(session) = session else {
         return to_login();
     };
+    let kind = filters
+        .kind
+        .as_deref()
+        .and_then(|kind| kind.parse::<TaskKind>().ok());
+    let status = filters
+        .status
+        .as_deref()
+        .and_then(|status| status.parse::<TaskStatus>().ok());
+    let domain = filters
+        .domain
+        .as_deref()
+        .map(str::trim)
+        .filter(|domain| !domain.is_empty())
+        .map(str::to_ascii_lowercase);
     let query = TaskQuery {
         account_id: session.caller.account_id,
-        kind: None,
-        status: None,
-        domain: None,
+        kind,
+        status,
+        domain: domain.clone(),
         since: None,
         until: None,
         before: None,
         limit: LISTED,
+    };
+    let (quota_day, resets_at, quota) = match quota_rows(&state, &session).await {
+        Ok(quota) => quota,
+        Err(error) => return error.into_response(),
     };
     let tasks = match state.inner.store.list_tasks(&query).await {
         Ok(tasks) => tasks,
@@ -232,6 +314,15 @@ pub(crate) async fn home(
         &TasksPage {
             version: VERSION,
             frame: Frame::of(&session),
+            quota_day,
+            resets_at,
+            quota,
+            kinds: choices(&["prefetch", "refresh"], kind.map(TaskKind::as_str)),
+            statuses: choices(
+                &["waiting", "running", "done", "failed", "cancelled"],
+                status.map(TaskStatus::as_str),
+            ),
+            domain: domain.unwrap_or_default(),
             tasks,
         },
         StatusCode::OK,
@@ -541,4 +632,67 @@ pub(crate) async fn task_events(
         }
         Err(error) => error.into_response(),
     }
+}
+
+struct EdgeRow {
+    name: String,
+    parent: String,
+    state: String,
+    last_seen: String,
+    owed: String,
+    pairs: String,
+    objects: String,
+    bytes: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/edges.html")]
+struct EdgesPage {
+    version: &'static str,
+    frame: Frame,
+    edges: Vec<EdgeRow>,
+}
+
+/// The edges (admins): state, last word, purges owed, what they cache.
+pub(crate) async fn edges(
+    State(state): State<AppState>,
+    session: Result<Session, NoSession>,
+) -> Response {
+    let Ok(session) = session else {
+        return to_login();
+    };
+    if let Err(error) = session.caller.require_admin() {
+        return refused(
+            StatusCode::FORBIDDEN,
+            error.ret as i64,
+            "the edges page is for admins\n",
+        );
+    }
+    let listed = match crate::routes::edges::edges_json(&state).await {
+        Ok(listed) => listed,
+        Err(error) => return error.into_response(),
+    };
+    let edges = listed
+        .iter()
+        .map(|edge| EdgeRow {
+            name: text(&edge["name"]),
+            parent: text(&edge["parent"]),
+            state: text(&edge["state"]),
+            last_seen: text(&edge["last_seen_at"]),
+            owed: text(&edge["backlog"]["owed_purges"]),
+            pairs: text(&edge["backlog"]["pairs"]),
+            objects: text(&edge["cached_objects"]),
+            bytes: text(&edge["cached_bytes"]),
+            error: text(&edge["error"]),
+        })
+        .collect();
+    render(
+        &EdgesPage {
+            version: VERSION,
+            frame: Frame::of(&session),
+            edges,
+        },
+        StatusCode::OK,
+    )
 }

@@ -210,6 +210,11 @@ pub(crate) async fn list(
     caller: Caller,
 ) -> Result<Answer, ApiError> {
     caller.require_admin()?;
+    Ok(Answer::ok(json!({"edges": edges_json(&state).await?})))
+}
+
+/// Every precache edge as `GET /cdn_api/edges` lists it: state, addresses, backlog and cache.
+pub(crate) async fn edges_json(state: &AppState) -> Result<Vec<serde_json::Value>, ApiError> {
     let mut edges = state.inner.store.list_edges().await.map_err(from_store)?;
     // Backends' targets are listed with their backend (`GET /cdn_api/backends`).
     edges.retain(|edge| edge.backend.is_none());
@@ -221,7 +226,7 @@ pub(crate) async fn list(
         .map_err(from_store)?;
     let health = state.inner.edges.health();
     let now = now_millis();
-    let listed: Vec<_> = edges
+    let listed: Vec<serde_json::Value> = edges
         .iter()
         .map(|edge| {
             let known = health.get(&edge.id).cloned().unwrap_or_default();
@@ -260,5 +265,5 @@ pub(crate) async fn list(
             })
         })
         .collect();
-    Ok(Answer::ok(json!({"edges": listed})))
+    Ok(listed)
 }

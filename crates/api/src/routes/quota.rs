@@ -21,6 +21,17 @@ async fn quota_answer(
     account_id: AccountId,
     user: &str,
 ) -> Result<Answer, ApiError> {
+    let quota = quota_fields(state, account_id, user).await?;
+    Ok(Answer::ok(json!({"quota": quota})))
+}
+
+/// An account's quotas as `GET /cdn_api/quota` answers them: today's day and reset, and per kind
+/// its limit, use and what remains.
+pub(crate) async fn quota_fields(
+    state: &AppState,
+    account_id: AccountId,
+    user: &str,
+) -> Result<Map<String, Value>, ApiError> {
     let day = quota_day(&state.inner.config.quota_time_zone, jiff::Timestamp::now());
     let statuses = state
         .inner
@@ -51,7 +62,7 @@ async fn quota_answer(
     let per_second = own_rate.unwrap_or(i64::from(state.inner.config.rate_limit_per_account));
     // 0 is no limit.
     quota.insert(RATE_FIELD.into(), json!({"limit": per_second}));
-    Ok(Answer::ok(json!({"quota": quota})))
+    Ok(quota)
 }
 
 /// The request rate limit's field in quota answers and updates.
