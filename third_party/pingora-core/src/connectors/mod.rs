@@ -167,6 +167,10 @@ impl ConnectorOptions {
     }
 }
 
+/// precache: how long a request waits for the idle poll to drop its handle to a pooled
+/// connection before it gives the connection up and opens a new one.
+const REUSE_HANDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
@@ -257,17 +261,25 @@ impl TransportConnector {
                 // handle may still be shared: wait for that drop instead of giving up, which
                 // closed the pooled connection and opened a new one ("failed to acquire
                 // reusable stream", pingora issue #998).
+                // The idle poll's thread may be descheduled on a busy machine (a thousand
+                // yields were not always enough on two cores): yield a few times, then sleep a
+                // millisecond at a time, for at most REUSE_HANDLE_WAIT.
                 let mut attempts = 0;
+                let give_up_at = tokio::time::Instant::now() + REUSE_HANDLE_WAIT;
                 let unwrapped = loop {
                     {
                         let _ = s.lock().await;
                     } // wait for the idle poll to release it
                     match Arc::try_unwrap(s) {
                         Ok(l) => break Ok(l),
-                        Err(shared) if attempts < 1000 => {
+                        Err(shared) if tokio::time::Instant::now() < give_up_at => {
                             attempts += 1;
                             s = shared;
-                            tokio::task::yield_now().await;
+                            if attempts < 100 {
+                                tokio::task::yield_now().await;
+                            } else {
+                                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                            }
                         }
                         Err(shared) => break Err(shared),
                     }
