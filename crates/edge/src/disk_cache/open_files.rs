@@ -60,4 +60,22 @@ impl OpenFiles {
     pub(super) fn forget(&self, combined: &str) {
         lock(&self.entries).remove(combined);
     }
+
+    /// Forgets the object for `combined` if it still is body `generation` (a newer one another
+    /// reader kept meanwhile stays).
+    pub(super) fn forget_generation(&self, combined: &str, generation: u64) {
+        let mut entries = lock(&self.entries);
+        if entries
+            .peek(combined)
+            .is_some_and(|open| open.generation == generation)
+        {
+            entries.remove(combined);
+        }
+    }
+
+    /// Whether an object for `combined` is kept.
+    #[cfg(test)]
+    pub(super) fn contains(&self, combined: &str) -> bool {
+        lock(&self.entries).contains_key(combined)
+    }
 }

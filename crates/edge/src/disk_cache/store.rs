@@ -302,7 +302,7 @@ impl Store {
                     decoded: Arc::new(decoded),
                     ..open
                 };
-                self.open_files.insert(combined, open.clone());
+                self.remember_open(combined, open.clone());
                 return Ok(Some((open, body_len)));
             }
             match File::open(self.layout.body_path(combined, generation)) {
@@ -318,7 +318,7 @@ impl Store {
                         file: Arc::new(file),
                         decoded: Arc::new(decoded),
                     };
-                    self.open_files.insert(combined, open.clone());
+                    self.remember_open(combined, open.clone());
                     return Ok(Some((open, body_len)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -335,6 +335,28 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Keeps `open` among the open objects, unless its generation left the index meanwhile. A
+    /// purge or a replacement between this reader's look at the index and this insert forgot
+    /// nothing (the object was not there yet) and deleted the body: keeping the descriptor would
+    /// hold a deleted file's blocks until the LRU dropped it. Removals change the index before
+    /// they forget, so either they forget this entry or this check sees them.
+    pub(super) fn remember_open(&self, combined: &str, open: OpenObject) {
+        let generation = open.generation;
+        self.open_files.insert(combined, open);
+        let current = lock(&self.index)
+            .get(combined)
+            .is_some_and(|entry| entry.generation == generation);
+        if !current {
+            self.open_files.forget_generation(combined, generation);
+        }
+    }
+
+    /// Whether a descriptor of `combined`'s body is kept open.
+    #[cfg(test)]
+    pub(super) fn holds_open(&self, combined: &str) -> bool {
+        self.open_files.contains(combined)
     }
 
     /// Removes an object whose files were damaged behind the cache's back, if it is still the

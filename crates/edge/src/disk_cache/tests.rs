@@ -1089,3 +1089,37 @@ async fn a_recency_file_that_is_not_text_does_not_stop_the_cache() {
     assert!(lookup(cache, &key("b")).await.is_none(), "b evicted first");
     assert!(lookup(cache, &key("a")).await.is_some(), "a kept");
 }
+
+/// A reader that opened a body just before a purge deleted it does not keep the descriptor
+/// (which would hold the deleted file's blocks until the LRU dropped it): the purge's forget
+/// came before the reader's insert, so the insert checks the index again.
+#[tokio::test]
+async fn a_body_purged_while_a_reader_opened_it_is_not_kept_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = open(dir.path());
+    let object = key("raced");
+    fill(cache, &object, &meta(), &body(64 * 1024, 9), 64 * 1024).await;
+    let combined = object.combined();
+    let (opened, _) = cache
+        .store
+        .open_decoded(&combined)
+        .expect("open")
+        .expect("stored");
+    assert!(cache.store.holds_open(&combined), "a hit keeps it open");
+    // The purge runs between the reader's look at the index and its insert.
+    cache.store.remove_key(&combined).expect("purge");
+    assert!(!cache.store.holds_open(&combined));
+    cache.store.remember_open(&combined, opened);
+    assert!(
+        !cache.store.holds_open(&combined),
+        "the purged body's descriptor was kept"
+    );
+    // A current object is kept as before.
+    fill(cache, &object, &meta(), &body(64 * 1024, 10), 64 * 1024).await;
+    cache
+        .store
+        .open_decoded(&combined)
+        .expect("open")
+        .expect("stored");
+    assert!(cache.store.holds_open(&combined));
+}
