@@ -206,6 +206,13 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
     assert!(out.headers()[SET_COOKIE].to_str()?.contains("Max-Age=0"));
     let after = get("/console/").await?;
     assert_eq!(location(after.headers()), "/console/login");
+    // A form posted without a session changes nothing and is nobody's entry in the audit log.
+    let stray = http
+        .post(page("/console/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await?;
+    assert_eq!(location(stray.headers()), "/console/login");
     // An admin sees the edges: the embedded one is up.
     let admin_in = http
         .post(page("/console/login"))
@@ -238,6 +245,17 @@ async fn the_console_keeps_its_session_in_a_strict_cookie_and_refuses_forged_for
 
     // Both log-ins and the log-out are in the audit log, with the failed one.
     let admin = api.admin().await?;
+    let unnamed = api
+        .call(Method::GET, "/cdn_api/audit?actor=", Some(&admin), None)
+        .await?;
+    assert!(
+        unnamed
+            .get("entries")
+            .as_array()
+            .is_some_and(|entries| entries.iter().all(|e| e["actor"] != "")),
+        "{}",
+        unnamed.text()
+    );
     let audit = api
         .call(
             Method::GET,

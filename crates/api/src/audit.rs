@@ -184,6 +184,11 @@ pub(crate) async fn record(
             .map(|ret| ret.0);
         detail = Some(serde_json::json!({ "ret": ret }));
     }
+    if actor.get().is_none() {
+        // Nobody was named: the request never got as far as a credential or a log-in's name
+        // (a console form posted without a session, a log-in refused as cross-site).
+        return response;
+    }
     let entry = actor.entry(action, audited.target.or(path_target), detail.as_ref());
     // A task of its own: a client hanging up drops this future, and the change it made stands.
     let store = state.inner.store.clone();
