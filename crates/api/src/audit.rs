@@ -4,8 +4,9 @@
 //! What was done is the route's (its action in [`action_of`]); who did it is filled in by whatever
 //! authenticated the request ([`AuditActor`], set by the `Caller` extractor, a log-in with the
 //! name it tried, an edge's join); what it was done to is the route's path parameter, or what a
-//! handler names in [`Audited`] (on its `Answer`) (a submitted task's `reqId`). Nothing else of the request is read,
-//! so no password, token, key or credential can reach an entry.
+//! handler names on its `Answer` ([`Audited`]: a created account's or domain's name). Task
+//! submissions write their entry in the task's own transaction. Nothing else of the request is
+//! read, so no password, token, key or credential can reach an entry.
 
 use std::sync::{Arc, Mutex};
 

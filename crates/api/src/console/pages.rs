@@ -609,20 +609,7 @@ pub(crate) async fn task_events(
     let Ok(session) = session else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let Ok(id) = parse_req_id(&req_id) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let kind = match state
-        .inner
-        .store
-        .task_detail(session.caller.account_id, id)
-        .await
-    {
-        Ok(Some(detail)) => detail.summary.kind,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(error) => return from_store(error).into_response(),
-    };
-    match crate::routes::events::task_events(state, session.caller, &req_id, kind).await {
+    match crate::routes::events::task_events(state, session.caller, &req_id, None).await {
         Ok(events) => {
             let mut response = events.into_response();
             response

@@ -69,12 +69,13 @@ impl Follow {
     }
 }
 
-/// The event stream of the caller's task `req_id` of this kind (`3001` when there is none).
+/// The event stream of the caller's task `req_id`, of this kind when one is given (`3001` when
+/// there is none).
 pub(crate) async fn task_events(
     state: AppState,
     caller: Caller,
     req_id: &str,
-    kind: TaskKind,
+    kind: Option<TaskKind>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_req_id(req_id)?;
     let detail = state
@@ -83,10 +84,14 @@ pub(crate) async fn task_events(
         .task_detail(caller.account_id, id)
         .await
         .map_err(from_store)?;
-    if !detail.is_some_and(|detail| detail.summary.kind == kind) {
+    if !detail.is_some_and(|detail| kind.is_none_or(|kind| detail.summary.kind == kind)) {
+        let what = kind.map_or_else(
+            || "task".to_string(),
+            |kind| format!("{} task", kind.as_str()),
+        );
         return Err(ApiError::new(
             Ret::NoSuchTask,
-            format!("no {} task {req_id} for your account", kind.as_str()),
+            format!("no {what} {req_id} for your account"),
         ));
     }
     let follow = Follow {
@@ -137,7 +142,7 @@ pub(crate) async fn prefetch(
     caller: Caller,
     Path(req_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    task_events(state, caller, &req_id, TaskKind::Prefetch).await
+    task_events(state, caller, &req_id, Some(TaskKind::Prefetch)).await
 }
 
 /// `GET /cdn_api/refresh/{reqId}/events`.
@@ -174,5 +179,5 @@ pub(crate) async fn refresh(
     caller: Caller,
     Path(req_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    task_events(state, caller, &req_id, TaskKind::Refresh).await
+    task_events(state, caller, &req_id, Some(TaskKind::Refresh)).await
 }
